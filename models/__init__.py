@@ -1,0 +1,1 @@
+"""Recipes that build models for ovxai (torch needed; no weights are committed)."""

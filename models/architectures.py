@@ -1,0 +1,204 @@
+"""CNN architectures with torchvision's module names, defined here because torchvision does not
+install beside the pinned torch. Random weights; they exist to cover graph shapes, not accuracy."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """features -> avgpool -> classifier: the plainest CNN (GAP, so the exact fast path applies)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, width * 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width * 2, width * 2, 3, padding=1), nn.ReLU(),
+        )  # fmt: skip
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(width * 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = _downsample(inplanes, planes, stride, self.expansion)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = _downsample(inplanes, planes, stride, self.expansion)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+def _downsample(inplanes: int, planes: int, stride: int, expansion: int) -> nn.Module | None:
+    if stride == 1 and inplanes == planes * expansion:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(inplanes, planes * expansion, 1, stride, bias=False), nn.BatchNorm2d(planes * expansion)
+    )
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet layout: conv1, bn1, relu, maxpool, layer1..layer4, avgpool, fc."""
+
+    def __init__(
+        self, block: type[BasicBlock | Bottleneck], layers: list[int], widths: tuple[int, ...] = (64, 128, 256, 512),
+        num_classes: int = 1000,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._stage(block, widths[0], layers[0], 1)
+        self.layer2 = self._stage(block, widths[1], layers[1], 2)
+        self.layer3 = self._stage(block, widths[2], layers[2], 2)
+        self.layer4 = self._stage(block, widths[3], layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[3] * block.expansion, num_classes)
+
+    def _stage(self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int) -> nn.Sequential:
+        stage = [block(self.inplanes, planes, stride)]
+        self.inplanes = planes * block.expansion
+        stage += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*stage)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def resnet18(num_classes: int = 1000) -> ResNet:
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+
+
+def resnet50(num_classes: int = 1000) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes)
+
+
+def tiny_resnet(num_classes: int = 10) -> ResNet:
+    return ResNet(BasicBlock, [1, 2, 1, 1], widths=(8, 16, 24, 32), num_classes=num_classes)
+
+
+class VGG(nn.Module):
+    """VGG layout without a global pool: features -> avgpool (to 2x2) -> flatten -> classifier MLP."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (8, 16, 32)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for w in widths:
+            layers += [
+                nn.Conv2d(cin, w, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(w, w, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(nn.Linear(cin * 4, 32), nn.ReLU(), nn.Dropout(), nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(mid)
+        self._depthwise_conv = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.clamp(self._bn0(self._expand_conv(x)), 0, 6)
+        out = torch.clamp(self._bn1(self._depthwise_conv(out)), 0, 6)
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.skip else out
+
+
+class EfficientNetLiteStyle(nn.Module):
+    """EfficientNet-Lite's layout and, on purpose, its ``x.view(bs, -1)`` with ``bs`` read from the
+    *input's* shape: a tail copied naively would reshape (B*N, C) into (B, N*C)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 8, 3, 2, 1, bias=False)
+        self._bn0 = nn.BatchNorm2d(8)
+        self._blocks = nn.ModuleList([MBConv(8, 8, 1), MBConv(8, 16, 2), MBConv(16, 16, 1)])
+        self._conv_head = nn.Conv2d(16, 32, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(32)
+        self._relu = nn.ReLU6()
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(0.2)
+        self._fc = nn.Linear(32, num_classes)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        bs = inputs.size(0)
+        x = torch.clamp(self._bn0(self._conv_stem(inputs)), 0, 6)
+        for block in self._blocks:
+            x = block(x)
+        x = self._relu(self._bn1(self._conv_head(x)))
+        x = self._avg_pooling(x).view(bs, -1)
+        return self._fc(self._dropout(x))
+
+
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights that behave like a trained net's: activations keep their scale through the
+    layers (He init), BatchNorm has non-trivial statistics and the logits spread over several units,
+    so that a masked copy's score differs clearly from its neighbours' and a bug in the hook shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            elif isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (4.0 / m.in_features) ** 0.5)
+    return model.eval()

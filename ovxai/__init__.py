@@ -1,0 +1,30 @@
+"""ovxai: CNN classifiers that explain themselves in production (Recipro-CAM inside the graph).
+
+Names are imported lazily so that ``import ovxai.runtime`` never pulls in onnx or torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ovxai.errors import OvxaiError
+    from ovxai.exporter import ExportResult, export
+    from ovxai.hook import HookOptions
+
+__all__ = ["ExportResult", "HookOptions", "OvxaiError", "export"]
+__version__ = "0.1.0"
+
+_HOMES = {
+    "ExportResult": "ovxai.exporter",
+    "export": "ovxai.exporter",
+    "HookOptions": "ovxai.hook",
+    "OvxaiError": "ovxai.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'ovxai' has no attribute {name!r}")

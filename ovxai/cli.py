@@ -1,0 +1,120 @@
+"""Command line: ``ovxai export`` and ``ovxai inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ovxai.errors import OvxaiError
+
+
+def _shape(text: str) -> list[int | str]:
+    """'?,3,224,224' -> ['batch', 3, 224, 224]; '?' or a name keeps a dimension dynamic."""
+    dims: list[int | str] = []
+    for i, part in enumerate(text.replace("x", ",").split(",")):
+        part = part.strip()
+        if part.isdigit() and int(part) > 0:
+            dims.append(int(part))
+        elif part in ("?", "-1"):
+            dims.append("batch" if i == 0 else f"dim{i}")
+        elif part.isidentifier():
+            dims.append(part)
+        else:
+            raise argparse.ArgumentTypeError(f"bad dimension '{part}' in '{text}' (use e.g. ?,3,224,224)")
+    return dims
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ovxai", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    exp = sub.add_parser("export", help="add the in-graph Recipro-CAM saliency_map output to a classifier")
+    exp.add_argument("--model", "-m", type=Path, required=True, help="input classifier (.onnx)")
+    exp.add_argument("--output", "-o", type=Path, help="patched model, .onnx or .xml (default: <model>_xai.onnx)")
+    exp.add_argument("--layer", "-l", help="module path (layer4), node or tensor name; default: automatic")
+    exp.add_argument("--score", choices=("softmax", "logits", "sigmoid"), default="softmax")
+    exp.add_argument("--mask", choices=("onehot", "gaussian"), default="onehot")
+    exp.add_argument("--saliency-dtype", choices=("float32", "uint8"), default="float32")
+    _model_args(exp)
+
+    ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
+    ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx)")
+    ins.add_argument("--depth", type=int, default=2, help="deepest module path level to list (default 2)")
+    _model_args(ins)
+    return parser
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input-shape", type=_shape, help="pin the image input's shape, e.g. ?,3,224,224")
+    parser.add_argument("--prediction", help="name of the class-score output when there are several")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _export(args) if args.command == "export" else _inspect(args)
+    except OvxaiError as exc:
+        print(f"ovxai {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ovxai {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ovxai.exporter import export
+    from ovxai.hook import HookOptions
+
+    output = args.output or args.model.with_name(f"{args.model.stem}_xai.onnx")
+    options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype)
+    result = export(
+        args.model, output, layer=args.layer, options=options, input_shape=args.input_shape, prediction=args.prediction
+    )
+    t = result.target
+    path = "exact fast path (pooled mosaic)" if result.fast_path else "general path (full mosaic)"
+    print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
+    print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
+    print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W)")
+    for f in result.files:
+        print(f"wrote    {f}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ovxai.cost import macs
+    from ovxai.exporter import pick_prediction
+    from ovxai.formats import onnx as onnx_format
+    from ovxai.graph import plan_tail
+    from ovxai.target import candidates, resolve
+
+    if not args.model.is_file():
+        raise OvxaiError(f"model file '{args.model}' not found", "check the --model path")
+    model = onnx_format.load(args.model)
+    if args.input_shape:
+        onnx_format.set_input_shape(model, args.input_shape)
+    graph = onnx_format.view(model)
+    prediction = pick_prediction(graph, args.prediction)
+    default = resolve(graph, prediction, None)
+    found = candidates(graph, prediction, args.depth)
+    if default.tensor not in {c.tensor for c in found}:
+        found.append(default)
+    total = macs(graph, graph.nodes) or 1
+    print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image")
+    print("hook cost = extra MACs per image (N copies of the tail) relative to the model; * = default target")
+    header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
+    print(header)
+    for cand in found:
+        plan = plan_tail(graph, cand.tensor, prediction)
+        tail = [n for n in plan.nodes if plan.pool is None or n is not plan.pool.node]
+        n = cand.n
+        cost = f"{100 * n * macs(graph, tail) / total:.1f} %" if n else "?"
+        mark = "*" if cand.tensor == default.tensor else " "
+        path = "fast" if plan.pool else "general"
+        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""A format-neutral view of a model graph, and the plan of the explanatory hook's tail.
+
+Both graph formats (ONNX, OpenVINO) are read into :class:`GraphView`; everything that decides
+*what* the hook copies and *how* each input of the copied tail is fed lives here, once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+Dim = int | str | None
+"""A dimension: a number, a symbolic name, or unknown."""
+
+# Ops that read only the *shape* of their input: their output depends on the batch size, not on data.
+SHAPE_OPS = frozenset({"Shape", "Size"})
+
+
+@dataclass(frozen=True)
+class Node:
+    """One operation. ``op`` uses ONNX operator names; ``scope`` is the module path ('' if unknown)."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    scope: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    handle: Any = field(default=None, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """What the planner needs to know about a tensor."""
+
+    name: str
+    shape: tuple[Dim, ...] | None
+    dtype: str | None  # numpy name: 'float32', 'int64', ...
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype is not None and self.dtype.startswith(("float", "bfloat"))
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return "?"
+        return "x".join("?" if d is None else str(d) for d in self.shape)
+
+
+class Kind(Enum):
+    """How a tensor depends on the model's input."""
+
+    CONSTANT = 0  # weights and anything computed from weights only
+    SHAPE = 1  # computed from the *shape* of an activation (batch size, spatial size)
+    ACTIVATION = 2  # computed from the input's data
+
+
+@dataclass
+class GraphView:
+    """Nodes in topological order plus tensor facts; built by a format adapter."""
+
+    nodes: list[Node]
+    tensors: dict[str, Tensor]
+    inputs: list[str]  # graph inputs that are fed at run time (not weights)
+    outputs: list[str]
+    constants: set[str]  # tensors with a fixed value (initializers, Constant outputs)
+
+    def __post_init__(self) -> None:
+        self.producer: dict[str, Node] = {o: n for n in self.nodes for o in n.outputs}
+        self.consumers: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                if i:
+                    self.consumers.setdefault(i, []).append(n)
+        self.kind = self._kinds()
+
+    def tensor(self, name: str) -> Tensor:
+        return self.tensors.get(name) or Tensor(name, None, None)
+
+    def _kinds(self) -> dict[str, Kind]:
+        kind = {name: Kind.ACTIVATION for name in self.inputs}
+        kind.update({name: Kind.CONSTANT for name in self.constants})
+        for node in self.nodes:
+            ins = [kind.get(i, Kind.CONSTANT) for i in node.inputs if i]
+            worst = max(ins, key=lambda k: k.value, default=Kind.CONSTANT)
+            if node.op in SHAPE_OPS and worst is Kind.ACTIVATION:
+                worst = Kind.SHAPE
+            for o in node.outputs:
+                kind[o] = worst
+        return kind
+
+    def ancestors(self, names: list[str]) -> set[str]:
+        """Names of all nodes that the given tensors depend on."""
+        seen: set[str] = set()
+        todo = deque(names)
+        while todo:
+            node = self.producer.get(todo.popleft())
+            if node is None or node.name in seen:
+                continue
+            seen.add(node.name)
+            todo.extend(i for i in node.inputs if i)
+        return seen
+
+    def descendants(self, name: str) -> set[str]:
+        """Names of all nodes that depend on the given tensor."""
+        seen: set[str] = set()
+        todo = deque([name])
+        while todo:
+            for node in self.consumers.get(todo.popleft(), []):
+                if node.name not in seen:
+                    seen.add(node.name)
+                    todo.extend(node.outputs)
+        return seen
+
+
+@dataclass(frozen=True)
+class GlobalPool:
+    """The tail's first node, when it averages the target over H and W (the exact fast path)."""
+
+    node: Node
+    keepdims: bool
+
+
+@dataclass(frozen=True)
+class TailPlan:
+    """Everything the hook needs to copy the tail: which nodes, and how each outside input is fed."""
+
+    target: str
+    prediction: str
+    nodes: list[Node]  # the tail, topologically ordered
+    side_inputs: dict[str, Kind]  # inputs of tail nodes that come neither from the tail nor from T
+    pool: GlobalPool | None  # set when the exact fast path applies
+
+
+def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
+    """Find the nodes between ``target`` and ``prediction`` and classify their outside inputs."""
+    from ovxai.errors import OvxaiError
+
+    between = graph.descendants(target) & graph.ancestors([prediction])
+    if not between:
+        raise OvxaiError(
+            f"target tensor '{target}' does not feed the prediction output '{prediction}'",
+            "pick a layer before the classifier head (see `ovxai inspect`)",
+        )
+    nodes = [n for n in graph.nodes if n.name in between]
+    for node in nodes:
+        if node.attrs.get("has_subgraph"):
+            raise OvxaiError(
+                f"node '{node.name}' ({node.op}) after the target holds a subgraph, which the hook cannot copy",
+                "pick a target after it",
+            )
+    produced = {o for n in nodes for o in n.outputs}
+    side: dict[str, Kind] = {}
+    for node in nodes:
+        for i in node.inputs:
+            if i and i != target and i not in produced:
+                side[i] = graph.kind.get(i, Kind.CONSTANT)
+    for name, kind in side.items():
+        if kind is Kind.ACTIVATION and graph.tensor(name).rank is None:
+            raise OvxaiError(
+                f"the tail reads '{name}' from before the target, and its rank is unknown",
+                "give the input shape with --input-shape",
+            )
+    return TailPlan(target, prediction, nodes, side, _global_pool(graph, target, nodes))
+
+
+def _global_pool(graph: GraphView, target: str, tail: list[Node]) -> GlobalPool | None:
+    """The global average pool that all of T's data flows through first, if there is one."""
+    tail_names = {n.name for n in tail}
+    readers = [n for n in graph.consumers.get(target, []) if n.name in tail_names]
+    data_readers = [n for n in readers if n.op not in SHAPE_OPS]
+    if len(data_readers) != 1:
+        return None
+    node = data_readers[0]
+    if node.inputs[0] != target or "global_pool_keepdims" not in node.attrs:
+        return None
+    return GlobalPool(node, bool(node.attrs["global_pool_keepdims"]))

@@ -1,0 +1,222 @@
+"""The explanatory hook (Recipro-CAM inside the graph), written once for every graph format.
+
+The hook is expressed against :class:`Ops`, a small set of tensor operations that each format
+adapter implements by emitting nodes into its own graph (ONNX NodeProtos, OpenVINO opset nodes).
+Everything is derived from the target's *runtime* shape, so the hook stores no mask constant at
+all and one exported model explains any input size.
+
+With T of shape (B, C, H, W) and N = H*W:
+
+1. masks M (N, N): row n is the spatial mask of position n (one-hot, or the 3x3 Gaussian).
+2. mosaic (B*N, C, H, W) = T[:, None] * M.reshape(1, N, 1, H, W) -- or, when the tail starts with
+   a global average pool, the pooled mosaic straight from T: (M @ T.reshape(B, C, N).T) / N.
+3. a copy of the tail runs on it; outside inputs of the tail are repeated N times per image.
+4. scores (B*N, K) -> (B, K, N) -> min-max per (image, class) -> (B, K, H, W) ``saliency_map``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar
+
+from ovxai.errors import OvxaiError
+from ovxai.graph import SHAPE_OPS, GraphView, Kind, Node, TailPlan
+
+T = TypeVar("T")
+
+Score = Literal["softmax", "logits", "sigmoid"]
+Mask = Literal["onehot", "gaussian"]
+SaliencyDType = Literal["float32", "uint8"]
+SALIENCY_OUTPUT = "saliency_map"
+_END = 2**62  # "to the end" for slices
+
+
+@dataclass(frozen=True)
+class HookOptions:
+    """What the hook computes. Defaults match the authors' reference implementation."""
+
+    score: Score = "softmax"
+    mask: Mask = "onehot"
+    saliency_dtype: SaliencyDType = "float32"
+    fast_path: bool = True  # use the exact pooled shortcut when the tail starts with a global pool
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("score", ("softmax", "logits", "sigmoid")),
+            ("mask", ("onehot", "gaussian")),
+            ("saliency_dtype", ("float32", "uint8")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise OvxaiError(f"unknown {name} '{getattr(self, name)}'", f"use one of: {', '.join(allowed)}")
+
+
+class Ops(Protocol[T]):
+    """Tensor operations a format adapter provides; ``T`` is its tensor handle."""
+
+    def tensor(self, name: str) -> T: ...
+    def dtype(self, name: str) -> str: ...
+    def i64(self, values: Sequence[int]) -> T: ...
+    def f32(self, value: float) -> T: ...
+    def shape(self, x: T) -> T: ...
+    def slice(self, x: T, start: int, end: int) -> T: ...
+    def concat(self, xs: Sequence[T]) -> T: ...
+    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater"], a: T, b: T) -> T: ...
+    def unary(self, op: Literal["Abs", "Floor", "Relu", "Sigmoid", "Round"], x: T) -> T: ...
+    def cast(self, x: T, dtype: str) -> T: ...
+    def arange(self, n: T) -> T: ...
+    def reshape(self, x: T, shape: T) -> T: ...
+    def unsqueeze(self, x: T, axis: int) -> T: ...
+    def transpose(self, x: T, perm: Sequence[int]) -> T: ...
+    def matmul(self, a: T, b: T) -> T: ...
+    def expand(self, x: T, shape: T) -> T: ...
+    def where(self, cond: T, a: T, b: T) -> T: ...
+    def softmax(self, x: T, axis: int) -> T: ...
+    def reduce(self, op: Literal["ReduceMin", "ReduceMax"], x: T, axis: int) -> T: ...
+    def copy_node(self, node: Node, inputs: Sequence[T | None]) -> list[T]: ...
+    def output(self, x: T, name: str) -> None: ...
+
+
+class ReciproCamHook(Generic[T]):
+    """Builds the saliency branch for one tail plan through an :class:`Ops` implementation."""
+
+    def __init__(self, ops: Ops[T], graph: GraphView, plan: TailPlan, options: HookOptions) -> None:
+        self.ops, self.graph, self.plan, self.options = ops, graph, plan, options
+        self.pool = plan.pool if options.fast_path else None
+        t = ops.tensor(plan.target)
+        self.t = t
+        self.t_shape = ops.shape(t)
+        self.batch = ops.slice(self.t_shape, 0, 1)
+        self.channels = ops.slice(self.t_shape, 1, 2)
+        self.h = ops.slice(self.t_shape, 2, 3)
+        self.w = ops.slice(self.t_shape, 3, 4)
+        self.n = ops.binary("Mul", self.h, self.w)
+        self.mosaic_of: dict[str, T] = {}  # original tensor name -> its counterpart in the mosaic branch
+
+    def build(self) -> T:
+        """Emit the whole branch and return the saliency tensor (also exposed as ``saliency_map``)."""
+        if self.pool is not None:
+            self.mosaic_of[self.pool.node.outputs[0]] = self._pooled_mosaic(self.pool.keepdims)
+        else:
+            self.mosaic_of[self.plan.target] = self._mosaic()
+        for node in self.plan.nodes:
+            if self.pool is not None and node is self.pool.node:
+                continue
+            if node.op in SHAPE_OPS and node.inputs[0] not in self.mosaic_of:
+                # Shape of T when the fast path skipped the mosaic: the mosaic would have B*N rows.
+                outs = [self._scaled_shape(node)]
+            else:
+                outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
+            self.mosaic_of.update(zip(node.outputs, outs, strict=True))
+        saliency = self._saliency(self.mosaic_of[self.plan.prediction])
+        self.ops.output(saliency, SALIENCY_OUTPUT)
+        return saliency
+
+    # -- masks and mosaic -------------------------------------------------------------------------
+
+    def _masks(self) -> T:
+        """(N, N) float matrix; row n is position n's mask over all N positions."""
+        ops = self.ops
+        idx = ops.cast(ops.arange(self.n), "float32")
+        width = ops.cast(self.w, "float32")
+        row = ops.unary("Floor", ops.binary("Div", idx, width))
+        col = ops.binary("Sub", idx, ops.binary("Mul", row, width))
+
+        def kernel_1d(coord: T) -> T:
+            distance = ops.unary("Abs", ops.binary("Sub", ops.unsqueeze(coord, 1), ops.unsqueeze(coord, 0)))
+            if self.options.mask == "onehot":
+                return ops.unary("Relu", ops.binary("Sub", ops.f32(1.0), distance))  # 1, 0, 0, ...
+            # [1, 2, 1] / 4 along one axis; the outer product of two is the 3x3 kernel / 16.
+            return ops.binary("Div", ops.unary("Relu", ops.binary("Sub", ops.f32(2.0), distance)), ops.f32(4.0))
+
+        masks = ops.binary("Mul", kernel_1d(row), kernel_1d(col))
+        return ops.cast(masks, self.ops.dtype(self.plan.target))
+
+    def _mosaic(self) -> T:
+        """(B*N, C, H, W): every image's feature map times each of the N masks."""
+        ops = self.ops
+        one = ops.i64([1])
+        masks = ops.reshape(self._masks(), ops.concat([one, self.n, one, self.h, self.w]))
+        tiled = ops.binary("Mul", ops.unsqueeze(self.t, 1), masks)
+        return ops.reshape(tiled, ops.concat([ops.i64([-1]), ops.slice(self.t_shape, 1, 4)]))
+
+    def _pooled_mosaic(self, keepdims: bool) -> T:
+        """GAP of the mosaic without the mosaic: GAP(T * M_n) = (M @ T_flat)[n] / N."""
+        ops = self.ops
+        flat = ops.reshape(self.t, ops.concat([self.batch, self.channels, ops.i64([-1])]))
+        pooled = ops.transpose(flat, [0, 2, 1])  # (B, N, C): one-hot masks just pick position n
+        if self.options.mask != "onehot":
+            pooled = ops.matmul(self._masks(), pooled)
+        pooled = ops.binary("Div", pooled, ops.cast(self.n, self.ops.dtype(self.plan.target)))
+        dims = [ops.i64([-1]), self.channels] + ([ops.i64([1, 1])] if keepdims else [])
+        return ops.reshape(pooled, ops.concat(dims))
+
+    # -- inputs of the copied tail ----------------------------------------------------------------
+
+    def _input(self, name: str) -> T | None:
+        if not name:
+            return None  # an omitted optional input
+        if name not in self.mosaic_of:
+            kind = self.graph.kind.get(name, Kind.CONSTANT)
+            if kind is Kind.CONSTANT:
+                return self.ops.tensor(name)
+            self.mosaic_of[name] = self._repeated(name) if kind is Kind.ACTIVATION else self._shape_input(name)
+        return self.mosaic_of[name]
+
+    def _repeated(self, name: str) -> T:
+        """An activation from before the target (a skip path): (B, ...) -> (B*N, ...), each image N times."""
+        ops = self.ops
+        rank = self.graph.tensor(name).rank
+        assert rank is not None  # plan_tail refuses unknown ranks
+        x = ops.tensor(name)
+        tiled = ops.expand(ops.unsqueeze(x, 1), ops.concat([self.n, ops.i64([1] * (rank - 1))]))
+        return ops.reshape(tiled, ops.concat([ops.i64([-1]), ops.slice(ops.shape(x), 1, rank)]))
+
+    def _shape_input(self, name: str) -> T:
+        """A value computed from activations' shapes (e.g. ``x.view(x.size(0), -1)``), seen by B*N rows."""
+        node = self.graph.producer.get(name)
+        if node is None:
+            raise OvxaiError(f"cannot trace where '{name}' comes from", "re-export the model with shapes folded")
+        if node.op in SHAPE_OPS:
+            if self.graph.kind.get(node.inputs[0]) is Kind.SHAPE:
+                return self.ops.tensor(name)  # the shape of a shape: a rank, independent of the batch
+            return self._scaled_shape(node)
+        outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
+        self.mosaic_of.update(zip(node.outputs, outs, strict=True))
+        return self.mosaic_of[name]
+
+    def _scaled_shape(self, node: Node) -> T:
+        """Shape/Size of a batch-B tensor, as it would read on the B*N-row mosaic branch."""
+        ops = self.ops
+        original = ops.tensor(node.outputs[0])
+        if node.op == "Size":
+            return ops.binary("Mul", original, ops.reshape(self.n, ops.i64([])))
+        start = int(node.attrs.get("start", 0))
+        rank = self.graph.tensor(node.inputs[0]).rank
+        if start < 0 and rank is not None:
+            start += rank
+        if start != 0:
+            return original  # the batch dimension is not part of this shape
+        head = ops.binary("Mul", ops.slice(original, 0, 1), self.n)
+        return ops.concat([head, ops.slice(original, 1, _END)])
+
+    # -- scores to saliency -----------------------------------------------------------------------
+
+    def _saliency(self, scores: T) -> T:
+        """(B*N, K...) scores -> (B, K, H, W) maps, min-max normalised per image and class."""
+        ops = self.ops
+        per_image = ops.cast(ops.reshape(scores, ops.concat([self.batch, self.n, ops.i64([-1])])), "float32")
+        if self.options.score == "softmax":
+            per_image = ops.softmax(per_image, -1)
+        elif self.options.score == "sigmoid":
+            per_image = ops.unary("Sigmoid", per_image)
+        maps = ops.transpose(per_image, [0, 2, 1])  # (B, K, N)
+        low = ops.reduce("ReduceMin", maps, 2)
+        span = ops.binary("Sub", ops.reduce("ReduceMax", maps, 2), low)
+        # A constant map has span 0 and maps - low == 0 everywhere: dividing by 1 gives zeros, not NaN.
+        span = ops.where(ops.binary("Greater", span, ops.f32(0.0)), span, ops.f32(1.0))
+        maps = ops.binary("Div", ops.binary("Sub", maps, low), span)
+        maps = ops.reshape(maps, ops.concat([self.batch, ops.i64([-1]), self.h, self.w]))
+        if self.options.saliency_dtype == "uint8":
+            maps = ops.cast(ops.unary("Round", ops.binary("Mul", maps, ops.f32(255.0))), "uint8")
+        return maps

@@ -1,0 +1,153 @@
+"""Target resolution: turn ``--layer`` (module path, node name, tensor name or nothing) into one tensor."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from ovxai.errors import OvxaiError
+from ovxai.graph import GraphView, Kind, plan_tail
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A feature map the hook can explain: the tensor leaving ``layer``."""
+
+    layer: str
+    tensor: str
+    shape: tuple[int | str | None, ...]
+
+    @property
+    def chw(self) -> str:
+        return "x".join("?" if d is None else str(d) for d in self.shape[1:])
+
+    @property
+    def n(self) -> int | None:
+        h, w = self.shape[2], self.shape[3]
+        return h * w if isinstance(h, int) and isinstance(w, int) else None
+
+
+def is_feature_map(graph: GraphView, name: str) -> bool:
+    t = graph.tensor(name)
+    return t.rank == 4 and t.is_float and graph.kind.get(name) is Kind.ACTIVATION
+
+
+def scope_paths(scope: str) -> list[str]:
+    """'layer4.1.relu' -> ['layer4', 'layer4.1', 'layer4.1.relu']."""
+    parts = scope.split(".") if scope else []
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def leaving_tensors(graph: GraphView, module: str) -> list[str]:
+    """Tensors produced inside the module scope and read outside it (or returned by the graph)."""
+    inside = {n.name for n in graph.nodes if module in scope_paths(n.scope)}
+    leaving: list[str] = []
+    for node in graph.nodes:
+        if node.name not in inside:
+            continue
+        for out in node.outputs:
+            readers = graph.consumers.get(out, [])
+            if out in graph.outputs or any(r.name not in inside for r in readers):
+                leaving.append(out)
+    return leaving
+
+
+def candidates(graph: GraphView, prediction: str, max_depth: int | None = 2) -> list[Candidate]:
+    """Module scopes (up to ``max_depth`` levels) whose single leaving tensor is a feature map."""
+    feeding = graph.ancestors([prediction])
+    modules: dict[str, None] = {}
+    for node in graph.nodes:
+        for path in scope_paths(node.scope):
+            if max_depth is None or path.count(".") < max_depth:
+                modules[path] = None
+    found: dict[str, Candidate] = {}
+    for module in modules:
+        maps = [t for t in leaving_tensors(graph, module) if is_feature_map(graph, t)]
+        if len(maps) == 1 and graph.producer[maps[0]].name in feeding and _spatial(graph, maps[0]):
+            shape = graph.tensor(maps[0]).shape
+            assert shape is not None
+            found.setdefault(maps[0], Candidate(module, maps[0], shape))
+    order = {n.name: i for i, n in enumerate(graph.nodes)}
+    return sorted(found.values(), key=lambda c: order[graph.producer[c.tensor].name])
+
+
+def resolve(graph: GraphView, prediction: str, layer: str | None) -> Candidate:
+    """The target tensor for ``layer``; ``None`` picks the last spatial feature map feeding the head."""
+    if layer is None:
+        return _automatic(graph, prediction)
+    if layer in graph.producer:  # a tensor name
+        return _checked(graph, layer, layer)
+    by_node = [n for n in graph.nodes if n.name == layer]
+    if by_node:
+        outs = [o for o in by_node[0].outputs if o]
+        if len(outs) != 1:
+            raise OvxaiError(f"node '{layer}' has {len(outs)} outputs", f"name one of them: {', '.join(outs)}")
+        return _checked(graph, layer, outs[0])
+    leaving = leaving_tensors(graph, layer)
+    if not leaving:
+        raise OvxaiError(f"layer '{layer}' not found in the model", _closest(graph, prediction, layer))
+    maps = [t for t in leaving if is_feature_map(graph, t)]
+    if len(maps) > 1:
+        listed = ", ".join(f"'{t}' ({graph.tensor(t).describe()})" for t in maps)
+        raise OvxaiError(
+            f"layer '{layer}' is ambiguous: {len(maps)} feature maps leave it: {listed}",
+            "pass one of these tensor names, or a deeper module path, as --layer",
+        )
+    return _checked(graph, layer, maps[0] if maps else leaving[-1])
+
+
+def _checked(graph: GraphView, layer: str, tensor: str) -> Candidate:
+    t = graph.tensor(tensor)
+    if not is_feature_map(graph, tensor):
+        raise OvxaiError(
+            f"layer '{layer}' gives tensor '{tensor}' of shape {t.describe()} ({t.dtype or 'unknown type'}), "
+            "not a 4-D float feature map (B, C, H, W)",
+            "pick a convolutional layer (see `ovxai inspect`)",
+        )
+    assert t.shape is not None
+    return Candidate(layer, tensor, t.shape)
+
+
+def _automatic(graph: GraphView, prediction: str) -> Candidate:
+    feeding = graph.ancestors([prediction])
+    maps = [
+        out
+        for node in graph.nodes
+        if node.name in feeding
+        for out in node.outputs
+        if is_feature_map(graph, out) and _spatial(graph, out)
+    ]
+    if not maps:
+        raise OvxaiError(
+            f"no 4-D feature map with H*W > 1 feeds the prediction output '{prediction}'",
+            "is this a convolutional classifier? name the layer with --layer",
+        )
+    # Prefer a clean cut: a tail that reads nothing from before the target but weights and shapes.
+    for name in reversed(maps[-8:]):
+        plan = plan_tail(graph, name, prediction)
+        if all(kind is not Kind.ACTIVATION for kind in plan.side_inputs.values()):
+            return _checked(graph, graph.producer[name].scope or graph.producer[name].name, name)
+    last = maps[-1]
+    return _checked(graph, graph.producer[last].scope or graph.producer[last].name, last)
+
+
+def _spatial(graph: GraphView, name: str) -> bool:
+    shape = graph.tensor(name).shape
+    assert shape is not None
+    h, w = shape[2], shape[3]
+    return not (isinstance(h, int) and isinstance(w, int) and h * w <= 1)
+
+
+def _closest(graph: GraphView, prediction: str, layer: str) -> str:
+    known = candidates(graph, prediction, max_depth=None)
+    shapes = {c.layer: c.chw for c in known}
+    for node in graph.nodes:
+        if node.outputs and is_feature_map(graph, node.outputs[0]):
+            shapes.setdefault(
+                node.name, Candidate(node.name, node.outputs[0], graph.tensor(node.outputs[0]).shape or ()).chw
+            )
+    close = difflib.get_close_matches(layer, list(shapes), n=5, cutoff=0.4) or [c.layer for c in known[-5:]]
+    if not close:
+        return "run `ovxai inspect` to list the layers"
+    shown = ", ".join(f"{name} ({shapes[name]})" for name in close)
+    return f"closest: {shown} (all: `ovxai inspect`)"

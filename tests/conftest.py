@@ -1,0 +1,72 @@
+"""Shared fixtures: small torch networks exported to ONNX once per session."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's models/ recipes
+
+torch = pytest.importorskip("torch")
+
+from models import architectures as arch  # noqa: E402
+
+NETS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
+    # name: (factory, input size)
+    "tiny": (lambda: arch.TinyCNN(), 32),
+    "resnet": (lambda: arch.tiny_resnet(), 128),
+    "vgg": (lambda: arch.VGG(), 32),
+    "effnet": (lambda: arch.EfficientNetLiteStyle(), 32),
+}
+
+
+def build_net(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return arch.randomize(NETS[name][0]())
+
+
+def export_onnx(net: torch.nn.Module, size: int, path: Path, exporter: str, dynamic_size: bool = False) -> Path:
+    example = torch.rand(2, 3, size, size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            dims = {0: torch.export.Dim("batch")}
+            if dynamic_size:
+                dims.update({2: torch.export.Dim("height", min=16), 3: torch.export.Dim("width", min=16)})
+            torch.onnx.export(
+                net, (example,), str(path), dynamo=True, input_names=["input"], output_names=["logits"],
+                dynamic_shapes=(dims,), verbose=False, optimize=True,
+            )  # fmt: skip
+        else:
+            axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+            torch.onnx.export(
+                net, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": axes, "logits": {0: "batch"}}, opset_version=17,
+            )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[torch.nn.Module, Path]]:
+    """exported(name, exporter) -> (torch net, .onnx path), built once per session."""
+    cache: dict[tuple[str, str, bool], tuple[torch.nn.Module, Path]] = {}
+    folder = tmp_path_factory.mktemp("models")
+
+    def get(name: str, exporter: str = "legacy", dynamic_size: bool = False) -> tuple[torch.nn.Module, Path]:
+        key = (name, exporter, dynamic_size)
+        if key not in cache:
+            net = build_net(name)
+            path = folder / f"{name}-{exporter}{'-any' if dynamic_size else ''}.onnx"
+            cache[key] = (net, export_onnx(net, NETS[name][1], path, exporter, dynamic_size))
+        return cache[key]
+
+    return get
+
+
+def images(batch: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32)

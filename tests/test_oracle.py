@@ -1,0 +1,142 @@
+"""The exported saliency against the torch oracle (tests/oracle.py), in ONNX Runtime and OpenVINO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import NETS, images
+from oracle import reference_saliency
+from runners import run
+
+from ovxai import HookOptions, export
+
+TOLERANCE = 1e-4
+
+# (net, exporter, --layer, torch module the oracle hooks, which call of it, fast path expected)
+CASES = [
+    ("tiny", "dynamo", "features", "features", 0, True),
+    ("tiny", "legacy", None, "features", 0, True),
+    ("resnet", "dynamo", "layer4", "layer4", 0, True),
+    ("resnet", "legacy", "layer3", "layer3", 0, False),
+    # inside a residual block: the skip path (downsample of layer3's output) is a tail side input
+    ("resnet", "legacy", "layer4.0.relu", "layer4.0.relu", 0, False),
+    ("vgg", "legacy", "features", "features", 0, False),
+    ("effnet", "legacy", None, "_relu", 0, True),
+    ("effnet", "dynamo", "_relu", "_relu", 0, True),
+]
+IDS = [f"{c[0]}-{c[1]}-{c[2] or 'auto'}" for c in CASES]
+
+
+def _export(path: Path, out: Path, layer: str | None, **options: object) -> Path:
+    return export(path, out, layer=layer, options=HookOptions(**options)).files[0]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_matches_oracle_and_keeps_prediction(exported, tmp_path, case, backend) -> None:
+    name, exporter, layer, module, call, fast = case
+    net, path = exported(name, exporter)
+    suffix = ".onnx" if backend == "onnxruntime" else ".xml"
+    result = export(path, tmp_path / f"patched{suffix}", layer=layer)
+    assert result.fast_path is fast
+    x = images(3, NETS[name][1])
+    got = run(result.files[0], x, backend)
+    want = reference_saliency(net, module, x, call=call)
+    np.testing.assert_allclose(got["saliency_map"], want, atol=TOLERANCE)
+    # The prediction output is the unpatched model's, bit for bit (same backend, same input).
+    plain = path if backend == "onnxruntime" else _as_ir(path, tmp_path)
+    np.testing.assert_array_equal(got["logits"], run(plain, x, backend)["logits"])
+
+
+def _as_ir(path: Path, folder: Path) -> Path:
+    import openvino as ov
+
+    xml = folder / "plain.xml"
+    ov.save_model(ov.convert_model(str(path)), str(xml), compress_to_fp16=False)
+    return xml
+
+
+@pytest.mark.parametrize("mask", ["onehot", "gaussian"])
+@pytest.mark.parametrize("score", ["softmax", "logits", "sigmoid"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_scores_masks_and_batch(exported, tmp_path, score, mask, batch) -> None:
+    net, path = exported("resnet", "dynamo")
+    out = _export(path, tmp_path / "p.onnx", "layer4", score=score, mask=mask)
+    x = images(batch, NETS["resnet"][1], seed=batch)
+    got = run(out, x, "onnxruntime")["saliency_map"]
+    np.testing.assert_allclose(got, reference_saliency(net, "layer4", x, score, mask), atol=TOLERANCE)
+
+
+FAST = [c for c in CASES if c[5]]
+
+
+@pytest.mark.parametrize("case", FAST, ids=[IDS[CASES.index(c)] for c in FAST])
+@pytest.mark.parametrize("mask", ["onehot", "gaussian"])
+def test_fast_path_equals_general_path(exported, tmp_path, case, mask) -> None:
+    name, exporter, layer, *_ = case
+    _, path = exported(name, exporter)
+    fast = _export(path, tmp_path / "fast.onnx", layer, mask=mask)
+    general = _export(path, tmp_path / "general.onnx", layer, mask=mask, fast_path=False)
+    x = images(2, NETS[name][1])
+    a, b = run(fast, x, "onnxruntime"), run(general, x, "onnxruntime")
+    np.testing.assert_allclose(a["saliency_map"], b["saliency_map"], atol=1e-5)
+    assert "GlobalAveragePool" not in _tail_ops(fast) and "ReduceMean" not in _tail_ops(fast)
+
+
+def _tail_ops(path: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node if n.name.startswith("ovxai/tail/")}
+
+
+def test_batch_gives_per_image_results(exported, tmp_path) -> None:
+    _, path = exported("resnet", "legacy")
+    out = _export(path, tmp_path / "p.onnx", "layer4.0.relu")
+    x = images(4, NETS["resnet"][1], seed=7)
+    together = run(out, x, "onnxruntime")["saliency_map"]
+    alone = np.concatenate([run(out, x[i : i + 1], "onnxruntime")["saliency_map"] for i in range(4)])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_uint8_saliency(exported, tmp_path) -> None:
+    net, path = exported("tiny", "legacy")
+    out = _export(path, tmp_path / "p.onnx", None, saliency_dtype="uint8")
+    x = images(2, NETS["tiny"][1])
+    got = run(out, x, "onnxruntime")["saliency_map"]
+    assert got.dtype == np.uint8
+    want = np.round(reference_saliency(net, "features", x) * 255)
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_constant_map_gives_zeros_not_nan(tmp_path) -> None:
+    import torch
+    from conftest import build_net, export_onnx
+
+    net = build_net("tiny")
+    with torch.no_grad():
+        net.classifier.weight.zero_()  # every masked copy scores the same: min == max
+    path = export_onnx(net, 32, tmp_path / "flat.onnx", "legacy")
+    got = run(_export(path, tmp_path / "p.onnx", None, score="logits"), images(2, 32), "onnxruntime")
+    assert np.all(got["saliency_map"] == 0)
+
+
+def test_one_model_explains_any_input_size(exported, tmp_path) -> None:
+    net, path = exported("resnet", "legacy", dynamic_size=True)
+    out = _export(path, tmp_path / "p.onnx", "layer4")
+    for size in (96, 160):
+        x = images(2, size)
+        got = run(out, x, "onnxruntime")["saliency_map"]
+        np.testing.assert_allclose(got, reference_saliency(net, "layer4", x), atol=TOLERANCE)
+
+
+def test_hook_adds_no_mask_constant(exported, tmp_path) -> None:
+    import onnx
+
+    _, path = exported("vgg", "legacy")
+    out = _export(path, tmp_path / "p.onnx", "features", mask="gaussian")
+    model = onnx.load(str(out))
+    added = [i for i in model.graph.initializer if i.name.startswith("ovxai/")]
+    assert added and max(int(np.prod(i.dims)) for i in added) <= 4  # masks are built from the runtime shape
+    onnx.checker.check_model(model, full_check=True)
