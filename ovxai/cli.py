@@ -84,17 +84,12 @@ def _export(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     from ovxai.cost import macs
-    from ovxai.exporter import pick_prediction
+    from ovxai.exporter import load_model, pick_prediction
     from ovxai.formats import onnx as onnx_format
     from ovxai.graph import plan_tail
     from ovxai.target import candidates, resolve
 
-    if not args.model.is_file():
-        raise OvxaiError(f"model file '{args.model}' not found", "check the --model path")
-    model = onnx_format.load(args.model)
-    if args.input_shape:
-        onnx_format.set_input_shape(model, args.input_shape)
-    graph = onnx_format.view(model)
+    graph = onnx_format.view(load_model(args.model, args.input_shape))
     prediction = pick_prediction(graph, args.prediction)
     default = resolve(graph, prediction, None)
     found = candidates(graph, prediction, args.depth)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,17 +50,28 @@ def export(
     """
     options = options or HookOptions()
     source, destination = _checked_paths(Path(model), Path(output))
+    with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
+        proto = load_model(source, input_shape)
+        _refuse_patched(proto, source)
+        graph = onnx_format.view(proto)
+        prediction = pick_prediction(graph, prediction)
+        target = resolve(graph, prediction, layer)
+        plan = plan_tail(graph, target.tensor, prediction)
+        patched = patch(proto, graph, plan, options)
+        files = _write(patched, destination, scratch)
+    return ExportResult(files, target, prediction, options.fast_path and plan.pool is not None, options)
+
+
+def load_model(source: Path, input_shape: Sequence[int | str] | None = None) -> onnx.ModelProto:
+    """The model as the hook sees it: input shape pinned if asked, batch dynamic unless pinned."""
+    if not source.is_file():
+        raise OvxaiError(f"model file '{source}' not found", "check the --model path")
     proto = onnx_format.load(source)
     if input_shape is not None:
         onnx_format.set_input_shape(proto, input_shape)
-    _refuse_patched(proto, source)
-    graph = onnx_format.view(proto)
-    prediction = pick_prediction(graph, prediction)
-    target = resolve(graph, prediction, layer)
-    plan = plan_tail(graph, target.tensor, prediction)
-    patched = patch(proto, graph, plan, options)
-    files = _write(patched, destination)
-    return ExportResult(files, target, prediction, options.fast_path and plan.pool is not None, options)
+    if input_shape is None or not isinstance(input_shape[0], int):
+        onnx_format.make_batch_dynamic(proto)
+    return proto
 
 
 def patch(model: onnx.ModelProto, graph: GraphView, plan: TailPlan, options: HookOptions) -> onnx.ModelProto:
@@ -108,11 +120,8 @@ def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
         raise OvxaiError(f"output '{destination}' must end in .onnx or .xml", "e.g. --output model_xai.xml")
     if destination.resolve() == source.resolve():
         raise OvxaiError("the output path is the input model", "write the patched model to a new file")
-    folder = destination.parent
-    if not folder.is_dir():
-        raise OvxaiError(f"output folder '{folder}' does not exist", "create it first")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OvxaiError(f"output folder '{folder}' is not writable", "choose another --output")
+    if not destination.parent.is_dir():
+        raise OvxaiError(f"output folder '{destination.parent}' does not exist", "create it first")
     return source, destination
 
 
@@ -122,9 +131,23 @@ def _refuse_patched(model: onnx.ModelProto, source: Path) -> None:
         raise OvxaiError(f"'{source}' already has a '{SALIENCY_OUTPUT}' output", "export from the original model")
 
 
-def _write(model: onnx.ModelProto, destination: Path) -> list[Path]:
-    """Write into a hidden scratch folder beside ``destination``, check, then move into place."""
-    scratch = Path(tempfile.mkdtemp(prefix=".ovxai-", dir=destination.parent))
+@contextmanager
+def _scratch_folder(destination: Path) -> Iterator[Path]:
+    """A hidden folder beside the output; whatever is left in it is removed, success or not."""
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".ovxai-", dir=destination.parent))
+    except OSError as exc:
+        raise OvxaiError(
+            f"output folder '{destination.parent}' is not writable ({exc.strerror or exc})", "choose another --output"
+        ) from None
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write(model: onnx.ModelProto, destination: Path, scratch: Path) -> list[Path]:
+    """Write and check in ``scratch``, then move into place: no half-written model is ever visible."""
     try:
         onnx_path = scratch / destination.with_suffix(".onnx").name
         written = _save_onnx(model, onnx_path)
@@ -137,11 +160,7 @@ def _write(model: onnx.ModelProto, destination: Path) -> list[Path]:
             os.replace(src, dst)  # the model file itself last: a reader never sees it without its weights
         return final
     except OSError as exc:
-        raise OvxaiError(
-            f"could not write '{destination}': {exc.strerror or exc}", "check the disk and folder"
-        ) from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        raise OvxaiError(f"could not write '{destination}': {exc.strerror or exc}", "check the disk space") from None
 
 
 def _save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:

@@ -140,3 +140,34 @@ def test_hook_adds_no_mask_constant(exported, tmp_path) -> None:
     added = [i for i in model.graph.initializer if i.name.startswith("ovxai/")]
     assert added and max(int(np.prod(i.dims)) for i in added) <= 4  # masks are built from the runtime shape
     onnx.checker.check_model(model, full_check=True)
+
+
+@pytest.fixture(scope="session")
+def efficientnet(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from models import efficientnet_lite0 as recipe
+    from models.onnx_export import to_onnx
+
+    net = recipe.build()
+    return net, to_onnx(net, tmp_path_factory.mktemp("real") / "efficientnet_lite0.onnx", recipe.SIZE)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_real_efficientnet_lite0_on_a_real_photo(efficientnet, tmp_path, backend) -> None:
+    """Real ImageNet weights, the real model code (``x.view(bs, -1)`` with bs from the input), a real photo."""
+    from PIL import Image
+
+    from models import efficientnet_lite0 as recipe
+
+    net, path = efficientnet
+    photo = Image.open(Path(__file__).parents[1] / "samples/photos/chelsea_cat.jpg").convert("RGB").resize((224, 224))
+    x = ((np.asarray(photo, dtype=np.float32) - recipe.MEAN) / recipe.SCALE).transpose(2, 0, 1)[None]
+    x = np.concatenate([x, images(1, 224) * 2 - 1])  # batch 2: the photo and noise
+    result = export(path, tmp_path / f"p{'.xml' if backend == 'openvino' else '.onnx'}")
+    assert result.target.layer == "_swish" and result.fast_path
+    got = run(result.files[0], x, backend)
+    labels = (Path(__file__).parents[1] / "models/imagenet1k_labels.txt").read_text().splitlines()
+    assert labels[int(got["logits"][0].argmax())] == "Egyptian cat"
+    # the shared activation runs twice (stem, head): the target is its second call
+    want = reference_saliency(net, "_swish", x, call=1)
+    np.testing.assert_allclose(got["saliency_map"], want, atol=TOLERANCE)

@@ -33,9 +33,10 @@ def load(path: Path) -> onnx.ModelProto:
         raise OvxaiError(f"'{path}' is not an ONNX model (no graph found)", "pass an .onnx or .xml model file")
     try:
         onnx.load_external_data_for_model(model, os.fspath(path.parent))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValidationError (missing or unsafe location), ...
         raise OvxaiError(
-            f"external weights of '{path}' could not be read ({exc})", "keep the .data file beside the .onnx file"
+            f"the external weights of '{path}' could not be read ({str(exc).splitlines()[0]})",
+            "keep the model's .data file beside the .onnx file",
         ) from None
     try:
         onnx.checker.check_model(model if model.ByteSize() < _PROTOBUF_LIMIT else os.fspath(path))
@@ -63,7 +64,7 @@ def opset(model: onnx.ModelProto) -> int:
 
 
 def set_input_shape(model: onnx.ModelProto, shape: Sequence[int | str]) -> None:
-    """Pin the image input's dimensions (ints) or name them (strings) for every later step."""
+    """Pin the image input's dimensions (ints) or make them dynamic (names) for every later step."""
     image = image_input(model)
     dims = image.type.tensor_type.shape.dim
     if len(dims) != len(shape):
@@ -71,7 +72,9 @@ def set_input_shape(model: onnx.ModelProto, shape: Sequence[int | str]) -> None:
             f"--input-shape has {len(shape)} dimensions but input '{image.name}' has {len(dims)}",
             "give one value per dimension, e.g. ?,3,224,224",
         )
-    for dim, value in zip(dims, shape, strict=True):
+    for i, (dim, value) in enumerate(zip(dims, shape, strict=True)):
+        if i == 0 and isinstance(value, str):
+            continue  # a dynamic batch is make_batch_dynamic's job: it also fixes baked batch sizes
         dim.Clear()
         if isinstance(value, int):
             dim.dim_value = value
@@ -336,3 +339,56 @@ class OnnxOps:
         patched.graph.initializer.extend(self.initializers)
         patched.graph.output.append(helper.make_tensor_value_info(output_name, elem_type, list(dims)))
         return patched
+
+
+# -- batch ------------------------------------------------------------------------------------------
+
+
+def make_batch_dynamic(model: onnx.ModelProto) -> None:
+    """Turn a static batch dimension (exported with a fixed example batch) into a named one.
+
+    Exporters bake the example's batch into Reshape targets (``x.view(1, -1)``); those whose data
+    and result both carry the batch first get 0 there ("copy from the input") instead.
+    """
+    image = image_input(model)
+    dim0 = image.type.tensor_type.shape.dim[0]
+    if not dim0.HasField("dim_value"):
+        return
+    batch = dim0.dim_value
+    shapes = view(model).tensors
+    constants = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            continue
+        data, result = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not (data and result and data.shape and result.shape and data.shape[0] == batch == result.shape[0]):
+            continue
+        target = _constant_value(model, node.input[1])
+        if target is None or target.ndim != 1 or not len(target) or int(target[0]) != batch:
+            continue
+        allow_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
+        if allow_zero and -1 in target:
+            raise OvxaiError(
+                f"the batch size is fixed to {batch} in node '{node.name}'",
+                "re-export the model with a dynamic batch dimension",
+            )
+        fixed = target.copy()
+        fixed[0] = -1 if allow_zero else 0
+        name = f"{PREFIX}batch/{node.input[1]}"
+        if name not in constants:
+            constants[name] = numpy_helper.from_array(fixed.astype(np.int64), name)
+            model.graph.initializer.append(constants[name])
+        node.input[1] = name
+    dim0.Clear()
+    dim0.dim_param = "batch"
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
+            dims[0].Clear()
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    inferred = view(model)
+    for out in inferred.outputs:
+        shape = inferred.tensor(out).shape
+        if shape and shape[0] == batch:
+            raise OvxaiError(f"output '{out}' keeps the fixed batch {batch}", "re-export with a dynamic batch")

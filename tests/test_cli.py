@@ -1,0 +1,196 @@
+"""The command line: inspect, export, and every kind of bad input (one-line error, exit 2, nothing lost)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import NETS, build_net, export_onnx, images
+from oracle import reference_saliency
+from runners import run
+
+from ovxai.cli import main
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the CLI, expect exit 2 and exactly one line on stderr, return that line."""
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("ovxai ") and "error:" in err
+    return err
+
+
+@pytest.fixture
+def resnet(exported, tmp_path: Path) -> Path:
+    """A private copy of the exported ResNet, so the tests can check it is never modified."""
+    _, path = exported("resnet", "dynamo")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for part in path.parent.glob(path.name + "*"):  # the model and its external data file
+        (folder / part.name).write_bytes(part.read_bytes())
+    copy = folder / path.name
+    return copy
+
+
+def test_export_writes_onnx_and_ir(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(resnet)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["export", "--model", str(resnet), "--layer", "layer4", "--output", str(out / "r.xml")]) == 0
+    printed = capsys.readouterr().out
+    assert "exact fast path" in printed and "32x4x4" in printed and "N = 16" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["r.bin", "r.xml"]  # no scratch files left
+    assert main(["export", "-m", str(resnet), "-o", str(out / "r.onnx"), "--mask", "gaussian"]) == 0
+    assert _digest(resnet) == before
+    onnx.checker.check_model(str(out / "r.onnx"), full_check=True)
+    model = onnx.load(str(out / "r.onnx"))
+    assert [o.name for o in model.graph.output] == ["logits", "saliency_map"]
+    assert [i.name for i in model.graph.input] == ["input"]
+
+
+def test_default_output_name(resnet: Path) -> None:
+    assert main(["export", "--model", str(resnet)]) == 0
+    assert (resnet.parent / f"{resnet.stem}_xai.onnx").is_file()
+
+
+def test_inspect_lists_candidates(resnet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "--model", str(resnet)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    default = [line for line in lines if line.startswith("*")]
+    assert len(default) == 1 and "layer4" in default[0] and "32x4x4" in default[0] and "fast" in default[0]
+    assert any(line.split()[0] == "layer3" and "general" in line for line in lines)
+
+
+def test_static_batch_model_becomes_dynamic(tmp_path: Path) -> None:
+    net = build_net("effnet")
+    path = tmp_path / "static.onnx"
+    import torch
+
+    torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, input_names=["input"])
+    assert main(["export", "-m", str(path), "-o", str(tmp_path / "p.onnx")]) == 0
+    x = images(3, 32)
+    got = run(tmp_path / "p.onnx", x, "onnxruntime")
+    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "_relu", x), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: None, "not found"),
+        (lambda p: p.write_text("this is not a model\n" * 20), "not"),
+        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8), "not"),
+    ],
+    ids=["missing", "text", "binary"],
+)
+def test_unreadable_model(tmp_path, capsys, make, expected) -> None:
+    path = tmp_path / "model.onnx"
+    make(path)
+    err = _fails(capsys, "export", "--model", str(path), "--output", str(tmp_path / "o.onnx"))
+    assert expected in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_truncated_model(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cut = tmp_path / "cut.onnx"
+    data = resnet.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    err = _fails(capsys, "export", "--model", str(cut), "--output", str(tmp_path / "o.onnx"))
+    assert "cut.onnx" in err
+
+
+def test_missing_external_data(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    next(resnet.parent.glob("*.data")).unlink()
+    err = _fails(capsys, "export", "-m", str(resnet), "-o", str(tmp_path / "o.onnx"))
+    assert "external weights" in err and ".data file" in err
+
+
+def test_layer_errors(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(resnet)
+    out = str(tmp_path / "o.onnx")
+    err = _fails(capsys, "export", "-m", str(resnet), "-o", out, "--layer", "layer9")
+    assert "'layer9' not found" in err and "closest:" in err and "layer4" in err
+    err = _fails(capsys, "export", "-m", str(resnet), "-o", out, "--layer", "fc")
+    assert "not a 4-D" in err
+    # dynamo names both calls of the block's shared ReLU 'layer4.0.relu': two feature maps leave it
+    err = _fails(capsys, "export", "-m", str(resnet), "-o", out, "--layer", "layer4.0.relu")
+    assert "ambiguous" in err and "tensor name" in err
+    assert not Path(out).exists() and _digest(resnet) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_output_path_errors(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(resnet)
+    assert "is the input" in _fails(capsys, "export", "-m", str(resnet), "-o", str(resnet))
+    assert "does not exist" in _fails(capsys, "export", "-m", str(resnet), "-o", str(tmp_path / "no/such/o.onnx"))
+    assert ".onnx or .xml" in _fails(capsys, "export", "-m", str(resnet), "-o", str(tmp_path / "o.pt"))
+    if not os.access("/proc", os.W_OK) or Path("/proc/ovxai-probe").exists():
+        pytest.skip("needs a folder that refuses new files")
+    assert "not writable" in _fails(capsys, "export", "-m", str(resnet), "-o", "/proc/o.onnx")
+    assert _digest(resnet) == before
+
+
+def test_no_classification_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = export_onnx(build_net("tiny").features, 32, tmp_path / "backbone.onnx", "legacy")
+    err = _fails(capsys, "export", "-m", str(path), "-o", str(tmp_path / "o.onnx"))
+    assert "no classification output" in err
+
+
+def test_already_patched(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "p.onnx")]) == 0
+    capsys.readouterr()
+    assert "already has" in _fails(capsys, "export", "-m", str(tmp_path / "p.onnx"), "-o", str(tmp_path / "q.onnx"))
+
+
+def test_failed_conversion_leaves_nothing(resnet: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    from ovxai.errors import OvxaiError
+    from ovxai.formats import openvino
+
+    def broken(onnx_path: Path, xml_path: Path) -> list[Path]:
+        xml_path.write_text("<half")  # a partial file in the scratch folder
+        raise OvxaiError("OpenVINO could not convert the patched model: simulated")
+
+    monkeypatch.setattr(openvino, "save_ir_from_onnx", broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert "simulated" in _fails(capsys, "export", "-m", str(resnet), "-o", str(out / "p.xml"))
+    assert list(out.iterdir()) == []
+
+
+def test_console_script_exit_code(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ovxai.cli", "export", "--model", str(tmp_path / "none.onnx")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"ovxai export: error: model file '{tmp_path / 'none.onnx'}' not found; check the --model path"
+
+
+def test_large_model_uses_external_data(tmp_path: Path, monkeypatch) -> None:
+    """Models over protobuf's 2 GB go through ONNX external data, read and written (threshold lowered)."""
+    from ovxai import exporter
+
+    net = build_net("tiny")
+    path = export_onnx(net, 32, tmp_path / "big.onnx", "legacy")
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, size_threshold=0)
+    monkeypatch.setattr(exporter, "_EXTERNAL_DATA_THRESHOLD", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["export", "-m", str(tmp_path / "ext.onnx"), "-o", str(out / "p.onnx")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["p.onnx", "p.onnx.data"]
+    x = images(2, NETS["tiny"][1])
+    got = run(out / "p.onnx", x, "onnxruntime")
+    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "features", x), atol=1e-4)
