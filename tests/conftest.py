@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's model
 torch = pytest.importorskip("torch")
 
 from models import architectures as arch  # noqa: E402
+from models.onnx_export import to_onnx  # noqa: E402
 
 NETS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
     # name: (factory, input size)
@@ -31,24 +31,7 @@ def build_net(name: str) -> torch.nn.Module:
 
 
 def export_onnx(net: torch.nn.Module, size: int, path: Path, exporter: str, dynamic_size: bool = False) -> Path:
-    example = torch.rand(2, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "dynamo":
-            dims = {0: torch.export.Dim("batch")}
-            if dynamic_size:
-                dims.update({2: torch.export.Dim("height", min=16), 3: torch.export.Dim("width", min=16)})
-            torch.onnx.export(
-                net, (example,), str(path), dynamo=True, input_names=["input"], output_names=["logits"],
-                dynamic_shapes=(dims,), verbose=False, optimize=True,
-            )  # fmt: skip
-        else:
-            axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
-            torch.onnx.export(
-                net, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
-                dynamic_axes={"input": axes, "logits": {0: "batch"}}, opset_version=17,
-            )  # fmt: skip
-    return path
+    return to_onnx(net, path, size, exporter, dynamic_size)
 
 
 @pytest.fixture(scope="session")

@@ -110,8 +110,10 @@ def test_truncated_model(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_missing_external_data(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    next(resnet.parent.glob("*.data")).unlink()
-    err = _fails(capsys, "export", "-m", str(resnet), "-o", str(tmp_path / "o.onnx"))
+    split = tmp_path / "split.onnx"
+    onnx.save_model(onnx.load(str(resnet)), str(split), save_as_external_data=True, location="split.data")
+    (tmp_path / "split.data").unlink()
+    err = _fails(capsys, "export", "-m", str(split), "-o", str(tmp_path / "o.onnx"))
     assert "external weights" in err and ".data file" in err
 
 
@@ -175,7 +177,8 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"ovxai export: error: model file '{tmp_path / 'none.onnx'}' not found; check the --model path"
+    missing = tmp_path / "none.onnx"
+    assert proc.stderr.strip() == f"ovxai export: error: model file '{missing}' not found; check the --model path"
 
 
 def test_large_model_uses_external_data(tmp_path: Path, monkeypatch) -> None:

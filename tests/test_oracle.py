@@ -61,12 +61,28 @@ def _as_ir(path: Path, folder: Path) -> Path:
 @pytest.mark.parametrize("mask", ["onehot", "gaussian"])
 @pytest.mark.parametrize("score", ["softmax", "logits", "sigmoid"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_scores_masks_and_batch(exported, tmp_path, score, mask, batch) -> None:
-    net, path = exported("resnet", "dynamo")
-    out = _export(path, tmp_path / "p.onnx", "layer4", score=score, mask=mask)
-    x = images(batch, NETS["resnet"][1], seed=batch)
+@pytest.mark.parametrize(("name", "exporter", "layer"), [("resnet", "dynamo", "layer4"), ("vgg", "legacy", "features")])
+def test_scores_masks_and_batch(exported, tmp_path, name, exporter, layer, score, mask, batch) -> None:
+    net, path = exported(name, exporter)
+    out = _export(path, tmp_path / "p.onnx", layer, score=score, mask=mask)
+    x = images(batch, NETS[name][1], seed=batch)
     got = run(out, x, "onnxruntime")["saliency_map"]
-    np.testing.assert_allclose(got, reference_saliency(net, "layer4", x, score, mask), atol=TOLERANCE)
+    np.testing.assert_allclose(got, reference_saliency(net, layer, x, score, mask), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("mask", ["onehot", "gaussian"])
+def test_average_pool_with_full_kernel_takes_the_fast_path(tmp_path, mask) -> None:
+    import torch
+    from conftest import build_net, export_onnx
+
+    net = build_net("tiny")
+    net.avgpool = torch.nn.AvgPool2d(8)  # the whole 8x8 map: a global average written as AveragePool
+    path = export_onnx(net, 32, tmp_path / "avgpool.onnx", "legacy")
+    result = export(path, tmp_path / "p.onnx", options=HookOptions(mask=mask))
+    assert result.fast_path
+    x = images(2, 32)
+    got = run(result.files[0], x, "onnxruntime")["saliency_map"]
+    np.testing.assert_allclose(got, reference_saliency(net, "features", x, mask=mask), atol=TOLERANCE)
 
 
 FAST = [c for c in CASES if c[5]]
