@@ -31,16 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     exp = sub.add_parser("export", help="add the in-graph Recipro-CAM saliency_map output to a classifier")
-    exp.add_argument("--model", "-m", type=Path, required=True, help="input classifier (.onnx)")
+    exp.add_argument("--model", "-m", type=Path, required=True, help="input classifier (.onnx, or .xml IR)")
     exp.add_argument("--output", "-o", type=Path, help="patched model, .onnx or .xml (default: <model>_xai.onnx)")
     exp.add_argument("--layer", "-l", help="module path (layer4), node or tensor name; default: automatic")
     exp.add_argument("--score", choices=("softmax", "logits", "sigmoid"), default="softmax")
     exp.add_argument("--mask", choices=("onehot", "gaussian"), default="onehot")
     exp.add_argument("--saliency-dtype", choices=("float32", "uint8"), default="float32")
+    exp.add_argument("--static-batch", type=int, metavar="N", help="fix every shape, batch N included (NPU)")
+    exp.add_argument("--no-fp16", dest="fp16", action="store_false", help="keep IR weights in FP32")
     _model_args(exp)
 
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
-    ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx)")
+    ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx, or .xml IR)")
     ins.add_argument("--depth", type=int, default=2, help="deepest module path level to list (default 2)")
     _model_args(ins)
     return parser
@@ -67,10 +69,17 @@ def _export(args: argparse.Namespace) -> int:
     from ovxai.exporter import export
     from ovxai.hook import HookOptions
 
-    output = args.output or args.model.with_name(f"{args.model.stem}_xai.onnx")
+    output = args.output or args.model.with_name(f"{args.model.stem}_xai{args.model.suffix or '.onnx'}")
     options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype)
     result = export(
-        args.model, output, layer=args.layer, options=options, input_shape=args.input_shape, prediction=args.prediction
+        args.model,
+        output,
+        layer=args.layer,
+        options=options,
+        input_shape=args.input_shape,
+        prediction=args.prediction,
+        static_batch=args.static_batch,
+        fp16=args.fp16,
     )
     t = result.target
     path = "exact fast path (pooled mosaic)" if result.fast_path else "general path (full mosaic)"
@@ -85,11 +94,11 @@ def _export(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from ovxai.cost import macs
     from ovxai.exporter import load_model, pick_prediction
-    from ovxai.formats import onnx as onnx_format
     from ovxai.graph import plan_tail
     from ovxai.target import candidates, resolve
 
-    graph = onnx_format.view(load_model(args.model, args.input_shape))
+    loaded = load_model(args.model, args.input_shape)
+    graph = loaded.format.view(loaded.model)
     prediction = pick_prediction(graph, args.prediction)
     default = resolve(graph, prediction, None)
     found = candidates(graph, prediction, args.depth)

@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import onnx
 
@@ -33,6 +35,18 @@ class ExportResult:
     options: HookOptions
 
 
+@dataclass
+class LoadedModel:
+    """A model in one of the two formats, with the adapter module that handles that format."""
+
+    format: ModuleType  # ovxai.formats.onnx or ovxai.formats.openvino
+    model: Any  # onnx.ModelProto or openvino.Model
+
+    @property
+    def is_ir(self) -> bool:
+        return self.format is not onnx_format
+
+
 def export(
     model: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -41,41 +55,94 @@ def export(
     options: HookOptions | None = None,
     input_shape: Sequence[int | str] | None = None,
     prediction: str | None = None,
+    static_batch: int | None = None,
+    fp16: bool = True,
 ) -> ExportResult:
     """Write ``output`` (.onnx or .xml): the model plus a ``saliency_map`` output of shape (B, K, H, W).
 
-    ``layer`` is a PyTorch module path (``layer4``), an ONNX node or tensor name, or ``None`` for the
-    last spatial feature map feeding the classifier. The input file is never modified, and nothing
-    is left at ``output`` unless the whole export succeeded.
+    ``model`` is ONNX (.onnx) or OpenVINO IR (.xml + .bin). ``layer`` is a PyTorch module path
+    (``layer4``), a node or tensor name, or ``None`` for the last spatial feature map feeding the
+    classifier. ``static_batch`` fixes every shape (for the NPU); IR weights are stored in FP16
+    unless ``fp16`` is False. The input is never modified, and nothing is left at ``output``
+    unless the whole export succeeded.
     """
     options = options or HookOptions()
     source, destination = _checked_paths(Path(model), Path(output))
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        proto = load_model(source, input_shape)
-        _refuse_patched(proto, source)
-        graph = onnx_format.view(proto)
+        loaded = load_model(source, input_shape, static_batch)
+        graph = loaded.format.view(loaded.model)
+        _refuse_patched(graph, source)
         prediction = pick_prediction(graph, prediction)
         target = resolve(graph, prediction, layer)
         plan = plan_tail(graph, target.tensor, prediction)
-        patched = patch(proto, graph, plan, options)
-        files = _write(patched, destination, scratch)
+        try:
+            written = _patch_and_save(loaded, graph, plan, options, scratch / destination.name, fp16)
+        except OSError as exc:
+            raise OvxaiError(
+                f"could not write '{destination}': {exc.strerror or exc}", "check the disk space"
+            ) from None
+        files = _move_into_place(written, destination)
     return ExportResult(files, target, prediction, options.fast_path and plan.pool is not None, options)
 
 
-def load_model(source: Path, input_shape: Sequence[int | str] | None = None) -> onnx.ModelProto:
-    """The model as the hook sees it: input shape pinned if asked, batch dynamic unless pinned."""
+def load_model(
+    source: Path, input_shape: Sequence[int | str] | None = None, static_batch: int | None = None
+) -> LoadedModel:
+    """The model as the hook sees it: batch dynamic unless pinned, input shape pinned if asked."""
     if not source.is_file():
         raise OvxaiError(f"model file '{source}' not found", "check the --model path")
-    proto = onnx_format.load(source)
-    if input_shape is not None:
-        onnx_format.set_input_shape(proto, input_shape)
-    if input_shape is None or not isinstance(input_shape[0], int):
-        onnx_format.make_batch_dynamic(proto)
-    return proto
+    if source.suffix.lower() == ".xml":
+        from ovxai.formats import openvino as ov_format
+
+        loaded = LoadedModel(ov_format, ov_format.load(source))
+    else:
+        loaded = LoadedModel(onnx_format, onnx_format.load(source))
+    fmt, proto = loaded.format, loaded.model
+    current = fmt.input_dims(proto)
+    shape = list(input_shape) if input_shape is not None else None
+    if static_batch is not None:
+        shape = [static_batch, *(shape or current)[1:]]
+        if not all(isinstance(d, int) for d in shape):
+            raise OvxaiError(
+                f"--static-batch needs every input dimension fixed, the input is {_dims(shape)}",
+                "pin them with --input-shape, e.g. 1,3,224,224",
+            )
+    if shape is None or shape[0] != current[0]:
+        fmt.make_batch_dynamic(proto)  # also frees a batch size baked into Reshape targets
+    if shape is not None:
+        fmt.set_input_shape(proto, shape)
+    return loaded
+
+
+def _dims(shape: Sequence[int | str]) -> str:
+    return ",".join(str(d) if isinstance(d, int) else "?" for d in shape)
+
+
+def _patch_and_save(
+    loaded: LoadedModel, graph: GraphView, plan: TailPlan, options: HookOptions, path: Path, fp16: bool
+) -> list[Path]:
+    """Add the hook and write the model into the scratch folder; returns the files written."""
+    if loaded.is_ir:
+        ops = loaded.format.OvOps(loaded.model, graph)
+        ReciproCamHook(ops, graph, plan, options).build()
+        return _save_ir(ops.apply(), path, fp16)
+    proto = patch(loaded.model, graph, plan, options)
+    onnx_files = _save_onnx(proto, path.with_suffix(".onnx"))
+    if path.suffix.lower() != ".xml":
+        return onnx_files
+    from ovxai.formats import openvino as ov_format
+
+    return _save_ir(ov_format.convert_onnx(onnx_files[0]), path, fp16)
+
+
+def _save_ir(model: Any, path: Path, fp16: bool) -> list[Path]:
+    from ovxai.formats import openvino as ov_format
+
+    return ov_format.save(model, path, fp16)
 
 
 def patch(model: onnx.ModelProto, graph: GraphView, plan: TailPlan, options: HookOptions) -> onnx.ModelProto:
-    """Append the hook to ``model`` (in place) and declare the ``saliency_map`` output."""
+    """Append the hook to an ONNX ``model`` (in place) and declare the ``saliency_map`` output."""
     ops = onnx_format.OnnxOps(model, graph)
     ReciproCamHook(ops, graph, plan, options).build()
     t_shape = graph.tensor(plan.target).shape or (None,) * 4
@@ -114,8 +181,10 @@ def _is_scores(graph: GraphView, name: str) -> bool:
 def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
     if not source.is_file():
         raise OvxaiError(f"model file '{source}' not found", "check the --model path")
-    if source.suffix.lower() != ".onnx":
-        raise OvxaiError(f"'{source}' is not an .onnx file", "export the model to ONNX first")
+    if source.suffix.lower() not in (".onnx", ".xml"):
+        raise OvxaiError(f"'{source}' is neither ONNX (.onnx) nor OpenVINO IR (.xml)", "export the model first")
+    if source.suffix.lower() == ".xml" and destination.suffix.lower() != ".xml":
+        raise OvxaiError("an OpenVINO IR input gives an IR output", f"use --output {destination.with_suffix('.xml')}")
     if destination.suffix.lower() not in OUTPUT_SUFFIXES:
         raise OvxaiError(f"output '{destination}' must end in .onnx or .xml", "e.g. --output model_xai.xml")
     if destination.resolve() == source.resolve():
@@ -125,9 +194,8 @@ def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
     return source, destination
 
 
-def _refuse_patched(model: onnx.ModelProto, source: Path) -> None:
-    names = {o.name for o in model.graph.output} | {n.name for n in model.graph.node}
-    if SALIENCY_OUTPUT in names or any(n.startswith(onnx_format.PREFIX) for n in names):
+def _refuse_patched(graph: GraphView, source: Path) -> None:
+    if SALIENCY_OUTPUT in graph.outputs or SALIENCY_OUTPUT in graph.aliases:
         raise OvxaiError(f"'{source}' already has a '{SALIENCY_OUTPUT}' output", "export from the original model")
 
 
@@ -146,21 +214,19 @@ def _scratch_folder(destination: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _write(model: onnx.ModelProto, destination: Path, scratch: Path) -> list[Path]:
-    """Write and check in ``scratch``, then move into place: no half-written model is ever visible."""
-    try:
-        onnx_path = scratch / destination.with_suffix(".onnx").name
-        written = _save_onnx(model, onnx_path)
-        if destination.suffix.lower() == ".xml":
-            from ovxai.formats.openvino import save_ir_from_onnx
+def _write_error(destination: Path, exc: OSError) -> OvxaiError:
+    return OvxaiError(f"could not write '{destination}': {exc.strerror or exc}", "check the disk space")
 
-            written = save_ir_from_onnx(onnx_path, scratch / destination.name)
-        final = [destination.parent / f.name for f in written]
-        for src, dst in sorted(zip(written, final, strict=True), key=lambda p: p[1].suffix in (".onnx", ".xml")):
-            os.replace(src, dst)  # the model file itself last: a reader never sees it without its weights
-        return final
+
+def _move_into_place(written: list[Path], destination: Path) -> list[Path]:
+    """Move the checked files from the scratch folder next to ``destination``, the model file last."""
+    final = [destination.parent / f.name for f in written]
+    try:
+        for src, dst in sorted(zip(written, final, strict=True), key=lambda p: p[1].suffix in OUTPUT_SUFFIXES):
+            os.replace(src, dst)  # same file system: atomic, and a reader never sees a model without weights
     except OSError as exc:
-        raise OvxaiError(f"could not write '{destination}': {exc.strerror or exc}", "check the disk space") from None
+        raise _write_error(destination, exc) from None
+    return final
 
 
 def _save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:

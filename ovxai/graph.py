@@ -70,6 +70,7 @@ class GraphView:
     inputs: list[str]  # graph inputs that are fed at run time (not weights)
     outputs: list[str]
     constants: set[str]  # tensors with a fixed value (initializers, Constant outputs)
+    aliases: dict[str, str] = field(default_factory=dict)  # other names a tensor is known by
 
     def __post_init__(self) -> None:
         self.producer: dict[str, Node] = {o: n for n in self.nodes for o in n.outputs}

@@ -38,6 +38,20 @@ def scope_paths(scope: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def scope_from_name(name: str) -> str:
+    """Module path from a TorchScript-exporter node name: '/layer4/layer4.1/relu/Relu' -> 'layer4.1.relu'.
+
+    Segments are full paths ('layer4.1') or local names ('relu'); the last one is the op's own name.
+    OpenVINO keeps these names as friendly names when it converts such a model.
+    """
+    if not name.startswith("/"):
+        return ""
+    path = ""
+    for segment in name.split("/")[1:-1]:
+        path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
+    return path
+
+
 def leaving_tensors(graph: GraphView, module: str) -> list[str]:
     """Tensors produced inside the module scope and read outside it (or returned by the graph)."""
     inside = {n.name for n in graph.nodes if module in scope_paths(n.scope)}
@@ -75,8 +89,9 @@ def resolve(graph: GraphView, prediction: str, layer: str | None) -> Candidate:
     """The target tensor for ``layer``; ``None`` picks the last spatial feature map feeding the head."""
     if layer is None:
         return _automatic(graph, prediction)
-    if layer in graph.producer:  # a tensor name
-        return _checked(graph, layer, layer)
+    tensor = graph.aliases.get(layer, layer)
+    if tensor in graph.producer:  # a tensor name
+        return _checked(graph, layer, tensor)
     by_node = [n for n in graph.nodes if n.name == layer]
     if by_node:
         outs = [o for o in by_node[0].outputs if o]

@@ -158,11 +158,13 @@ def test_failed_conversion_leaves_nothing(resnet: Path, tmp_path: Path, capsys, 
     from ovxai.errors import OvxaiError
     from ovxai.formats import openvino
 
-    def broken(onnx_path: Path, xml_path: Path) -> list[Path]:
-        xml_path.write_text("<half")  # a partial file in the scratch folder
-        raise OvxaiError("OpenVINO could not convert the patched model: simulated")
+    real = openvino.convert_onnx
 
-    monkeypatch.setattr(openvino, "save_ir_from_onnx", broken)
+    def broken(onnx_path: Path):  # type: ignore[no-untyped-def]
+        real(onnx_path)  # the patched ONNX model is complete in the scratch folder ...
+        raise OvxaiError("OpenVINO could not convert the patched model: simulated")  # ... then conversion fails
+
+    monkeypatch.setattr(openvino, "convert_onnx", broken)
     out = tmp_path / "out"
     out.mkdir()
     assert "simulated" in _fails(capsys, "export", "-m", str(resnet), "-o", str(out / "p.xml"))

@@ -39,7 +39,7 @@ def test_matches_oracle_and_keeps_prediction(exported, tmp_path, case, backend) 
     name, exporter, layer, module, call, fast = case
     net, path = exported(name, exporter)
     suffix = ".onnx" if backend == "onnxruntime" else ".xml"
-    result = export(path, tmp_path / f"patched{suffix}", layer=layer)
+    result = export(path, tmp_path / f"patched{suffix}", layer=layer, fp16=False)
     assert result.fast_path is fast
     x = images(3, NETS[name][1])
     got = run(result.files[0], x, backend)
@@ -179,7 +179,7 @@ def test_real_efficientnet_lite0_on_a_real_photo(efficientnet, tmp_path, backend
     photo = Image.open(Path(__file__).parents[1] / "samples/photos/chelsea_cat.jpg").convert("RGB").resize((224, 224))
     x = ((np.asarray(photo, dtype=np.float32) - recipe.MEAN) / recipe.SCALE).transpose(2, 0, 1)[None]
     x = np.concatenate([x, images(1, 224) * 2 - 1])  # batch 2: the photo and noise
-    result = export(path, tmp_path / f"p{'.xml' if backend == 'openvino' else '.onnx'}")
+    result = export(path, tmp_path / f"p{'.xml' if backend == 'openvino' else '.onnx'}", fp16=False)
     assert result.target.layer == "_swish" and result.fast_path
     got = run(result.files[0], x, backend)
     labels = (Path(__file__).parents[1] / "models/imagenet1k_labels.txt").read_text().splitlines()

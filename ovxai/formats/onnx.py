@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ovxai.errors import OvxaiError
 from ovxai.graph import GraphView, Node, Tensor
+from ovxai.target import scope_from_name
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -173,12 +174,7 @@ def _scope(node: onnx.NodeProto) -> str:
             except (ValueError, SyntaxError):
                 return ""
             return scopes[-1] if scopes else ""
-    if not node.name.startswith("/"):
-        return ""
-    path = ""  # TorchScript exporter: '/layer4/layer4.1/relu/Relu' with local or full segments
-    for segment in node.name.split("/")[1:-1]:
-        path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
-    return path
+    return scope_from_name(node.name)
 
 
 def _attrs(node: onnx.NodeProto, tensors: dict[str, Tensor], model: onnx.ModelProto) -> dict[str, object]:
@@ -392,3 +388,8 @@ def make_batch_dynamic(model: onnx.ModelProto) -> None:
         shape = inferred.tensor(out).shape
         if shape and shape[0] == batch:
             raise OvxaiError(f"output '{out}' keeps the fixed batch {batch}", "re-export with a dynamic batch")
+
+
+def input_dims(model: onnx.ModelProto) -> list[int | str]:
+    dims = image_input(model).type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(dims)]
