@@ -85,7 +85,8 @@ def _export(args: argparse.Namespace) -> int:
     path = "exact fast path (pooled mosaic)" if result.fast_path else "general path (full mosaic)"
     print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
-    print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W)")
+    extra = " + 'feature_vector' (B, C)" if result.fast_path else ""
+    print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
         print(f"wrote    {f}")
     return 0

@@ -142,14 +142,10 @@ def _save_ir(model: Any, path: Path, fp16: bool) -> list[Path]:
 
 
 def patch(model: onnx.ModelProto, graph: GraphView, plan: TailPlan, options: HookOptions) -> onnx.ModelProto:
-    """Append the hook to an ONNX ``model`` (in place) and declare the ``saliency_map`` output."""
+    """Append the hook to an ONNX ``model`` (in place) and declare its outputs."""
     ops = onnx_format.OnnxOps(model, graph)
     ReciproCamHook(ops, graph, plan, options).build()
-    t_shape = graph.tensor(plan.target).shape or (None,) * 4
-    pred_shape = graph.tensor(plan.prediction).shape or (None, None)
-    dims = [t_shape[0] or "batch", pred_shape[1], t_shape[2], t_shape[3]]
-    elem = onnx.TensorProto.FLOAT if options.saliency_dtype == "float32" else onnx.TensorProto.UINT8
-    return ops.apply(SALIENCY_OUTPUT, elem, dims)
+    return ops.apply()
 
 
 def pick_prediction(graph: GraphView, name: str | None) -> str:

@@ -12,6 +12,9 @@ With T of shape (B, C, H, W) and N = H*W:
    a global average pool, the pooled mosaic straight from T: (M @ T.reshape(B, C, N).T) / N.
 3. a copy of the tail runs on it; outside inputs of the tail are repeated N times per image.
 4. scores (B*N, K) -> (B, K, N) -> min-max per (image, class) -> (B, K, H, W) ``saliency_map``.
+
+When the tail starts with a global pool, the original path's pooled features are exposed too, as
+``feature_vector`` (B, C), the name OpenVINO's Model API reads.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ Score = Literal["softmax", "logits", "sigmoid"]
 Mask = Literal["onehot", "gaussian"]
 SaliencyDType = Literal["float32", "uint8"]
 SALIENCY_OUTPUT = "saliency_map"
+FEATURE_OUTPUT = "feature_vector"
 _END = 2**62  # "to the end" for slices
 
 
@@ -110,6 +114,10 @@ class ReciproCamHook(Generic[T]):
             self.mosaic_of.update(zip(node.outputs, outs, strict=True))
         saliency = self._saliency(self.mosaic_of[self.plan.prediction])
         self.ops.output(saliency, SALIENCY_OUTPUT)
+        if self.plan.pool is not None:
+            # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
+            pooled = self.ops.tensor(self.plan.pool.node.outputs[0])
+            self.ops.output(self.ops.reshape(pooled, self.ops.concat([self.batch, self.channels])), FEATURE_OUTPUT)
         return saliency
 
     # -- masks and mosaic -------------------------------------------------------------------------

@@ -138,12 +138,15 @@ def _automatic(graph: GraphView, prediction: str) -> Candidate:
             "is this a convolutional classifier? name the layer with --layer",
         )
     # Prefer a clean cut: a tail that reads nothing from before the target but weights and shapes.
+    chosen = maps[-1]
     for name in reversed(maps[-8:]):
         plan = plan_tail(graph, name, prediction)
         if all(kind is not Kind.ACTIVATION for kind in plan.side_inputs.values()):
-            return _checked(graph, graph.producer[name].scope or graph.producer[name].name, name)
-    last = maps[-1]
-    return _checked(graph, graph.producer[last].scope or graph.producer[last].name, last)
+            chosen = name
+            break
+    # Name it by the outermost module it leaves ('layer4' rather than 'layer4.2.relu').
+    modules = {c.tensor: c.layer for c in candidates(graph, prediction, max_depth=None)}
+    return _checked(graph, modules.get(chosen) or graph.producer[chosen].scope or graph.producer[chosen].name, chosen)
 
 
 def _spatial(graph: GraphView, name: str) -> bool:

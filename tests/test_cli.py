@@ -55,7 +55,7 @@ def test_export_writes_onnx_and_ir(resnet: Path, tmp_path: Path, capsys: pytest.
     assert _digest(resnet) == before
     onnx.checker.check_model(str(out / "r.onnx"), full_check=True)
     model = onnx.load(str(out / "r.onnx"))
-    assert [o.name for o in model.graph.output] == ["logits", "saliency_map"]
+    assert [o.name for o in model.graph.output] == ["logits", "saliency_map", "feature_vector"]
     assert [i.name for i in model.graph.input] == ["input"]
 
 

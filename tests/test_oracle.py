@@ -187,3 +187,18 @@ def test_real_efficientnet_lite0_on_a_real_photo(efficientnet, tmp_path, backend
     # the shared activation runs twice (stem, head): the target is its second call
     want = reference_saliency(net, "_swish", x, call=1)
     np.testing.assert_allclose(got["saliency_map"], want, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_feature_vector_is_the_pooled_features(exported, tmp_path, backend) -> None:
+    import torch
+
+    net, path = exported("resnet", "dynamo")
+    result = export(path, tmp_path / ("p.onnx" if backend == "onnxruntime" else "p.xml"), fp16=False)
+    x = images(3, NETS["resnet"][1])
+    pooled: list[torch.Tensor] = []
+    handle = net.avgpool.register_forward_hook(lambda _m, _i, out: pooled.append(out.flatten(1)))
+    with torch.no_grad():
+        net(torch.from_numpy(x))
+    handle.remove()
+    np.testing.assert_allclose(run(result.files[0], x, backend)["feature_vector"], pooled[0].numpy(), atol=1e-5)

@@ -234,6 +234,7 @@ class OnnxOps:
         self.opset = opset(model)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
+        self.outputs: list[str] = []
         self._count = 0
 
     def _name(self, hint: str) -> str:
@@ -327,13 +328,18 @@ class OnnxOps:
 
     def output(self, x: str, name: str) -> None:
         self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{PREFIX}{name}"))
+        self.outputs.append(name)
 
-    def apply(self, output_name: str, elem_type: int, dims: Sequence[int | str | None]) -> onnx.ModelProto:
-        """The model with the emitted nodes appended and ``output_name`` added as a graph output."""
-        patched = self.model  # edited in place: the caller passes its own copy
+    def apply(self) -> onnx.ModelProto:
+        """The model (edited in place) with the emitted nodes and the new graph outputs, typed by inference."""
+        patched = self.model
         patched.graph.node.extend(self.nodes)
         patched.graph.initializer.extend(self.initializers)
-        patched.graph.output.append(helper.make_tensor_value_info(output_name, elem_type, list(dims)))
+        inferred = view(patched).tensors
+        for name in self.outputs:
+            t = inferred[name]
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype or "float32"))
+            patched.graph.output.append(helper.make_tensor_value_info(name, elem, list(t.shape or [])))
         return patched
 
 

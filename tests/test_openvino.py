@@ -1,0 +1,131 @@
+"""The OpenVINO-native path: IR in, IR out, through the same hook as ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+from conftest import NETS, images
+from oracle import reference_saliency
+from runners import run
+
+from ovxai import HookOptions, export
+from ovxai.cli import main
+
+TOLERANCE = 1e-4
+
+# (net, exporter, --layer on the IR, torch module for the oracle, fast path expected)
+CASES = [
+    ("resnet", "legacy", "layer4", "layer4", True),  # module paths survive as OpenVINO friendly names
+    ("resnet", "legacy", "layer4.0.relu", "layer4.0.relu", False),  # skip path as a side input
+    ("vgg", "legacy", "features", "features", False),
+    ("effnet", "dynamo", None, "_relu", True),  # batch read from the input's shape
+]
+IDS = [f"{c[0]}-{c[2] or 'auto'}" for c in CASES]
+
+
+def as_ir(onnx_path: Path, xml: Path) -> Path:
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
+    return xml
+
+
+@pytest.mark.parametrize("mask", ["onehot", "gaussian"])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_ir_in_ir_out_matches_oracle_and_onnx_path(exported, tmp_path, case, mask) -> None:
+    name, exporter, layer, module, fast = case
+    net, onnx_path = exported(name, exporter)
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    options = HookOptions(mask=mask)
+    result = export(plain, tmp_path / "patched.xml", layer=layer, options=options, fp16=False)
+    assert result.fast_path is fast
+    x = images(3, NETS[name][1])
+    got = run(result.files[0], x, "openvino")
+    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, module, x, mask=mask), atol=TOLERANCE)
+    via_onnx = export(onnx_path, tmp_path / "via_onnx.onnx", layer=layer, options=options)
+    np.testing.assert_allclose(got["saliency_map"], run(via_onnx.files[0], x, "onnxruntime")["saliency_map"], atol=1e-4)
+    np.testing.assert_array_equal(got["logits"], run(plain, x, "openvino")["logits"])
+
+
+def test_ir_general_path_equals_fast_path(exported, tmp_path) -> None:
+    _, onnx_path = exported("resnet", "legacy")
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    fast = export(plain, tmp_path / "fast.xml", layer="layer4", fp16=False)
+    general = export(plain, tmp_path / "general.xml", layer="layer4", fp16=False, options=HookOptions(fast_path=False))
+    x = images(2, NETS["resnet"][1])
+    np.testing.assert_allclose(
+        run(fast.files[0], x, "openvino")["saliency_map"],
+        run(general.files[0], x, "openvino")["saliency_map"],
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("source", ["onnx", "ir"])
+def test_static_batch_compiles_on_cpu_and_auto(exported, tmp_path, source) -> None:
+    net, onnx_path = exported("resnet", "legacy")
+    model = onnx_path if source == "onnx" else as_ir(onnx_path, tmp_path / "plain.xml")
+    result = export(model, tmp_path / "static.xml", layer="layer4", static_batch=2, fp16=False)
+    core = ov.Core()
+    patched = core.read_model(str(result.files[0]))
+    assert not patched.is_dynamic()
+    assert [list(o.get_shape()) for o in patched.outputs] == [[2, 10], [2, 10, 4, 4], [2, 32]]
+    x = images(2, NETS["resnet"][1])
+    for device in ("CPU", "AUTO"):
+        compiled = core.compile_model(patched, device, {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {})
+        saliency = compiled(x)["saliency_map"]
+        atol = TOLERANCE if device == "CPU" else 2e-2  # AUTO may pick a lower inference precision
+        np.testing.assert_allclose(saliency, reference_saliency(net, "layer4", x), atol=atol)
+
+
+def test_fp16_weights_by_default(exported, tmp_path) -> None:
+    net, onnx_path = exported("resnet", "legacy")
+    fp16 = export(onnx_path, tmp_path / "half.xml", layer="layer4")
+    fp32 = export(onnx_path, tmp_path / "full.xml", layer="layer4", fp16=False)
+    half_bin, full_bin = fp16.files[0].with_suffix(".bin"), fp32.files[0].with_suffix(".bin")
+    assert half_bin.stat().st_size < 0.6 * full_bin.stat().st_size
+    x = images(2, NETS["resnet"][1])
+    got = run(fp16.files[0], x, "openvino")["saliency_map"]
+    assert np.abs(got - reference_saliency(net, "layer4", x)).mean() < 1e-2
+
+
+def test_ir_explains_any_input_size(exported, tmp_path) -> None:
+    net, onnx_path = exported("resnet", "legacy", dynamic_size=True)
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    result = export(plain, tmp_path / "p.xml", layer="layer4", fp16=False)
+    for size in (96, 160):
+        x = images(2, size)
+        got = run(result.files[0], x, "openvino")["saliency_map"]
+        np.testing.assert_allclose(got, reference_saliency(net, "layer4", x), atol=TOLERANCE)
+
+
+def test_hook_adds_no_constant_larger_than_n_h_w(exported, tmp_path) -> None:
+    _, onnx_path = exported("vgg", "legacy")
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    result = export(plain, tmp_path / "p.xml", layer="features", fp16=False, options=HookOptions(mask="gaussian"))
+    sizes = lambda m: sorted(op.get_byte_size() for op in m.get_ordered_ops() if op.get_type_name() == "Constant")  # noqa: E731
+    before, after = sizes(ov.Core().read_model(str(plain))), sizes(ov.Core().read_model(str(result.files[0])))
+    added = list(after)
+    for size in before:
+        added.remove(size)  # the tail's weights are the original constants, not copies
+    n = 4 * 4
+    assert added and max(added) <= n * 4 * 4 * 8
+
+
+def test_ir_bad_input(exported, tmp_path, capsys) -> None:
+    _, onnx_path = exported("resnet", "legacy")
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    bin_path = plain.with_suffix(".bin")
+    data = bin_path.read_bytes()
+
+    def fails(*argv: str) -> str:
+        assert main(list(argv)) == 2
+        return capsys.readouterr().err.strip()
+
+    assert "IR output" in fails("export", "-m", str(plain), "-o", str(tmp_path / "p.onnx"))
+    bin_path.write_bytes(data[: len(data) // 3])
+    assert "does not belong" in fails("export", "-m", str(plain), "-o", str(tmp_path / "p.xml"))
+    bin_path.unlink()
+    err = fails("export", "-m", str(plain), "-o", str(tmp_path / "p.xml"))
+    assert "plain.bin" in err and "missing" in err
+    assert not (tmp_path / "p.xml").exists()
