@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--saliency-dtype", choices=("float32", "uint8"), default="float32")
     exp.add_argument("--static-batch", type=int, metavar="N", help="fix every shape, batch N included (NPU)")
     exp.add_argument("--no-fp16", dest="fp16", action="store_false", help="keep IR weights in FP32")
+    meta = exp.add_argument_group("metadata written into the model (OpenVINO Model API's model_info)")
+    meta.add_argument("--labels", type=Path, help="class names, one per line (line i = class i)")
+    meta.add_argument("--mean", help="per-channel mean subtracted from 0..255 pixels, e.g. 123.675,116.28,103.53")
+    meta.add_argument("--scale", help="per-channel divisor applied after the mean, e.g. 58.395,57.12,57.375")
+    meta.add_argument("--rgb", action="store_true", default=None, help="the network expects RGB channel order")
     _model_args(exp)
 
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
@@ -68,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ovxai.exporter import export
     from ovxai.hook import HookOptions
+    from ovxai.metadata import ModelInfo
 
     output = args.output or args.model.with_name(f"{args.model.stem}_xai{args.model.suffix or '.onnx'}")
     options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype)
@@ -80,6 +86,7 @@ def _export(args: argparse.Namespace) -> int:
         prediction=args.prediction,
         static_batch=args.static_batch,
         fp16=args.fp16,
+        info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.rgb),
     )
     t = result.target
     path = "exact fast path (pooled mosaic)" if result.fast_path else "general path (full mosaic)"

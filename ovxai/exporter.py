@@ -18,6 +18,7 @@ from ovxai.errors import OvxaiError
 from ovxai.formats import onnx as onnx_format
 from ovxai.graph import GraphView, TailPlan, plan_tail
 from ovxai.hook import SALIENCY_OUTPUT, HookOptions, ReciproCamHook
+from ovxai.metadata import ModelInfo
 from ovxai.target import Candidate, is_feature_map, resolve
 
 OUTPUT_SUFFIXES = (".onnx", ".xml")
@@ -57,16 +58,19 @@ def export(
     prediction: str | None = None,
     static_batch: int | None = None,
     fp16: bool = True,
+    info: ModelInfo | None = None,
 ) -> ExportResult:
     """Write ``output`` (.onnx or .xml): the model plus a ``saliency_map`` output of shape (B, K, H, W).
 
     ``model`` is ONNX (.onnx) or OpenVINO IR (.xml + .bin). ``layer`` is a PyTorch module path
     (``layer4``), a node or tensor name, or ``None`` for the last spatial feature map feeding the
     classifier. ``static_batch`` fixes every shape (for the NPU); IR weights are stored in FP16
-    unless ``fp16`` is False. The input is never modified, and nothing is left at ``output``
+    unless ``fp16`` is False. ``info`` (labels, mean/scale, RGB) is written as model metadata in
+    OpenVINO Model API's format. The input is never modified, and nothing is left at ``output``
     unless the whole export succeeded.
     """
     options = options or HookOptions()
+    info = info or ModelInfo()
     source, destination = _checked_paths(Path(model), Path(output))
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
         loaded = load_model(source, input_shape, static_batch)
@@ -75,8 +79,9 @@ def export(
         prediction = pick_prediction(graph, prediction)
         target = resolve(graph, prediction, layer)
         plan = plan_tail(graph, target.tensor, prediction)
+        info.check(_num_classes(graph, prediction))
         try:
-            written = _patch_and_save(loaded, graph, plan, options, scratch / destination.name, fp16)
+            written = _patch_and_save(loaded, graph, plan, options, scratch / destination.name, fp16, info)
         except OSError as exc:
             raise OvxaiError(
                 f"could not write '{destination}': {exc.strerror or exc}", "check the disk space"
@@ -118,34 +123,27 @@ def _dims(shape: Sequence[int | str]) -> str:
     return ",".join(str(d) if isinstance(d, int) else "?" for d in shape)
 
 
+def _num_classes(graph: GraphView, prediction: str) -> int | None:
+    shape = graph.tensor(prediction).shape
+    return shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
+
+
 def _patch_and_save(
-    loaded: LoadedModel, graph: GraphView, plan: TailPlan, options: HookOptions, path: Path, fp16: bool
+    loaded: LoadedModel, graph: GraphView, plan: TailPlan, options: HookOptions, path: Path, fp16: bool, info: ModelInfo
 ) -> list[Path]:
     """Add the hook and write the model into the scratch folder; returns the files written."""
     if loaded.is_ir:
         ops = loaded.format.OvOps(loaded.model, graph)
         ReciproCamHook(ops, graph, plan, options).build()
-        return _save_ir(ops.apply(), path, fp16)
-    proto = patch(loaded.model, graph, plan, options)
-    onnx_files = _save_onnx(proto, path.with_suffix(".onnx"))
+        return loaded.format.save(ops.apply(), path, fp16, info)
+    ops = onnx_format.OnnxOps(loaded.model, graph)
+    ReciproCamHook(ops, graph, plan, options).build()
+    onnx_files = _save_onnx(ops.apply(info), path.with_suffix(".onnx"))
     if path.suffix.lower() != ".xml":
         return onnx_files
     from ovxai.formats import openvino as ov_format
 
-    return _save_ir(ov_format.convert_onnx(onnx_files[0]), path, fp16)
-
-
-def _save_ir(model: Any, path: Path, fp16: bool) -> list[Path]:
-    from ovxai.formats import openvino as ov_format
-
-    return ov_format.save(model, path, fp16)
-
-
-def patch(model: onnx.ModelProto, graph: GraphView, plan: TailPlan, options: HookOptions) -> onnx.ModelProto:
-    """Append the hook to an ONNX ``model`` (in place) and declare its outputs."""
-    ops = onnx_format.OnnxOps(model, graph)
-    ReciproCamHook(ops, graph, plan, options).build()
-    return ops.apply()
+    return ov_format.save(ov_format.convert_onnx(onnx_files[0]), path, fp16, info)
 
 
 def pick_prediction(graph: GraphView, name: str | None) -> str:

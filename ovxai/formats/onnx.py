@@ -11,8 +11,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ovxai import metadata
 from ovxai.errors import OvxaiError
 from ovxai.graph import GraphView, Node, Tensor
+from ovxai.metadata import ModelInfo
 from ovxai.target import scope_from_name
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
@@ -330,7 +332,7 @@ class OnnxOps:
         self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{PREFIX}{name}"))
         self.outputs.append(name)
 
-    def apply(self) -> onnx.ModelProto:
+    def apply(self, info: ModelInfo) -> onnx.ModelProto:
         """The model (edited in place) with the emitted nodes and the new graph outputs, typed by inference."""
         patched = self.model
         patched.graph.node.extend(self.nodes)
@@ -340,6 +342,9 @@ class OnnxOps:
             t = inferred[name]
             elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype or "float32"))
             patched.graph.output.append(helper.make_tensor_value_info(name, elem, list(t.shape or [])))
+        entries = {f"{metadata.SECTION}.{k}": v for k, v in info.model_api_entries().items()}
+        entries |= {f"{metadata.OVXAI_SECTION}.{k}": v for k, v in info.ovxai_entries().items()}
+        onnx.helper.set_model_props(patched, {p.key: p.value for p in patched.metadata_props} | entries)
         return patched
 
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ovxai import metadata
 from ovxai.errors import OvxaiError
 from ovxai.graph import GraphView, Node, Tensor
+from ovxai.metadata import ModelInfo
 from ovxai.target import scope_from_name
 
 try:
@@ -315,7 +317,11 @@ def convert_onnx(onnx_path: Path) -> Any:
         ) from None
 
 
-def save(model: Any, xml_path: Path, fp16: bool) -> list[Path]:
+def save(model: Any, xml_path: Path, fp16: bool, info: ModelInfo) -> list[Path]:
     """Write ``xml_path`` and its .bin; weights in FP16 unless ``fp16`` is False (like OpenVINO's tools)."""
+    for key, value in info.model_api_entries().items():
+        model.set_rt_info(value, [metadata.SECTION, key])
+    for key, value in info.ovxai_entries().items():
+        model.set_rt_info(value, [metadata.OVXAI_SECTION, key])
     ov.save_model(model, os.fspath(xml_path), compress_to_fp16=fp16)
     return [xml_path, xml_path.with_suffix(".bin")]
