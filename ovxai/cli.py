@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--mask", choices=("onehot", "gaussian"), default="onehot")
     exp.add_argument("--saliency-dtype", choices=("float32", "uint8"), default="float32")
     exp.add_argument("--static-batch", type=int, metavar="N", help="fix every shape, batch N included (NPU)")
+    exp.add_argument("--dynamic-size", action="store_true", help="free the input's H and W: explain any image size")
     exp.add_argument("--no-fp16", dest="fp16", action="store_false", help="keep IR weights in FP32")
     meta = exp.add_argument_group("metadata written into the model (OpenVINO Model API's model_info)")
     meta.add_argument("--labels", type=Path, help="class names, one per line (line i = class i)")
@@ -85,6 +86,7 @@ def _export(args: argparse.Namespace) -> int:
         input_shape=args.input_shape,
         prediction=args.prediction,
         static_batch=args.static_batch,
+        dynamic_size=args.dynamic_size,
         fp16=args.fp16,
         info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.rgb),
     )

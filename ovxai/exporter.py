@@ -57,6 +57,7 @@ def export(
     input_shape: Sequence[int | str] | None = None,
     prediction: str | None = None,
     static_batch: int | None = None,
+    dynamic_size: bool = False,
     fp16: bool = True,
     info: ModelInfo | None = None,
 ) -> ExportResult:
@@ -64,8 +65,10 @@ def export(
 
     ``model`` is ONNX (.onnx) or OpenVINO IR (.xml + .bin). ``layer`` is a PyTorch module path
     (``layer4``), a node or tensor name, or ``None`` for the last spatial feature map feeding the
-    classifier. ``static_batch`` fixes every shape (for the NPU); IR weights are stored in FP16
-    unless ``fp16`` is False. ``info`` (labels, mean/scale, RGB) is written as model metadata in
+    classifier. ``static_batch`` fixes every shape (for the NPU); ``dynamic_size`` frees the input's
+    height and width (the hook's masks are always built from the runtime shape, so the patched model
+    explains any size the original network accepts). IR weights are stored in FP16 unless ``fp16``
+    is False. ``info`` (labels, mean/scale, RGB) is written as model metadata in
     OpenVINO Model API's format. The input is never modified, and nothing is left at ``output``
     unless the whole export succeeded.
     """
@@ -73,7 +76,7 @@ def export(
     info = info or ModelInfo()
     source, destination = _checked_paths(Path(model), Path(output))
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        loaded = load_model(source, input_shape, static_batch)
+        loaded = load_model(source, input_shape, static_batch, dynamic_size)
         graph = loaded.format.view(loaded.model)
         _refuse_patched(graph, source)
         prediction = pick_prediction(graph, prediction)
@@ -91,7 +94,10 @@ def export(
 
 
 def load_model(
-    source: Path, input_shape: Sequence[int | str] | None = None, static_batch: int | None = None
+    source: Path,
+    input_shape: Sequence[int | str] | None = None,
+    static_batch: int | None = None,
+    dynamic_size: bool = False,
 ) -> LoadedModel:
     """The model as the hook sees it: batch dynamic unless pinned, input shape pinned if asked."""
     if not source.is_file():
@@ -105,6 +111,8 @@ def load_model(
     fmt, proto = loaded.format, loaded.model
     current = fmt.input_dims(proto)
     shape = list(input_shape) if input_shape is not None else None
+    if dynamic_size:
+        shape = [*(shape or current)[:2], "height", "width"]
     if static_batch is not None:
         shape = [static_batch, *(shape or current)[1:]]
         if not all(isinstance(d, int) for d in shape):

@@ -129,3 +129,29 @@ def test_ir_bad_input(exported, tmp_path, capsys) -> None:
     err = fails("export", "-m", str(plain), "-o", str(tmp_path / "p.xml"))
     assert "plain.bin" in err and "missing" in err
     assert not (tmp_path / "p.xml").exists()
+
+
+def test_static_batch_ir_gets_a_dynamic_batch(tmp_path) -> None:
+    """EfficientNet's ``x.view(bs, -1)`` exported with batch 1 bakes [1, -1] into a Reshape."""
+    import torch
+    from conftest import build_net
+
+    net = build_net("effnet")
+    onnx_path = tmp_path / "static.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 32, 32),), str(onnx_path), dynamo=False, input_names=["input"])
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    assert ov.Core().read_model(str(plain)).inputs[0].get_partial_shape()[0].get_length() == 1
+    result = export(plain, tmp_path / "p.xml", fp16=False)
+    x = images(3, 32)
+    got = run(result.files[0], x, "openvino")
+    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "_relu", x), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("output", ["p.xml", "p.onnx"])
+def test_dynamic_size_frees_a_static_input(exported, tmp_path, output) -> None:
+    net, onnx_path = exported("resnet", "dynamo")  # exported at 128 x 128
+    assert main(["export", "-m", str(onnx_path), "-o", str(tmp_path / output), "--dynamic-size", "--no-fp16"]) == 0
+    for size in (96, 160):
+        x = images(1, size)
+        got = run(tmp_path / output, x, "openvino" if output.endswith(".xml") else "onnxruntime")
+        np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "layer4", x), atol=TOLERANCE)

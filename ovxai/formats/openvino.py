@@ -69,11 +69,39 @@ def set_input_shape(model: Any, shape: Sequence[int | str]) -> None:
 
 
 def make_batch_dynamic(model: Any) -> None:
+    """Turn a static batch dimension into a dynamic one, freeing batch sizes baked into Reshapes.
+
+    A Reshape whose constant target starts with the batch and whose data and result both start
+    with it gets 0 there with ``special_zero`` ("copy from the input"), as in the ONNX adapter.
+    """
     image = _image_input(model)
     shape = image.get_partial_shape()
     if shape[0].is_dynamic:
         return
+    batch = shape[0].get_length()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Reshape":
+            continue
+        target = _constant(op.input_value(1))
+        data, result = op.get_input_partial_shape(0), op.get_output_partial_shape(0)
+        if target is None or target.ndim != 1 or not target.size or int(target[0]) != batch:
+            continue
+        if data.rank.is_dynamic or result.rank.is_dynamic or data.rank.get_length() == 0:
+            continue
+        if data[0].is_static and data[0].get_length() == batch == result[0].get_length():
+            fixed = target.astype(np.int64).copy()
+            fixed[0] = 0
+            freed = opset.reshape(op.input_value(0), opset.constant(fixed), special_zero=True)
+            freed.set_friendly_name(op.get_friendly_name())
+            op.output(0).replace(freed.output(0))
     _reshape(model, image, ov.PartialShape([ov.Dimension(), *list(shape)[1:]]))
+    for out in model.outputs:
+        dims = out.get_partial_shape()
+        if dims.rank.is_static and dims.rank.get_length() and dims[0].is_static:
+            raise OvxaiError(
+                f"output '{out.get_any_name()}' keeps the fixed batch {dims[0].get_length()}",
+                "re-export the model with a dynamic batch",
+            )
 
 
 def make_static(model: Any, batch: int) -> None:
