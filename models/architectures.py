@@ -24,6 +24,14 @@ class TinyCNN(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class ChannelsLastHead(TinyCNN):
+    """TinyCNN whose head works channels-last, as TensorFlow-converted models do: the feature map is
+    transposed to NHWC and pooled over axes 1 and 2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).permute(0, 2, 3, 1).mean(dim=(1, 2)))
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 

@@ -119,8 +119,34 @@ def _checked(graph: GraphView, layer: str, tensor: str) -> Candidate:
             "not a 4-D float feature map (B, C, H, W)",
             "pick a convolutional layer (see `ovxai inspect`)",
         )
+    channels_first = _channels_first(graph, tensor)
+    if channels_first != tensor:
+        return _checked(graph, layer, channels_first)
     assert t.shape is not None
     return Candidate(layer, tensor, t.shape)
+
+
+NCHW_TO_NHWC = [0, 2, 3, 1]
+
+
+def _channels_first(graph: GraphView, tensor: str) -> str:
+    """The NCHW tensor behind a channels-last one: the hook masks H and W, so it needs (B, C, H, W).
+
+    A map transposed to NHWC is the same data as the transpose's input, so the target steps back
+    to it (the transpose becomes part of the tail). A channels-last map with no such transpose
+    (e.g. pooled over axes 1 and 2) cannot be masked correctly and is refused.
+    """
+    node = graph.producer.get(tensor)
+    transposed = node is not None and node.op == "Transpose" and list(node.attrs.get("perm", [])) == NCHW_TO_NHWC
+    if node is not None and transposed and is_feature_map(graph, node.inputs[0]):
+        return node.inputs[0]
+    for reader in graph.consumers.get(tensor, []):
+        if reader.attrs.get("reduce_axes") == [1, 2]:
+            raise OvxaiError(
+                f"tensor '{tensor}' is channels-last (NHWC): '{reader.name}' averages it over axes 1 and 2",
+                "pick the NCHW feature map that comes out of the last convolution",
+            )
+    return tensor
 
 
 def _automatic(graph: GraphView, prediction: str) -> Candidate:

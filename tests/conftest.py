@@ -22,6 +22,7 @@ NETS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
     "resnet": (lambda: arch.tiny_resnet(), 128),
     "vgg": (lambda: arch.VGG(), 32),
     "effnet": (lambda: arch.EfficientNetLiteStyle(), 32),
+    "nhwc": (lambda: arch.ChannelsLastHead(), 32),
 }
 
 

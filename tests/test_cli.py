@@ -199,3 +199,27 @@ def test_large_model_uses_external_data(tmp_path: Path, monkeypatch) -> None:
     x = images(2, NETS["tiny"][1])
     got = run(out / "p.onnx", x, "onnxruntime")
     np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "features", x), atol=1e-4)
+
+
+def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["image"], ["nhwc_map"], name="act"),
+            helper.make_node("ReduceMean", ["nhwc_map", "axes"], ["pooled"], name="pool", keepdims=0),
+            helper.make_node("MatMul", ["pooled", "w"], ["logits"], name="fc"),
+        ],
+        "channels_last",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 4, 4, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [
+            numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes"),
+            numpy_helper.from_array(rng.random((8, 10), dtype=np.float32), "w"),
+        ],
+    )
+    path = tmp_path / "nhwc.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    err = _fails(capsys, "export", "-m", str(path), "-o", str(tmp_path / "o.onnx"))
+    assert "channels-last (NHWC)" in err and "'pool'" in err

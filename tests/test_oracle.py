@@ -202,3 +202,19 @@ def test_feature_vector_is_the_pooled_features(exported, tmp_path, backend) -> N
         net(torch.from_numpy(x))
     handle.remove()
     np.testing.assert_allclose(run(result.files[0], x, backend)["feature_vector"], pooled[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_channels_last_map_steps_back_to_nchw(exported, tmp_path, exporter, backend) -> None:
+    import onnx
+
+    net, path = exported("nhwc", exporter)
+    transposed = next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Transpose")
+    for layer in (None, transposed):  # automatic, and the NHWC tensor named explicitly
+        out = tmp_path / ("p.onnx" if backend == "onnxruntime" else "p.xml")
+        result = export(path, out, layer=layer, fp16=False)
+        assert result.target.tensor != transposed and result.target.shape[1:] == (32, 8, 8)
+        x = images(2, 32)
+        got = run(result.files[0], x, backend)["saliency_map"]
+        np.testing.assert_allclose(got, reference_saliency(net, "features", x), atol=TOLERANCE)

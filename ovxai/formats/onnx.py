@@ -183,6 +183,13 @@ def _attrs(node: onnx.NodeProto, tensors: dict[str, Tensor], model: onnx.ModelPr
     attrs: dict[str, object] = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         attrs["has_subgraph"] = True
+    if node.op_type == "ReduceMean":
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = _constant_value(model, node.input[1])
+        rank = tensors.get(node.input[0], Tensor("", None, None)).rank
+        if axes is not None and rank:
+            attrs["reduce_axes"] = sorted(int(a) % rank for a in axes)
     keepdims = _global_average_pool(node, attrs, tensors, model)
     if keepdims is not None:
         attrs["global_pool_keepdims"] = keepdims
@@ -199,12 +206,7 @@ def _global_average_pool(
     if node.op_type == "GlobalAveragePool":
         return True
     if node.op_type == "ReduceMean":
-        axes = attrs.get("axes")
-        if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = _constant_value(model, node.input[1])
-        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:
-            return None
-        return bool(attrs.get("keepdims", 1))
+        return bool(attrs.get("keepdims", 1)) if attrs.get("reduce_axes") == [2, 3] else None
     if node.op_type == "AveragePool":
         kernel = list(attrs.get("kernel_shape", []))
         pads = list(attrs.get("pads", [0, 0, 0, 0]))

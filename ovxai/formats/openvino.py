@@ -200,9 +200,15 @@ def _attrs(op: Any) -> dict[str, object]:
     data = op.input_value(0).get_partial_shape() if op.get_input_size() else None
     if data is None or data.rank.is_dynamic or data.rank.get_length() != 4:
         return attrs
+    if kind == "Transpose":
+        perm = _constant(op.input_value(1))
+        if perm is not None:
+            attrs["perm"] = [int(p) for p in perm]
     if kind == "ReduceMean":
         axes = _constant(op.input_value(1))
-        if axes is not None and sorted(int(a) % 4 for a in np.atleast_1d(axes)) == [2, 3]:
+        if axes is not None:
+            attrs["reduce_axes"] = sorted(int(a) % 4 for a in np.atleast_1d(axes))
+        if attrs.get("reduce_axes") == [2, 3]:
             attrs["global_pool_keepdims"] = bool(op.get_attributes().get("keep_dims", False))
     elif kind == "AvgPool":
         a = op.get_attributes()
