@@ -7,26 +7,27 @@ from collections.abc import Iterable
 
 from ovxai.graph import GraphView, Node
 
+# op -> how many leading weight dimensions are *not* summed over (ONNX and OpenVINO names)
+_CONVOLUTIONS = {"Conv": 1, "ConvTranspose": 1, "Convolution": 1, "GroupConvolution": 2}
+_MATMULS = ("Gemm", "MatMul")
+
 
 def node_macs(graph: GraphView, node: Node) -> int:
-    """MACs of one Conv / Gemm / MatMul for one image; 0 for other ops or unknown shapes."""
-    if node.op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(node.inputs) < 2:
+    """MACs of one convolution or matrix product for one image; 0 for other ops or unknown shapes."""
+    if (node.op not in _CONVOLUTIONS and node.op not in _MATMULS) or len(node.inputs) < 2:
         return 0
     out = graph.tensor(node.outputs[0]).shape
     weight = graph.tensor(node.inputs[1]).shape
-    data = graph.tensor(node.inputs[0]).shape
-    if out is None or weight is None or data is None:
+    if out is None or weight is None:
         return 0
-    per_image_out = [d for d in out[1:]]
-    if not all(isinstance(d, int) for d in per_image_out):
-        return 0
-    if node.op in ("Conv", "ConvTranspose"):
+    if node.op in _CONVOLUTIONS:
+        inner = weight[_CONVOLUTIONS[node.op] :]
+    elif node.op == "Gemm" and node.attrs.get("transB"):
         inner = weight[1:]
     else:
-        inner = weight[:1] if node.op == "MatMul" or not node.attrs.get("transB") else weight[1:]
-    if not all(isinstance(d, int) for d in inner):
-        return 0
-    return math.prod(per_image_out) * math.prod(inner)  # type: ignore[arg-type]
+        inner = weight[:1] if node.op == "Gemm" or not node.attrs.get("transpose_b") else weight[1:]
+    dims = [*out[1:], *inner]
+    return math.prod(dims) if all(isinstance(d, int) for d in dims) else 0  # type: ignore[arg-type]
 
 
 def macs(graph: GraphView, nodes: Iterable[Node]) -> int:

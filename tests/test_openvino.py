@@ -155,3 +155,14 @@ def test_dynamic_size_frees_a_static_input(exported, tmp_path, output) -> None:
         x = images(1, size)
         got = run(tmp_path / output, x, "openvino" if output.endswith(".xml") else "onnxruntime")
         np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "layer4", x), atol=TOLERANCE)
+
+
+def test_inspect_ir_agrees_with_onnx(exported, tmp_path, capsys) -> None:
+    _, onnx_path = exported("resnet", "legacy")
+    plain = as_ir(onnx_path, tmp_path / "plain.xml")
+    rows = {}
+    for model in (onnx_path, plain):
+        assert main(["inspect", "-m", str(model)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        rows[model.suffix] = {line.split()[1]: line.split()[2:6] for line in lines if line.startswith("*")}
+    assert rows[".onnx"] == rows[".xml"] and "layer4" in rows[".xml"]

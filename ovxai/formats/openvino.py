@@ -197,6 +197,8 @@ def _attrs(op: Any) -> dict[str, object]:
     attrs: dict[str, object] = {}
     if kind in ("If", "Loop", "TensorIterator"):
         attrs["has_subgraph"] = True
+    if kind == "MatMul":
+        attrs.update(op.get_attributes())  # transpose_a / transpose_b, for the cost estimate
     data = op.input_value(0).get_partial_shape() if op.get_input_size() else None
     if data is None or data.rank.is_dynamic or data.rank.get_length() != 4:
         return attrs
