@@ -1,4 +1,4 @@
-"""Command line: ``ovxai export`` and ``ovxai inspect``."""
+"""Command line: ``ovxai export``, ``ovxai inspect`` and ``ovxai explain``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     meta.add_argument("--rgb", action="store_true", default=None, help="the network expects RGB channel order")
     _model_args(exp)
 
+    exp2 = sub.add_parser("explain", help="predict and explain images with a patched model (no torch needed)")
+    exp2.add_argument("--model", "-m", type=Path, required=True, help="patched model (.xml or .onnx)")
+    exp2.add_argument("--image", "-i", type=Path, nargs="+", required=True, help="image files and/or folders")
+    exp2.add_argument("--out", "-o", type=Path, default=Path("ovxai-out"), help="folder for overlays and summary.json")
+    exp2.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (default CPU)")
+    exp2.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
+    exp2.add_argument("--top-k", type=int, default=5, help="predictions to report per image (default 5)")
+    exp2.add_argument("--explain", default="top1", help="classes to map: top1, a number k, or ids like 281,285")
+    exp2.add_argument("--labels", type=Path, help="class names file, if the model carries none")
+    exp2.add_argument("--mean", help="per-channel mean, if the model carries none (e.g. 127)")
+    exp2.add_argument("--scale", help="per-channel scale, if the model carries none (e.g. 128)")
+    exp2.add_argument("--jobs", type=int, default=2, help="inference requests in flight (default 2)")
+    exp2.add_argument("--colormap", choices=("turbo", "jet", "gray"), default="turbo")
+    exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
     ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx, or .xml IR)")
     ins.add_argument("--depth", type=int, default=2, help="deepest module path level to list (default 2)")
@@ -62,7 +77,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _export(args) if args.command == "export" else _inspect(args)
+        return {"export": _export, "inspect": _inspect, "explain": _explain}[args.command](args)
     except OvxaiError as exc:
         print(f"ovxai {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -99,6 +114,71 @@ def _export(args: argparse.Namespace) -> int:
     for f in result.files:
         print(f"wrote    {f}")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from tqdm import tqdm
+
+    from ovxai.metadata import ModelInfo
+    from ovxai.runtime import Explainer, ImageError, contact_sheet, image_files
+
+    targets: str | int | list[int] = args.explain
+    if args.explain.isdigit():
+        targets = int(args.explain)
+    elif args.explain != "top1":
+        try:
+            targets = [int(t) for t in args.explain.split(",")]
+        except ValueError:
+            raise OvxaiError(
+                f"--explain '{args.explain}' is not top1, k or class ids", "e.g. --explain 281,285"
+            ) from None
+    files = image_files(args.image)
+    if not files:
+        raise OvxaiError("no images found in the given folders", "pass image files or folders with images")
+    override = ModelInfo.from_options(mean=args.mean, scale=args.scale)
+    explainer = Explainer.load(
+        args.model, args.backend, args.device, labels=args.labels, mean=override.mean, scale=override.scale
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    skipped: list[dict[str, str]] = []
+
+    def skip(item: object, exc: ImageError) -> None:
+        if len(files) == 1:
+            raise exc  # alone, a bad image is the error
+        print(f"ovxai explain: warning: skipped {exc}", file=sys.stderr)
+        skipped.append({"image": str(item), "error": str(exc)})
+
+    results, summary = [], []
+    start = time.perf_counter()
+    stream = explainer.explain_many(files, targets, args.top_k, jobs=max(1, args.jobs), on_error=skip)
+    for result in tqdm(stream, total=len(files), unit="image", disable=None, file=sys.stderr):
+        entry = result.summary()
+        entry["overlays"] = []
+        for i, target in enumerate(result.targets):
+            path = args.out / f"{Path(result.source).stem}_{target.class_id}.png"
+            result.overlay(i, args.alpha, args.colormap).save(path)
+            entry["overlays"].append(str(path))
+        summary.append(entry)
+        results.append(result)
+        best = result.top[0]
+        tqdm.write(f"{Path(result.source).name}: {best.label} ({best.score * 100:.1f} %)", file=sys.stdout)
+    elapsed = time.perf_counter() - start
+    if results:
+        contact_sheet(results[:64]).save(args.out / "contact_sheet.png")
+    report = {
+        "model": str(args.model),
+        "device": args.device,
+        "images": summary,
+        "skipped": skipped,
+        "total_seconds": round(elapsed, 3),
+        "images_per_second": round(len(results) / elapsed, 2) if elapsed else None,
+    }
+    (args.out / "summary.json").write_text(json.dumps(report, indent=2))
+    print(f"explained {len(results)} image(s), skipped {len(skipped)}; wrote {args.out / 'summary.json'}")
+    return 1 if skipped else 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -73,7 +73,7 @@ def export(
     unless the whole export succeeded.
     """
     options = options or HookOptions()
-    info = info or ModelInfo()
+    info = replace(info or ModelInfo(), score=options.score)
     source, destination = _checked_paths(Path(model), Path(output))
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
         loaded = load_model(source, input_shape, static_batch, dynamic_size)

@@ -24,6 +24,7 @@ class ModelInfo:
     mean: tuple[float, ...] | None = None  # per channel, subtracted from 0..255 pixels
     scale: tuple[float, ...] | None = None  # per channel, divides after the mean
     rgb: bool | None = None  # True: the network expects RGB (Model API feeds BGR and reverses)
+    score: str | None = None  # how the hook scored classes: softmax, logits or sigmoid
 
     @classmethod
     def from_options(
@@ -52,7 +53,10 @@ class ModelInfo:
         return entries
 
     def ovxai_entries(self) -> dict[str, str]:
-        return {"labels": json.dumps(list(self.labels))} if self.labels is not None else {}
+        entries = {"labels": json.dumps(list(self.labels))} if self.labels is not None else {}
+        if self.score is not None:
+            entries["score"] = self.score
+        return entries
 
 
 def _read_labels(path: Path) -> tuple[str, ...]:
