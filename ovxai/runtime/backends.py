@@ -83,7 +83,7 @@ class OpenVinoSession:
         )
         image = model.inputs[0]
         self.input_shape = [d.get_length() if d.is_static else None for d in image.get_partial_shape()]
-        self.output_names = [o.get_any_name() for o in model.outputs]
+        self.output_names = [_name(o) for o in model.outputs]
         if config is None:
             # Min-max normalisation magnifies rounding: CPU plugins that default to bf16 get f32.
             config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
@@ -96,7 +96,7 @@ class OpenVinoSession:
 
     def infer(self, x: np.ndarray) -> Outputs:
         result = self.request.infer({0: x})
-        return {o.get_any_name(): np.array(result[o], copy=True) for o in self.compiled.outputs}
+        return {_name(o): np.array(result[o], copy=True) for o in self.compiled.outputs}
 
     def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Iterator[tuple[K, Outputs]]:
         queue = self._ov.AsyncInferQueue(self.compiled, jobs)
@@ -109,6 +109,12 @@ class OpenVinoSession:
 
         queue.set_callback(collect)
         yield from _windowed(batches, jobs, lambda i, x: queue.start_async({0: x}, i), queue.wait_all, done.pop)
+
+
+def _name(output: Any) -> str:
+    """A tensor may carry several names (ONNX models read directly do): prefer the ones ovxai writes."""
+    names = output.get_names()
+    return next((n for n in ("saliency_map", "feature_vector") if n in names), None) or output.get_any_name()
 
 
 def _device_hint(device: str) -> str:
