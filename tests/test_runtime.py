@@ -68,7 +68,7 @@ def test_targets_and_mixed_inputs(patched) -> None:
     photo = Image.open(PHOTOS / "rocket.jpg")
     inputs = [PHOTOS / "chelsea_cat.jpg", photo, np.asarray(photo.convert("RGB"))]  # different sizes, kinds
     results = explainer.explain(inputs, targets=[7, 2])
-    assert [r.source for r in results][0].endswith("chelsea_cat.jpg") and results[2].source == "<array>"
+    assert results[0].source.endswith("chelsea_cat.jpg") and results[2].source == "<array>"
     assert all([t.class_id for t in r.targets] == [7, 2] for r in results)
     np.testing.assert_allclose(results[1].maps, results[2].maps, atol=1e-6)  # same pixels, two input kinds
     with pytest.raises(OvxaiError, match="out of range"):
@@ -108,7 +108,7 @@ def test_image_modes_and_orientation(tmp_path) -> None:
     rgb.convert("L").save(tmp_path / "gray.png")
     rgb.convert("RGBA").save(tmp_path / "alpha.png")
     rgb.convert("CMYK").save(tmp_path / "cmyk.jpg")
-    Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)).save(tmp_path / "deep.png")
+    Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257).save(tmp_path / "deep.png")
     for name in ("gray.png", "alpha.png", "cmyk.jpg", "deep.png"):
         image = load_rgb(tmp_path / name)[1]
         assert image.mode == "RGB" and image.size == rgb.size, name
@@ -134,10 +134,10 @@ def test_bad_images(tmp_path) -> None:
 
 
 def test_load_errors(patched, exported, tmp_path, monkeypatch) -> None:
-    with pytest.raises(OvxaiError, match="device 'TPU' is not available; choose one of: CPU"):
+    with pytest.raises(OvxaiError, match=r"device 'TPU' is not available; choose one of: CPU"):
         Explainer.load(patched["xml"], device="TPU")
     _, plain = exported("resnet", "legacy")
-    with pytest.raises(OvxaiError, match="no 'saliency_map' output.*ovxai export"):
+    with pytest.raises(OvxaiError, match=r"no 'saliency_map' output.*ovxai export"):
         Explainer.load(plain)
     with pytest.raises(OvxaiError, match="provider FooExecutionProvider is not available"):
         Explainer.load(patched["onnx"], backend="onnxruntime", providers=["FooExecutionProvider"])
