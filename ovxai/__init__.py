@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from ovxai.errors import OvxaiError
     from ovxai.exporter import ExportResult, export
     from ovxai.hook import HookOptions
+    from ovxai.torch_export import export_torch
 
-__all__ = ["ExportResult", "HookOptions", "OvxaiError", "export"]
+__all__ = ["ExportResult", "HookOptions", "OvxaiError", "export", "export_torch"]
 __version__ = "0.1.0"
 
 _HOMES = {
@@ -21,6 +22,7 @@ _HOMES = {
     "export": "ovxai.exporter",
     "HookOptions": "ovxai.hook",
     "OvxaiError": "ovxai.errors",
+    "export_torch": "ovxai.torch_export",
 }
 
 

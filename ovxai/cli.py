@@ -6,8 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ovxai.errors import OvxaiError
+from ovxai.hook import HookOptions
+from ovxai.metadata import ModelInfo
+
+if TYPE_CHECKING:
+    from ovxai.exporter import ExportResult
 
 
 def _shape(text: str) -> list[int | str]:
@@ -31,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     exp = sub.add_parser("export", help="add the in-graph Recipro-CAM saliency_map output to a classifier")
-    exp.add_argument("--model", "-m", type=Path, required=True, help="input classifier (.onnx, or .xml IR)")
+    source = exp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", "-m", type=Path, help="input classifier (.onnx, or .xml IR)")
+    source.add_argument("--torch", metavar="MODULE:FACTORY", help="a torch classifier from a factory (needs torch)")
     exp.add_argument("--output", "-o", type=Path, help="patched model, .onnx or .xml (default: <model>_xai.onnx)")
     exp.add_argument("--layer", "-l", help="module path (layer4), node or tensor name; default: automatic")
     exp.add_argument("--score", choices=("softmax", "logits", "sigmoid"), default="softmax")
@@ -88,11 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from ovxai.exporter import export
-    from ovxai.hook import HookOptions
-    from ovxai.metadata import ModelInfo
 
-    output = args.output or args.model.with_name(f"{args.model.stem}_xai{args.model.suffix or '.onnx'}")
     options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype)
+    if args.torch:
+        if args.output is None or args.input_shape is None:
+            raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
+        return _export_torch(args, options)
+    output = args.output or args.model.with_name(f"{args.model.stem}_xai{args.model.suffix or '.onnx'}")
     result = export(
         args.model,
         output,
@@ -105,6 +115,34 @@ def _export(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.rgb),
     )
+    _report(result, options)
+    return 0
+
+
+def _export_torch(args: argparse.Namespace, options: HookOptions) -> int:
+    import torch
+
+    from ovxai.torch_export import export_torch, load_factory
+
+    shape = [d if isinstance(d, int) else (2 if i == 0 else 224) for i, d in enumerate(args.input_shape)]
+    dynamic = [not isinstance(d, int) for d in args.input_shape]
+    result = export_torch(
+        load_factory(args.torch),
+        torch.rand(*shape),
+        args.output,
+        exporter="dynamo",
+        layer=args.layer,
+        options=options,
+        dynamic_size=dynamic[2] or dynamic[3],
+        static_batch=None if dynamic[0] else shape[0],
+        fp16=args.fp16,
+        info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.rgb),
+    )
+    _report(result, options)
+    return 0
+
+
+def _report(result: ExportResult, options: HookOptions) -> None:
     t = result.target
     path = "exact fast path (pooled mosaic)" if result.fast_path else "general path (full mosaic)"
     print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
@@ -113,7 +151,6 @@ def _export(args: argparse.Namespace) -> int:
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
         print(f"wrote    {f}")
-    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:

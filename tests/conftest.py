@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's model
 torch = pytest.importorskip("torch")
 
 from models import architectures as arch  # noqa: E402
-from models.onnx_export import to_onnx  # noqa: E402
+from ovxai.torch_export import to_onnx  # noqa: E402
 
 NETS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
     # name: (factory, input size)

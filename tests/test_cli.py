@@ -223,3 +223,22 @@ def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: 
     onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
     err = _fails(capsys, "export", "-m", str(path), "-o", str(tmp_path / "o.onnx"))
     assert "channels-last (NHWC)" in err and "'pool'" in err
+
+
+def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from ovxai import export_torch
+    from oracle import reference_saliency
+
+    net = build_net("resnet")
+    result = export_torch(net, torch.rand(2, 3, 128, 128), tmp_path / "api.onnx", layer="layer3")
+    x = images(2, 128)
+    got = run(result.files[0], x, "onnxruntime")["saliency_map"]
+    np.testing.assert_allclose(got, reference_saliency(net, "layer3", x), atol=1e-4)
+
+    argv = ["export", "--torch", "models.architectures:tiny_resnet", "--input-shape", "?,3,96,96"]
+    assert main([*argv, "-o", str(tmp_path / "cli.xml")]) == 0
+    assert "32x3x3" in capsys.readouterr().out  # layer4 of a 96 px input
+    assert "--input-shape" in _fails(capsys, "export", "--torch", "models.architectures:tiny_resnet", "-o", "x.xml")
+    assert "has no 'nothing'" in _fails(capsys, *argv, "--torch", "models.architectures:nothing", "-o", "x.xml")

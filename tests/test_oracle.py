@@ -162,7 +162,7 @@ def test_hook_adds_no_mask_constant(exported, tmp_path) -> None:
 def efficientnet(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     pytest.importorskip("efficientnet_lite_pytorch")
     from models import efficientnet_lite0 as recipe
-    from models.onnx_export import to_onnx
+    from ovxai.torch_export import to_onnx
 
     net = recipe.build()
     return net, to_onnx(net, tmp_path_factory.mktemp("real") / "efficientnet_lite0.onnx", recipe.SIZE)

@@ -1,0 +1,76 @@
+"""Export straight from PyTorch: ``export_torch(module, example_input, output, layer="layer4")``.
+
+torch is needed here only: the module goes through ``torch.onnx.export`` into a temporary ONNX
+file, which :func:`ovxai.export` then patches. Both torch exporters record module paths, so
+``layer`` takes the same names as ``model.named_modules()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ovxai.errors import OvxaiError
+from ovxai.exporter import ExportResult, export
+
+
+def to_onnx(net: Any, path: Path, example: Any, exporter: str = "dynamo", dynamic_size: bool = False) -> Path:
+    """Write ``net`` to ``path`` with input 'input' and output 'logits', batch dynamic.
+
+    ``example`` is an input tensor (B, C, H, W) or an int size (a random (2, 3, size, size) batch).
+    ``exporter`` is 'dynamo' (torch.export based, current torch's default) or 'legacy' (TorchScript).
+    """
+    import torch
+
+    if isinstance(example, int):
+        example = torch.rand(2, 3, example, example)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            dims = {0: torch.export.Dim("batch")}
+            if dynamic_size:
+                dims |= {2: torch.export.Dim("height", min=16), 3: torch.export.Dim("width", min=16)}
+            program = torch.onnx.export(
+                net, (example,), input_names=["input"], output_names=["logits"], dynamic_shapes=(dims,), dynamo=True
+            )
+            assert program is not None
+            program.save(os.fspath(path))
+        elif exporter == "legacy":
+            axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+            torch.onnx.export(
+                net, (example,), os.fspath(path), dynamo=False, input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": axes, "logits": {0: "batch"}}, opset_version=17,
+            )  # fmt: skip
+        else:
+            raise OvxaiError(f"unknown torch exporter '{exporter}'", "use dynamo or legacy")
+    return path
+
+
+def export_torch(
+    module: Any, example_input: Any, output: str | os.PathLike[str], *, exporter: str = "dynamo", **options: Any
+) -> ExportResult:
+    """Export a torch classifier and add the explanatory hook; ``options`` are :func:`ovxai.export`'s."""
+    module = module.eval()
+    with tempfile.TemporaryDirectory(prefix="ovxai-torch-") as folder:
+        onnx_path = to_onnx(module, Path(folder) / "model.onnx", example_input, exporter)
+        return export(onnx_path, output, **options)
+
+
+def load_factory(spec: str) -> Any:
+    """'package.module:factory' -> the module that calling ``factory()`` returns."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise OvxaiError(
+            f"--torch '{spec}' is not package.module:factory", "e.g. --torch models.architectures:resnet50"
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except ImportError as exc:
+        raise OvxaiError(f"cannot import '{module_name}' ({exc})", "run from the folder that holds it") from None
+    except AttributeError:
+        raise OvxaiError(f"'{module_name}' has no '{attribute}'", "name a function that returns the model") from None
+    return factory()
