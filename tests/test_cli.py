@@ -227,9 +227,9 @@ def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: 
 
 def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
+    from oracle import reference_saliency
 
     from ovxai import export_torch
-    from oracle import reference_saliency
 
     net = build_net("resnet")
     result = export_torch(net, torch.rand(2, 3, 128, 128), tmp_path / "api.onnx", layer="layer3")
