@@ -23,6 +23,7 @@ NETS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
     "vgg": (lambda: arch.VGG(), 32),
     "effnet": (lambda: arch.EfficientNetLiteStyle(), 32),
     "nhwc": (lambda: arch.ChannelsLastHead(), 32),
+    "mobilenet": (lambda: arch.MobileNetV3(num_classes=10), 96),
 }
 
 

@@ -25,6 +25,9 @@ CASES = [
     ("vgg", "legacy", "features", "features", 0, False),
     ("effnet", "legacy", None, "_relu", 0, True),
     ("effnet", "dynamo", "_relu", "_relu", 0, True),
+    ("mobilenet", "dynamo", None, "features", 0, True),
+    # inside the network: the tail holds squeeze-excite blocks, whose global pools run on the mosaic
+    ("mobilenet", "dynamo", "features.9", "features.9", 0, False),
 ]
 IDS = [f"{c[0]}-{c[1]}-{c[2] or 'auto'}" for c in CASES]
 
