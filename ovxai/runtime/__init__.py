@@ -138,7 +138,7 @@ class Explainer:
     def explain(self, images: ImageInput | Sequence[ImageInput], targets: Targets = "top1", top_k: int = 5
                 ) -> list[Explanation]:  # fmt: skip
         """Predict and explain; a bad image raises :class:`ImageError` (see ``explain_many`` to skip)."""
-        items = [images] if isinstance(images, (str, Path, Image.Image, np.ndarray)) else list(images)
+        items = [images] if isinstance(images, (str, Path, bytes, Image.Image, np.ndarray)) else list(images)
         loaded = [self._load(item) for item in items]
         results: list[Explanation] = []
         for chunk in _chunks(loaded, self.static_batch or len(loaded) or 1):

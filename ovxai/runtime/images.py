@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ovxai.errors import OvxaiError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]  # noqa: UP007 - a runtime alias
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]  # noqa: UP007 - a runtime alias
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 MAX_PIXELS = 100_000_000  # a 10000 x 10000 photo; larger ones are refused as decompression bombs
 
@@ -47,20 +48,25 @@ def load_rgb(source: ImageInput, max_pixels: int = MAX_PIXELS) -> tuple[str, Ima
         return "<array>", _from_array(source)
     if isinstance(source, Image.Image):
         return getattr(source, "filename", "") or "<image>", _to_rgb(source, "<image>", max_pixels)
+    if isinstance(source, bytes):
+        return "<bytes>", _decode(io.BytesIO(source), "<bytes>", max_pixels)
     path = Path(source)
     if not path.is_file():
         raise ImageError(f"image '{path}' not found", "check the path")
+    return str(path), _decode(path, str(path), max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            return str(path), _to_rgb(image, str(path), max_pixels)
+            return _to_rgb(Image.open(source), name, max_pixels)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
-            f"'{path}' is not a usable image ({_why(exc)})", "pass a JPEG, PNG, BMP, TIFF or WebP"
-        ) from None
+        problem = f"'{name}' is not a usable image ({_why(exc)})"
+        raise ImageError(problem, "pass a JPEG, PNG, BMP, TIFF or WebP") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise ImageError(f"'{path}' is corrupt or truncated ({_why(exc)})", "re-save or re-download the file") from None
+        problem = f"'{name}' is corrupt or truncated ({_why(exc)})"
+        raise ImageError(problem, "re-save or re-download the file") from None
 
 
 def _why(exc: Exception) -> str:
