@@ -166,3 +166,15 @@ def test_inspect_ir_agrees_with_onnx(exported, tmp_path, capsys) -> None:
         lines = capsys.readouterr().out.splitlines()
         rows[model.suffix] = {line.split()[1]: line.split()[2:6] for line in lines if line.startswith("*")}
     assert rows[".onnx"] == rows[".xml"] and "layer4" in rows[".xml"]
+
+
+def test_static_batch_onnx_output_declares_static_shapes(exported, tmp_path) -> None:
+    import onnx
+
+    _, onnx_path = exported("resnet", "dynamo")
+    out = export(onnx_path, tmp_path / "static.onnx", static_batch=3).files[0]
+    model = onnx.load(str(out))
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        assert all(d.HasField("dim_value") for d in dims), value.name
+    assert run(out, images(3, NETS["resnet"][1]), "onnxruntime")["saliency_map"].shape == (3, 10, 4, 4)

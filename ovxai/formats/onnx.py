@@ -75,9 +75,16 @@ def set_input_shape(model: onnx.ModelProto, shape: Sequence[int | str]) -> None:
             f"--input-shape has {len(shape)} dimensions but input '{image.name}' has {len(dims)}",
             "give one value per dimension, e.g. ?,3,224,224",
         )
+    batch_name = dims[0].dim_param
     for i, (dim, value) in enumerate(zip(dims, shape, strict=True)):
         if i == 0 and isinstance(value, str):
             continue  # a dynamic batch is make_batch_dynamic's job: it also fixes baked batch sizes
+        if i == 0 and batch_name:  # outputs declared with the same batch name get the number too
+            for out in model.graph.output:
+                out_dims = out.type.tensor_type.shape.dim
+                if out_dims and out_dims[0].dim_param == batch_name:
+                    out_dims[0].Clear()
+                    out_dims[0].dim_value = value
         dim.Clear()
         if isinstance(value, int):
             dim.dim_value = value
