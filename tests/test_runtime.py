@@ -181,3 +181,13 @@ def test_cli_explain(patched, tmp_path, capsys) -> None:
     assert (out / "contact_sheet.png").is_file()
     assert main(["explain", "-m", str(patched["xml"]), "-i", str(folder / "broken.jpg"), "-o", str(out)]) == 2
     assert "is not a usable image" in capsys.readouterr().err
+
+
+def test_upsampling_matches_pillow_bilinear() -> None:
+    from ovxai.runtime.pictures import bilinear_weights
+
+    saliency = np.random.default_rng(0).random((7, 7), dtype=np.float32)
+    for height, width in ((300, 451), (224, 224), (7, 7), (9, 700)):
+        want = np.asarray(Image.fromarray(saliency, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+        got = bilinear_weights(7, height) @ saliency @ bilinear_weights(7, width).T
+        np.testing.assert_allclose(got, want, atol=1e-6)

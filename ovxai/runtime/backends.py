@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -100,15 +101,24 @@ class OpenVinoSession:
 
     def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Iterator[tuple[K, Outputs]]:
         queue = self._ov.AsyncInferQueue(self.compiled, jobs)
-        done: dict[int, Outputs] = {}
+        done: dict[int, Outputs] = {}  # filled by OpenVINO's callback threads
 
         def collect(request: Any, index: int) -> None:
-            done[index] = {
-                o.get_any_name(): np.array(request.get_tensor(o).data, copy=True) for o in self.compiled.outputs
-            }
+            outputs = self.compiled.outputs
+            done[index] = {_name(o): np.array(request.get_tensor(o).data, copy=True) for o in outputs}
 
         queue.set_callback(collect)
-        yield from _windowed(batches, jobs, lambda i, x: queue.start_async({0: x}, i), queue.wait_all, done.pop)
+        keys: dict[int, K] = {}
+        next_out = 0
+        for index, (key, x) in enumerate(batches):
+            keys[index] = key
+            queue.start_async({0: x}, index)  # blocks while all `jobs` requests are busy
+            while next_out in done:  # hand back finished results, in order, while others run
+                yield keys.pop(next_out), done.pop(next_out)
+                next_out += 1
+        queue.wait_all()
+        for index in range(next_out, next_out + len(keys)):
+            yield keys.pop(index), done.pop(index)
 
 
 def _name(output: Any) -> str:
@@ -153,29 +163,13 @@ class OnnxRuntimeSession:
 
     def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Iterator[tuple[K, Outputs]]:
         # One session, several threads: ONNX Runtime's run() is thread-safe and releases the GIL.
+        pending: deque[tuple[K, Any]] = deque()
         with ThreadPoolExecutor(jobs) as pool:
-            futures: dict[int, Any] = {}
-
-            def submit(index: int, x: np.ndarray) -> None:
-                futures[index] = pool.submit(self.infer, x)
-
-            yield from _windowed(batches, jobs, submit, lambda: None, lambda i: futures.pop(i).result())
-
-
-def _windowed(
-    batches: Iterable[tuple[K, np.ndarray]], jobs: int, submit: Callable[[int, np.ndarray], None],
-    wait: Callable[[], None], result: Callable[[int], Outputs],
-) -> Iterator[tuple[K, Outputs]]:  # fmt: skip
-    """Keep up to 2 x jobs requests in flight; yield results in order as windows complete."""
-    window: list[tuple[int, K]] = []
-    for index, (key, x) in enumerate(batches):
-        submit(index, x)
-        window.append((index, key))
-        if len(window) >= 2 * jobs:
-            wait()
-            for i, k in window:
-                yield k, result(i)
-            window = []
-    wait()
-    for i, k in window:
-        yield k, result(i)
+            for key, x in batches:
+                pending.append((key, pool.submit(self.infer, x)))
+                if len(pending) > jobs:
+                    key_done, future = pending.popleft()
+                    yield key_done, future.result()
+            while pending:
+                key_done, future = pending.popleft()
+                yield key_done, future.result()

@@ -41,9 +41,25 @@ def colorize(saliency: np.ndarray, colormap: str = "turbo") -> np.ndarray:
 
 def overlay(photo: Image.Image, saliency: np.ndarray, alpha: float = 0.5, colormap: str = "turbo") -> Image.Image:
     """The photo with the map (already at the photo's size) blended on top."""
-    heat = colorize(saliency, colormap).astype(np.float32)
-    base = np.asarray(photo.convert("RGB"), dtype=np.float32)
-    return Image.fromarray(np.uint8((1 - alpha) * base + alpha * heat + 0.5))
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap '{colormap}' (choose from {', '.join(COLORMAPS)})")
+    index = np.uint8(np.clip(np.nan_to_num(saliency), 0.0, 1.0) * 255 + 0.5)
+    heat = Image.fromarray(index, mode="L").convert("P")  # the LUT as a palette: PIL maps it in C
+    heat.putpalette(COLORMAPS[colormap].tobytes())
+    return Image.blend(photo.convert("RGB"), heat.convert("RGB"), alpha)
+
+
+def bilinear_weights(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) matrix of bilinear interpolation with pixel centres aligned and edges clamped,
+    so that ``rows @ map @ cols.T`` resizes a map like an image resize does, in two small products."""
+    src = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, size_in - 1)
+    frac = (src - low).astype(np.float32)
+    weights = np.zeros((size_out, size_in), np.float32)
+    weights[np.arange(size_out), low] += 1 - frac
+    weights[np.arange(size_out), high] += frac
+    return weights
 
 
 def contact_sheet(tiles: list[tuple[Image.Image, str]], columns: int = 4, tile: int = 256) -> Image.Image:
