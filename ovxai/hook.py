@@ -112,13 +112,21 @@ class ReciproCamHook(Generic[T]):
             else:
                 outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
             self.mosaic_of.update(zip(node.outputs, outs, strict=True))
-        saliency = self._saliency(self.mosaic_of[self.plan.prediction])
+        saliency = self._saliency(self.mosaic_of[self._logits()])
         self.ops.output(saliency, SALIENCY_OUTPUT)
         if self.plan.pool is not None:
             # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
             pooled = self.ops.tensor(self.plan.pool.node.outputs[0])
             self.ops.output(self.ops.reshape(pooled, self.ops.concat([self.batch, self.channels])), FEATURE_OUTPUT)
         return saliency
+
+    def _logits(self) -> str:
+        """The tensor holding the class logits: a model that ends in Softmax or Sigmoid already
+        turned them into probabilities, and scoring those again would flatten the map."""
+        final = self.graph.producer.get(self.plan.prediction)
+        if final is not None and final.op in ("Softmax", "Sigmoid") and final.inputs[0] in self.mosaic_of:
+            return final.inputs[0]
+        return self.plan.prediction
 
     # -- masks and mosaic -------------------------------------------------------------------------
 

@@ -221,3 +221,18 @@ def test_channels_last_map_steps_back_to_nchw(exported, tmp_path, exporter, back
         x = images(2, 32)
         got = run(result.files[0], x, backend)["saliency_map"]
         np.testing.assert_allclose(got, reference_saliency(net, "features", x), atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_model_ending_in_softmax_is_scored_on_its_logits(tmp_path, backend) -> None:
+    import torch
+    from conftest import build_net, export_onnx
+
+    net = build_net("resnet")
+    with_softmax = torch.nn.Sequential(net, torch.nn.Softmax(dim=1)).eval()
+    path = export_onnx(with_softmax, 128, tmp_path / "probabilities.onnx", "dynamo")
+    out = tmp_path / ("p.onnx" if backend == "onnxruntime" else "p.xml")
+    result = export(path, out, layer="0.layer4", fp16=False)
+    x = images(2, 128)
+    got = run(result.files[0], x, backend)["saliency_map"]
+    np.testing.assert_allclose(got, reference_saliency(net, "layer4", x), atol=TOLERANCE)
