@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 
 from ovxai.errors import OvxaiError
-from ovxai.graph import GraphView, Kind, plan_tail
+from ovxai.graph import GraphView, Kind, Node, plan_tail
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def _automatic(graph: GraphView, prediction: str) -> Candidate:
         for node in graph.nodes
         if node.name in feeding
         for out in node.outputs
-        if is_feature_map(graph, out) and _spatial(graph, out)
+        if is_feature_map(graph, out) and _spatial(graph, out) and not _identity_pool(graph, node)
     ]
     if not maps:
         raise OvxaiError(
@@ -173,6 +173,12 @@ def _automatic(graph: GraphView, prediction: str) -> Candidate:
     # Name it by the outermost module it leaves ('layer4' rather than 'layer4.2.relu').
     modules = {c.tensor: c.layer for c in candidates(graph, prediction, max_depth=None)}
     return _checked(graph, modules.get(chosen) or graph.producer[chosen].scope or graph.producer[chosen].name, chosen)
+
+
+def _identity_pool(graph: GraphView, node: Node) -> bool:
+    """A pool that keeps the shape (VGG's adaptive 7x7 pool on a 7x7 map): the map before it is the target."""
+    pools = ("AveragePool", "MaxPool", "AvgPool", "GlobalAveragePool")
+    return node.op in pools and graph.tensor(node.inputs[0]).shape == graph.tensor(node.outputs[0]).shape
 
 
 def _spatial(graph: GraphView, name: str) -> bool:

@@ -242,3 +242,12 @@ def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFix
     assert "32x3x3" in capsys.readouterr().out  # layer4 of a 96 px input
     assert "--input-shape" in _fails(capsys, "export", "--torch", "models.architectures:tiny_resnet", "-o", "x.xml")
     assert "has no 'nothing'" in _fails(capsys, *argv, "--torch", "models.architectures:nothing", "-o", "x.xml")
+
+
+def test_automatic_target_skips_a_shape_keeping_pool(tmp_path: Path) -> None:
+    from ovxai import export
+
+    net = build_net("vgg")  # features end at 2x2 for a 16 px input; avgpool (2, 2) then changes nothing
+    path = export_onnx(net, 16, tmp_path / "vgg16px.onnx", "dynamo")
+    result = export(path, tmp_path / "p.onnx")
+    assert result.target.layer == "features" and result.target.shape[1:] == (32, 2, 2)

@@ -75,17 +75,20 @@ def bench(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", default=MODELS, choices=[*MODELS, *RECIPES])
+    parser.add_argument("models", nargs="*", help=f"default: {' '.join(MODELS)}; also: tiny")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--precision", choices=("default", "f32"), default="default")
     parser.add_argument("--workdir", type=Path, help="keep the exported models here (default: a temp folder)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    unknown = set(args.models) - {*MODELS, *RECIPES}
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="ovxai-models-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         rows = []
-        for name in args.models:
+        for name in args.models or MODELS:
             print(f"{name} ...", file=sys.stderr, flush=True)
             rows.append(bench(name, workdir, args))
     print("| model | input | default target | C x H x W | N | path | plain ms | patched ms | ratio | IR growth |")
