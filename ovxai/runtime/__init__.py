@@ -60,9 +60,7 @@ class Explanation:
     def upsampled(self) -> np.ndarray:
         """(T, H, W): each map resized bilinearly to the original image's size."""
         width, height = self.image.size
-        rows = pictures.bilinear_weights(self.maps.shape[1], height)
-        cols = pictures.bilinear_weights(self.maps.shape[2], width)
-        return np.einsum("yh,thw,xw->tyx", rows, self.maps.astype(np.float32), cols, optimize=True)
+        return pictures.upsample(self.maps, height, width)
 
     def overlay(self, index: int = 0, alpha: float = 0.5, colormap: str = "turbo") -> Image.Image:
         """The photo with target ``index``'s map blended on top."""

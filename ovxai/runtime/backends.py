@@ -149,7 +149,11 @@ class OnnxRuntimeSession:
                 f"ONNX Runtime provider {missing[0]} is not available", f"available: {', '.join(available)}"
             )
         try:
-            self.session = ort.InferenceSession(os.fspath(path), providers=wanted)
+            options = ort.SessionOptions()
+            # Idle worker threads otherwise spin after each run and starve the caller's own work
+            # (decoding the next image, upsampling maps) of the CPU.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self.session = ort.InferenceSession(os.fspath(path), options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise OvxaiError(f"cannot load '{path}' in ONNX Runtime: {_reason(exc)}", "re-export the model") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)

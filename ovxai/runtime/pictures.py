@@ -49,17 +49,21 @@ def overlay(photo: Image.Image, saliency: np.ndarray, alpha: float = 0.5, colorm
     return Image.blend(photo.convert("RGB"), heat.convert("RGB"), alpha)
 
 
-def bilinear_weights(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) matrix of bilinear interpolation with pixel centres aligned and edges clamped,
-    so that ``rows @ map @ cols.T`` resizes a map like an image resize does, in two small products."""
+def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(T, h, w) -> (T, height, width), bilinear with pixel centres aligned and edges clamped, as an
+    image resize does. Two gathers and blends in numpy: no BLAS, whose threads would fight the
+    inference engine's for the cores."""
+    maps = maps.astype(np.float32, copy=False)
+    low, high, frac = _bilinear_taps(maps.shape[1], height)
+    rows = maps[:, low, :] * (1 - frac)[:, None] + maps[:, high, :] * frac[:, None]
+    low, high, frac = _bilinear_taps(maps.shape[2], width)
+    return rows[:, :, low] * (1 - frac) + rows[:, :, high] * frac
+
+
+def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     src = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
-    low = np.floor(src).astype(int)
-    high = np.minimum(low + 1, size_in - 1)
-    frac = (src - low).astype(np.float32)
-    weights = np.zeros((size_out, size_in), np.float32)
-    weights[np.arange(size_out), low] += 1 - frac
-    weights[np.arange(size_out), high] += frac
-    return weights
+    low = np.floor(src).astype(np.intp)
+    return low, np.minimum(low + 1, size_in - 1), (src - low).astype(np.float32)
 
 
 def contact_sheet(tiles: list[tuple[Image.Image, str]], columns: int = 4, tile: int = 256) -> Image.Image:
