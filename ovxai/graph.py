@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from ovxai.errors import OvxaiError
+
 Dim = int | str | None
 """A dimension: a number, a symbolic name, or unknown."""
 
@@ -141,8 +143,6 @@ class TailPlan:
 
 def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
     """Find the nodes between ``target`` and ``prediction`` and classify their outside inputs."""
-    from ovxai.errors import OvxaiError
-
     between = graph.descendants(target) & graph.ancestors([prediction])
     if not between:
         raise OvxaiError(
