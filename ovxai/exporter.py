@@ -86,9 +86,7 @@ def export(
         try:
             written = _patch_and_save(loaded, graph, plan, options, scratch / destination.name, fp16, info)
         except OSError as exc:
-            raise OvxaiError(
-                f"could not write '{destination}': {exc.strerror or exc}", "check the disk space"
-            ) from None
+            raise _write_error(destination, exc) from None
         files = _move_into_place(written, destination)
     return ExportResult(files, target, prediction, options.fast_path and plan.pool is not None, options)
 

@@ -323,5 +323,5 @@ def test_pointing_set_boxes_hold_the_pasted_objects() -> None:
     for t in trials:
         x0, y0, x1, y1 = t.box
         assert 0 <= x0 < x1 <= 224 and 0 <= y0 < y1 <= 224
-        assert 0.34 * 224 - 1 <= max(x1 - x0, y1 - y0) <= 0.52 * 224 + 1
+        assert 0.26 * 224 - 1 <= max(x1 - x0, y1 - y0) <= 0.44 * 224 + 1
         assert t.label in t.name and math.isfinite(t.cls)
