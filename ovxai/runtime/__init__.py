@@ -201,8 +201,8 @@ class Explainer:
             saliency = saliency.astype(np.float32) / 255
         results = []
         for i, (name, image, _) in enumerate(chunk):
-            order = np.argsort(-scores[i])
-            wanted = self._targets(targets, order)
+            order = _top(scores[i], max(top_k, targets if isinstance(targets, int) else 1))
+            wanted = self._targets(targets, order, scores.shape[1])
             top = [self._prediction(int(k), scores[i]) for k in order[:top_k]]
             explained = [self._prediction(k, scores[i]) for k in wanted]
             results.append(Explanation(name, image, scores[i], top, explained, saliency[i, wanted]))
@@ -216,13 +216,12 @@ class Explainer:
         raw = raw.astype(np.float64)
         if self.score == "sigmoid":
             return 1 / (1 + np.exp(-raw))
-        if np.all(raw >= 0) and np.allclose(raw.sum(1), 1, atol=1e-3):
+        if raw.min() >= 0 and np.abs(raw.sum(1) - 1).max() < 1e-3:
             return raw  # already probabilities
         shifted = np.exp(raw - raw.max(1, keepdims=True))
         return shifted / shifted.sum(1, keepdims=True)
 
-    def _targets(self, targets: Targets, order: np.ndarray) -> list[int]:
-        classes = len(order)
+    def _targets(self, targets: Targets, order: np.ndarray, classes: int) -> list[int]:
         if targets is None or targets == "top1":
             return [int(order[0])]
         if isinstance(targets, int) and not isinstance(targets, bool):
@@ -240,6 +239,13 @@ class Explainer:
     def _prediction(self, class_id: int, scores: np.ndarray) -> Prediction:
         label = self.labels[class_id] if self.labels and class_id < len(self.labels) else f"class {class_id}"
         return Prediction(class_id, label, float(scores[class_id]))
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k best scores, best first (a partial sort: K can be large)."""
+    k = min(k, len(scores))
+    best = np.argpartition(-scores, k - 1)[:k]
+    return best[np.argsort(-scores[best], kind="stable")]
 
 
 def _three(values: Sequence[float] | None, default: float) -> tuple[float, float, float]:
