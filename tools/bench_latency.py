@@ -148,6 +148,17 @@ def added_op_types(plain_xml: Path, patched_xml: Path) -> dict[str, int]:
     return dict((count(patched_xml) - count(plain_xml)).most_common())
 
 
+def static_info(models: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Per model: IR size, and for the patched ones what they add to ``models["plain"]``."""
+    static: dict[str, dict[str, Any]] = {}
+    for name, xml in models.items():
+        static[name] = {"ir_bytes": ir_size(xml), "path": str(xml)}
+        if name != "plain":
+            static[name]["added_constants"] = added_constants(models["plain"], xml)
+            static[name]["added_op_types"] = added_op_types(models["plain"], xml)
+    return static
+
+
 # ------------------------------------------------------------------------------------------------ timing
 
 
@@ -575,12 +586,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         export_s = time.perf_counter() - t0
         print(f"models written to {workdir} in {export_s:.1f} s", flush=True)
         models = {name: paths[name] for name in VARIANTS}
-        static: dict[str, dict[str, Any]] = {}
-        for name, xml in models.items():
-            static[name] = {"ir_bytes": ir_size(xml), "path": str(xml)}
-            if name != "plain":
-                static[name]["added_constants"] = added_constants(models["plain"], xml)
-                static[name]["added_op_types"] = added_op_types(models["plain"], xml)
+        static = static_info(models)
 
         core = ov.Core()
         results: dict[str, Any] = {}

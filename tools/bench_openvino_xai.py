@@ -31,7 +31,7 @@ from typing import Any
 
 import openvino as ov
 import openvino_xai as xai
-from bench_latency import added_constants, added_op_types, bench_batch, ir_size, peak_rss
+from bench_latency import bench_batch, peak_rss, static_info
 
 NAME = "openvino_xai"
 
@@ -95,12 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         models[name] = Path(path)
     models[NAME] = out
 
-    static: dict[str, dict[str, Any]] = {}
-    for name, xml in models.items():
-        static[name] = {"ir_bytes": ir_size(xml), "path": str(xml)}
-        if name != "plain":
-            static[name]["added_constants"] = added_constants(models["plain"], xml)
-            static[name]["added_op_types"] = added_op_types(models["plain"], xml)
+    static = static_info(models)
 
     latency = bench_batch(ov.Core(), models, 1, args)
     print(f"timed {latency['rounds']} rounds", file=sys.stderr)
