@@ -197,15 +197,13 @@ def _attrs(node: onnx.NodeProto, tensors: dict[str, Tensor], model: onnx.ModelPr
         rank = tensors.get(node.input[0], Tensor("", None, None)).rank
         if axes is not None and rank:
             attrs["reduce_axes"] = sorted(int(a) % rank for a in axes)
-    keepdims = _global_average_pool(node, attrs, tensors, model)
+    keepdims = _global_average_pool(node, attrs, tensors)
     if keepdims is not None:
         attrs["global_pool_keepdims"] = keepdims
     return attrs
 
 
-def _global_average_pool(
-    node: onnx.NodeProto, attrs: dict[str, object], tensors: dict[str, Tensor], model: onnx.ModelProto
-) -> bool | None:
+def _global_average_pool(node: onnx.NodeProto, attrs: dict[str, object], tensors: dict[str, Tensor]) -> bool | None:
     """keepdims if the node averages a 4-D tensor over exactly H and W, else None."""
     shape = tensors.get(node.input[0], Tensor("", None, None)).shape if node.input else None
     if shape is None or len(shape) != 4:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ovxai import metadata
-from ovxai.errors import OvxaiError
+from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph import GraphView, Node, Tensor
 from ovxai.metadata import ModelInfo
 from ovxai.target import scope_from_name
@@ -46,16 +46,9 @@ def load(path: Path) -> Any:
     try:
         return ov.Core().read_model(os.fspath(path))
     except RuntimeError as exc:
-        reason = _ov_reason(exc)
+        reason = engine_reason(exc)
         fix = "the .bin does not belong to this .xml; copy both from the same export" if "weights" in reason else None
         raise OvxaiError(f"'{path}' is not a readable OpenVINO IR: {reason}", fix or "re-export the model") from None
-
-
-def _ov_reason(exc: Exception) -> str:
-    """OpenVINO's messages carry C++ file/line noise; keep the sentence that says what failed."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
-    return (useful or lines or [type(exc).__name__])[0]
 
 
 def set_input_shape(model: Any, shape: Sequence[int | str]) -> None:
@@ -127,7 +120,7 @@ def _reshape(model: Any, image: Any, shape: Any) -> None:
         model.reshape({image: shape})
     except RuntimeError as exc:
         raise OvxaiError(
-            f"the model cannot take input shape {shape}: {_ov_reason(exc)}",
+            f"the model cannot take input shape {shape}: {engine_reason(exc)}",
             "re-export it with a dynamic batch (and the wanted size)",
         ) from None
 
@@ -349,7 +342,7 @@ def convert_onnx(onnx_path: Path) -> Any:
         return ov.convert_model(os.fspath(onnx_path))
     except Exception as exc:
         raise OvxaiError(
-            f"OpenVINO could not convert the patched model: {_ov_reason(exc)}", "write .onnx instead"
+            f"OpenVINO could not convert the patched model: {engine_reason(exc)}", "write .onnx instead"
         ) from None
 
 

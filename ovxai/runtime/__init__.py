@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ovxai.errors import OvxaiError
+from ovxai.hook import FEATURE_OUTPUT, SALIENCY_OUTPUT
 from ovxai.metadata import ModelInfo
 from ovxai.runtime import metadata, pictures
 from ovxai.runtime.backends import Outputs, Session, open_session
@@ -31,8 +32,6 @@ from ovxai.runtime.images import ImageError, ImageInput, Preprocessing, image_fi
 
 __all__ = ["Explainer", "Explanation", "ImageError", "Prediction", "Preprocessing", "image_files"]
 
-SALIENCY = "saliency_map"
-FEATURES = "feature_vector"
 DEFAULT_SIZE = 224  # for models whose input height and width are dynamic
 Targets = Union[None, str, int, Sequence[int]]  # noqa: UP007 - a runtime alias
 
@@ -84,14 +83,14 @@ class Explainer:
     def __init__(
         self, session: Session, preprocessing: Preprocessing, labels: Sequence[str] | None, score: str = "softmax"
     ) -> None:
-        if SALIENCY not in session.output_names:
+        if SALIENCY_OUTPUT not in session.output_names:
             raise OvxaiError(
-                f"the model has no '{SALIENCY}' output (outputs: {', '.join(session.output_names)})",
+                f"the model has no '{SALIENCY_OUTPUT}' output (outputs: {', '.join(session.output_names)})",
                 "patch it first: ovxai export --model MODEL --output MODEL_xai.xml",
             )
         self.session = session
         self.preprocessing = preprocessing
-        self.prediction = next(n for n in session.output_names if n not in (SALIENCY, FEATURES))
+        self.prediction = next(n for n in session.output_names if n not in (SALIENCY_OUTPUT, FEATURE_OUTPUT))
         self.labels = list(labels) if labels else None
         self.score = score
         self.static_batch = session.input_shape[0]
@@ -196,7 +195,7 @@ class Explainer:
                  prep_s: float, infer_s: float) -> list[Explanation]:  # fmt: skip
         start = time.perf_counter()
         scores = self._probabilities(outputs[self.prediction].reshape(len(outputs[self.prediction]), -1))
-        saliency = outputs[SALIENCY]
+        saliency = outputs[SALIENCY_OUTPUT]
         if saliency.dtype == np.uint8:
             saliency = saliency.astype(np.float32) / 255
         results = []

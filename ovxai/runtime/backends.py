@@ -11,7 +11,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ovxai.errors import OvxaiError
+from ovxai.errors import OvxaiError, engine_reason
+from ovxai.hook import FEATURE_OUTPUT, SALIENCY_OUTPUT
 from ovxai.runtime import metadata
 
 K = TypeVar("K")
@@ -57,12 +58,6 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _reason(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
-    return (useful or lines or [type(exc).__name__])[0][:200]
-
-
 class OpenVinoSession:
     def __init__(self, path: Path, device: str, config: dict[str, Any] | None) -> None:
         try:
@@ -78,7 +73,7 @@ class OpenVinoSession:
         try:
             model = core.read_model(os.fspath(path))
         except RuntimeError as exc:
-            raise OvxaiError(f"cannot read '{path}': {_reason(exc)}", "re-export the model") from None
+            raise OvxaiError(f"cannot read '{path}': {engine_reason(exc)}", "re-export the model") from None
         self.metadata = (
             metadata.from_openvino(model) if path.suffix.lower() == ".xml" else metadata.from_onnx_file(path)
         )
@@ -91,7 +86,9 @@ class OpenVinoSession:
         try:
             self.compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
-            raise OvxaiError(f"cannot compile the model for {device}: {_reason(exc)}", _device_hint(device)) from None
+            raise OvxaiError(
+                f"cannot compile the model for {device}: {engine_reason(exc)}", _device_hint(device)
+            ) from None
         self.request = self.compiled.create_infer_request()
         self._ov = ov
 
@@ -124,7 +121,7 @@ class OpenVinoSession:
 def _name(output: Any) -> str:
     """A tensor may carry several names (ONNX models read directly do): prefer the ones ovxai writes."""
     names = output.get_names()
-    return next((n for n in ("saliency_map", "feature_vector") if n in names), None) or output.get_any_name()
+    return next((n for n in (SALIENCY_OUTPUT, FEATURE_OUTPUT) if n in names), None) or output.get_any_name()
 
 
 def _device_hint(device: str) -> str:
@@ -155,7 +152,9 @@ class OnnxRuntimeSession:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self.session = ort.InferenceSession(os.fspath(path), options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise OvxaiError(f"cannot load '{path}' in ONNX Runtime: {_reason(exc)}", "re-export the model") from None
+            raise OvxaiError(
+                f"cannot load '{path}' in ONNX Runtime: {engine_reason(exc)}", "re-export the model"
+            ) from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         image = self.session.get_inputs()[0]
         self.input_name = image.name
