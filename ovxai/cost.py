@@ -7,27 +7,15 @@ from collections.abc import Iterable
 
 from ovxai.graph import GraphView, Node
 
-# op -> how many leading weight dimensions are *not* summed over (ONNX and OpenVINO names)
-_CONVOLUTIONS = {"Conv": 1, "ConvTranspose": 1, "Convolution": 1, "GroupConvolution": 2}
-_MATMULS = ("Gemm", "MatMul")
-
 
 def node_macs(graph: GraphView, node: Node) -> int:
-    """MACs of one convolution or matrix product for one image; 0 for other ops or unknown shapes."""
-    if (node.op not in _CONVOLUTIONS and node.op not in _MATMULS) or len(node.inputs) < 2:
-        return 0
+    """MACs of one convolution or matrix product for one image: every output value (batch excluded)
+    sums ``weight_inner`` products. 0 for other ops or unknown shapes."""
     out = graph.tensor(node.outputs[0]).shape
-    weight = graph.tensor(node.inputs[1]).shape
-    if out is None or weight is None:
+    if node.weight_inner is None or out is None:
         return 0
-    if node.op in _CONVOLUTIONS:
-        inner = weight[_CONVOLUTIONS[node.op] :]
-    elif node.op == "Gemm" and node.attrs.get("transB"):
-        inner = weight[1:]
-    else:
-        inner = weight[:1] if node.op == "Gemm" or not node.attrs.get("transpose_b") else weight[1:]
-    dims = [*out[1:], *inner]
-    return math.prod(dims) if all(isinstance(d, int) for d in dims) else 0  # type: ignore[arg-type]
+    dims = [*out[1:], *node.weight_inner]
+    return math.prod(d for d in dims if isinstance(d, int)) if all(isinstance(d, int) for d in dims) else 0
 
 
 def macs(graph: GraphView, nodes: Iterable[Node]) -> int:

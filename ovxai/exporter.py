@@ -1,4 +1,10 @@
-"""``ovxai export``: patch a classifier with the explanatory hook and write ONE model file."""
+"""``ovxai export``: patch a classifier with the explanatory hook and write ONE model file.
+
+The pipeline talks to graph formats only through :class:`ovxai.formats.Format`; what to do with
+a model (its input shape, freeing its batch, where the hook goes) is decided on the format-neutral
+view. Guarantees: the input files are never written to, and nothing appears at ``output`` unless
+the whole export succeeded, including one run of the written model in its format's engine.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,21 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import onnx
+import numpy as np
 
-from ovxai.errors import OvxaiError
-from ovxai.formats import onnx as onnx_format
-from ovxai.graph import GraphView, TailPlan, plan_tail
-from ovxai.hook import SALIENCY_OUTPUT, HookOptions, ReciproCamHook
+from ovxai.conventions import SALIENCY_OUTPUT
+from ovxai.errors import OvxaiError, engine_reason
+from ovxai.formats import Format, format_for
+from ovxai.graph import GraphView, plan_free_batch, plan_tail
+from ovxai.hook import HookOptions, ReciproCamHook
 from ovxai.metadata import ModelInfo
-from ovxai.target import Candidate, is_feature_map, resolve
+from ovxai.target import Candidate, pick_prediction, resolve
 
-OUTPUT_SUFFIXES = (".onnx", ".xml")
-_EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
+SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,11 @@ class ExportResult:
 
 @dataclass
 class LoadedModel:
-    """A model in one of the two formats, with the adapter module that handles that format."""
+    """A model as the hook sees it: the format's own object, its adapter and its view."""
 
-    format: ModuleType  # ovxai.formats.onnx or ovxai.formats.openvino
-    model: Any  # onnx.ModelProto or openvino.Model
-
-    @property
-    def is_ir(self) -> bool:
-        return self.format is not onnx_format
+    format: Format
+    model: Any
+    graph: GraphView
 
 
 def export(
@@ -65,28 +67,39 @@ def export(
 
     ``model`` is ONNX (.onnx) or OpenVINO IR (.xml + .bin). ``layer`` is a PyTorch module path
     (``layer4``), a node or tensor name, or ``None`` for the last spatial feature map feeding the
-    classifier. ``static_batch`` fixes every shape (for the NPU); ``dynamic_size`` frees the input's
-    height and width (the hook's masks are always built from the runtime shape, so the patched model
-    explains any size the original network accepts). IR weights are stored in FP16 unless ``fp16``
-    is False. ``info`` (labels, mean/scale, RGB) is written as model metadata in
-    OpenVINO Model API's format. The input is never modified, and nothing is left at ``output``
-    unless the whole export succeeded.
+    classifier. ``input_shape`` pins the image input (ints) or frees dimensions (names);
+    ``static_batch`` fixes every shape (for the NPU); ``dynamic_size`` frees the input's height and
+    width (the hook's masks are always built from the runtime shape, so the patched model explains
+    any size the original network accepts). IR weights are stored in FP16 unless ``fp16`` is False.
+    ``info`` (labels, mean/scale, channel order) is written as model metadata in OpenVINO Model
+    API's layout, with the hook's score convention.
     """
     options = options or HookOptions()
-    info = replace(info or ModelInfo(), score=options.score)
     source, destination = _checked_paths(Path(model), Path(output))
+    source_format, output_format = format_for(source), format_for(destination, "output")
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
         loaded = load_model(source, input_shape, static_batch, dynamic_size)
-        graph = loaded.format.view(loaded.model)
-        _refuse_patched(graph, source)
+        graph = loaded.graph
         prediction = pick_prediction(graph, prediction)
         target = resolve(graph, prediction, layer)
         plan = plan_tail(graph, target.tensor, prediction)
+        info = (info or ModelInfo()).replace(
+            score=options.score, probabilities=_ends_in_probabilities(graph, prediction)
+        )
         info.check(_num_classes(graph, prediction))
+        emitter = source_format.hook_ops(loaded.model, graph)
+        ReciproCamHook(emitter, graph, plan, options).build()
+        patched = emitter.finish()
         try:
-            written = _patch_and_save(loaded, graph, plan, options, scratch / destination.name, fp16, info)
+            if output_format is not source_format:
+                patched = output_format.convert(
+                    source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
+                )
+            output_format.set_metadata(patched, info.entries())
+            written = output_format.save(patched, scratch / destination.name, fp16)
         except OSError as exc:
             raise _write_error(destination, exc) from None
+        _check_runs(output_format, written[0], graph)
         files = _move_into_place(written, destination)
     return ExportResult(files, target, prediction, options.fast_path and plan.pool is not None, options)
 
@@ -97,35 +110,65 @@ def load_model(
     static_batch: int | None = None,
     dynamic_size: bool = False,
 ) -> LoadedModel:
-    """The model as the hook sees it: batch dynamic unless pinned, input shape pinned if asked."""
+    """The model with its input as asked: batch dynamic unless pinned, dimensions pinned or freed."""
     if not source.is_file():
-        raise OvxaiError(f"model file '{source}' not found", "check the --model path")
-    if source.suffix.lower() == ".xml":
-        from ovxai.formats import openvino as ov_format
+        raise OvxaiError(f"model file '{source}' not found", "check the model= path")
+    fmt = format_for(source)
+    model = fmt.load(source)
+    graph = fmt.view(model)
+    image = graph.image_input()
+    current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
+    shape = _wanted_shape(current, input_shape, static_batch, dynamic_size)
+    if shape == current:
+        return LoadedModel(fmt, model, graph)
+    if isinstance(current[0], int) and not isinstance(shape[0], int):
+        fmt.rewrite_reshapes(model, plan_free_batch(graph))  # batch sizes baked into Reshape targets
+    fmt.set_input_shape(model, image, shape)
+    graph = fmt.view(model)
+    if isinstance(current[0], int) and not isinstance(shape[0], int):
+        for out in graph.outputs:
+            dims = graph.tensor(out).shape
+            if dims and dims[0] == current[0]:
+                raise OvxaiError(f"output '{out}' keeps the fixed batch {current[0]}", "re-export with a dynamic batch")
+    return LoadedModel(fmt, model, graph)
 
-        loaded = LoadedModel(ov_format, ov_format.load(source))
-    else:
-        loaded = LoadedModel(onnx_format, onnx_format.load(source))
-    fmt, proto = loaded.format, loaded.model
-    current = fmt.input_dims(proto)
-    shape = list(input_shape) if input_shape is not None else None
+
+def _wanted_shape(
+    current: list[int | str], input_shape: Sequence[int | str] | None, static_batch: int | None, dynamic_size: bool
+) -> list[int | str]:
+    """The image input's dimensions after the options; validated here, before any work."""
+    if static_batch is not None and (isinstance(static_batch, bool) or not isinstance(static_batch, int)):
+        raise OvxaiError(f"static_batch={static_batch!r} is not a whole number", "e.g. static_batch=1")
+    if static_batch is not None and static_batch < 1:
+        raise OvxaiError(f"static_batch={static_batch} asks for no image", "use 1 or more")
+    shape = list(input_shape) if input_shape is not None else list(current)
+    if len(shape) != len(current):
+        raise OvxaiError(
+            f"input_shape= has {len(shape)} dimensions, the image input {len(current)} ({_dims(current)})",
+            "give one value per dimension, e.g. input_shape=?,3,224,224",
+        )
+    for i, (want, have) in enumerate(zip(shape, current, strict=True)):
+        if isinstance(want, int) and want < 1:
+            raise OvxaiError(f"input_shape= dimension {i} is {want}", "use positive sizes, or ? for a dynamic one")
+        if i == 1 and isinstance(want, int) and isinstance(have, int) and want != have:
+            raise OvxaiError(
+                f"input_shape= gives {want} channels but the network takes {have}", f"use input_shape=?,{have},H,W"
+            )
+    if input_shape is None and isinstance(current[0], int):
+        shape[0] = "batch"  # a batch fixed at export time becomes dynamic unless pinned
     if dynamic_size:
-        shape = [*(shape or current)[:2], "height", "width"]
+        shape[2:] = ["height", "width"]
     if static_batch is not None:
-        shape = [static_batch, *(shape or current)[1:]]
+        shape[0] = static_batch
         if not all(isinstance(d, int) for d in shape):
             raise OvxaiError(
-                f"--static-batch needs every input dimension fixed, the input is {_dims(shape)}",
-                "pin them with --input-shape, e.g. 1,3,224,224",
+                f"static_batch= needs every input dimension fixed, the input is {_dims(shape)}",
+                "pin them with input_shape=, e.g. 1,3,224,224",
             )
-    if shape is None or shape[0] != current[0]:
-        fmt.make_batch_dynamic(proto)  # also frees a batch size baked into Reshape targets
-    if shape is not None:
-        fmt.set_input_shape(proto, shape)
-    return loaded
+    return shape
 
 
-def _dims(shape: Sequence[int | str]) -> str:
+def _dims(shape: Sequence[int | str | None]) -> str:
     return ",".join(str(d) if isinstance(d, int) else "?" for d in shape)
 
 
@@ -134,69 +177,68 @@ def _num_classes(graph: GraphView, prediction: str) -> int | None:
     return shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
 
 
-def _patch_and_save(
-    loaded: LoadedModel, graph: GraphView, plan: TailPlan, options: HookOptions, path: Path, fp16: bool, info: ModelInfo
-) -> list[Path]:
-    """Add the hook and write the model into the scratch folder; returns the files written."""
-    if loaded.is_ir:
-        ops = loaded.format.OvOps(loaded.model, graph)
-        ReciproCamHook(ops, graph, plan, options).build()
-        return loaded.format.save(ops.apply(), path, fp16, info)
-    ops = onnx_format.OnnxOps(loaded.model, graph)
-    ReciproCamHook(ops, graph, plan, options).build()
-    onnx_files = _save_onnx(ops.apply(info), path.with_suffix(".onnx"))
-    if path.suffix.lower() != ".xml":
-        return onnx_files
-    from ovxai.formats import openvino as ov_format
-
-    return ov_format.save(ov_format.convert_onnx(onnx_files[0]), path, fp16, info)
+def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:
+    """Whether the prediction output is already softmax / sigmoid probabilities (the runtime then keeps it)."""
+    node = graph.producer.get(prediction)
+    return node is not None and node.op in ("Softmax", "Sigmoid")
 
 
-def pick_prediction(graph: GraphView, name: str | None) -> str:
-    """The classification output: a float (B, K) tensor (trailing 1s allowed) computed from a feature map."""
-    if name is not None:
-        if name not in graph.outputs:
-            raise OvxaiError(f"'{name}' is not an output of the model", f"choose one of: {', '.join(graph.outputs)}")
-        return name
-    found = [o for o in graph.outputs if _is_scores(graph, o)]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        shapes = ", ".join(f"{o} ({graph.tensor(o).describe()})" for o in graph.outputs)
+def _check_runs(fmt: Format, path: Path, graph: GraphView) -> None:
+    """Run the written model once on a synthetic batch: a model that cannot run is never delivered."""
+    dims = graph.input_dims()
+    shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
+    x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
+    try:
+        outputs = fmt.smoke_run(path, x)
+    except Exception as exc:  # each engine raises its own types
         raise OvxaiError(
-            f"no classification output (B, K) computed from a 4-D feature map among the outputs: {shapes}",
-            "export a CNN classifier, or name its score output with --prediction",
-        )
-    raise OvxaiError(f"several outputs look like class scores: {', '.join(found)}", "pick one with --prediction")
-
-
-def _is_scores(graph: GraphView, name: str) -> bool:
-    t = graph.tensor(name)
-    if not t.is_float or t.shape is None or len(t.shape) < 2 or any(d != 1 for d in t.shape[2:]):
-        return False
-    feeding = graph.ancestors([name])
-    return any(is_feature_map(graph, o) for n in graph.nodes if n.name in feeding for o in n.outputs)
+            f"the patched model does not run in {fmt.name} on a {_dims(shape)} input: {engine_reason(exc)}",
+            "pick another layer= (see `ovxai inspect`); if the original model runs, please report this",
+        ) from None
+    maps = outputs.get(SALIENCY_OUTPUT)
+    if maps is None or maps.ndim != 4 or maps.shape[0] != shape[0]:
+        got = "no saliency_map" if maps is None else f"saliency_map of shape {maps.shape}"
+        raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
+    if not np.isfinite(maps.astype(np.float64)).all():
+        raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
 
 
 def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
+    """Validate the paths before any work; the output may never be (or share a file with) the input."""
     if not source.is_file():
-        raise OvxaiError(f"model file '{source}' not found", "check the --model path")
-    if source.suffix.lower() not in (".onnx", ".xml"):
-        raise OvxaiError(f"'{source}' is neither ONNX (.onnx) nor OpenVINO IR (.xml)", "export the model first")
-    if source.suffix.lower() == ".xml" and destination.suffix.lower() != ".xml":
-        raise OvxaiError("an OpenVINO IR input gives an IR output", f"use --output {destination.with_suffix('.xml')}")
-    if destination.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise OvxaiError(f"output '{destination}' must end in .onnx or .xml", "e.g. --output model_xai.xml")
-    if destination.resolve() == source.resolve():
-        raise OvxaiError("the output path is the input model", "write the patched model to a new file")
+        raise OvxaiError(f"model file '{source}' not found", "check the model= path")
+    source_format = format_for(source)
+    output_format = format_for(destination, "output")
+    if source_format.suffix == ".xml" and output_format.suffix != ".xml":
+        raise OvxaiError("an OpenVINO IR input gives an IR output", f"use output={destination.with_suffix('.xml')}")
+    if destination.is_dir():
+        raise OvxaiError(
+            f"output '{destination}' is a folder", f"name a file in it, e.g. {destination / 'model_xai.xml'}"
+        )
     if not destination.parent.is_dir():
         raise OvxaiError(f"output folder '{destination.parent}' does not exist", "create it first")
+    inputs = _model_files(source)
+    for written in _model_files(destination):
+        if any(_same_file(written, existing) for existing in inputs):
+            raise OvxaiError(
+                f"writing '{destination}' would overwrite the input '{source}' ('{written.name}' is one of its files)",
+                "write the patched model to a new file name",
+            )
     return source, destination
 
 
-def _refuse_patched(graph: GraphView, source: Path) -> None:
-    if SALIENCY_OUTPUT in graph.outputs or SALIENCY_OUTPUT in graph.aliases:
-        raise OvxaiError(f"'{source}' already has a '{SALIENCY_OUTPUT}' output", "export from the original model")
+def _model_files(path: Path) -> list[Path]:
+    """The files a model occupies: IR .xml + .bin, ONNX + its external data."""
+    if path.suffix.lower() == ".xml":
+        return [path, path.with_suffix(".bin")]
+    return [path, path.with_name(path.name + ".data")]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True for one file reached by two names: links, case-insensitive file systems, '..' segments."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
 
 
 @contextmanager
@@ -206,7 +248,7 @@ def _scratch_folder(destination: Path) -> Iterator[Path]:
         scratch = Path(tempfile.mkdtemp(prefix=".ovxai-", dir=destination.parent))
     except OSError as exc:
         raise OvxaiError(
-            f"output folder '{destination.parent}' is not writable ({exc.strerror or exc})", "choose another --output"
+            f"output folder '{destination.parent}' is not writable ({exc.strerror or exc})", "choose another output"
         ) from None
     try:
         yield scratch
@@ -215,31 +257,16 @@ def _scratch_folder(destination: Path) -> Iterator[Path]:
 
 
 def _write_error(destination: Path, exc: OSError) -> OvxaiError:
-    return OvxaiError(f"could not write '{destination}': {exc.strerror or exc}", "check the disk space")
+    fix = "free some disk space" if exc.errno == 28 else "check the output path and its folder's permissions"
+    return OvxaiError(f"could not write '{destination}': {exc.strerror or exc}", fix)
 
 
 def _move_into_place(written: list[Path], destination: Path) -> list[Path]:
     """Move the checked files from the scratch folder next to ``destination``, the model file last."""
     final = [destination.parent / f.name for f in written]
     try:
-        for src, dst in sorted(zip(written, final, strict=True), key=lambda p: p[1].suffix in OUTPUT_SUFFIXES):
+        for src, dst in sorted(zip(written, final, strict=True), key=lambda p: p[1] == destination):
             os.replace(src, dst)  # same file system: atomic, and a reader never sees a model without weights
     except OSError as exc:
         raise _write_error(destination, exc) from None
     return final
-
-
-def _save_onnx(model: onnx.ModelProto, path: Path) -> list[Path]:
-    weights = sum(len(i.raw_data) for i in model.graph.initializer)
-    if weights < _EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, os.fspath(path))
-        files = [path]
-    else:
-        data = path.with_name(path.name + ".data")
-        onnx.save_model(model, os.fspath(path), save_as_external_data=True, location=data.name, size_threshold=1024)
-        files = [path, data]
-    try:
-        onnx.checker.check_model(os.fspath(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise RuntimeError(f"ovxai produced an invalid ONNX model, please report: {exc}") from exc
-    return files

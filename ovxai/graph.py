@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
+
 from ovxai.errors import OvxaiError
 
 Dim = int | str | None
@@ -20,17 +22,42 @@ Dim = int | str | None
 SHAPE_OPS = frozenset({"Shape", "Size"})
 
 
+def scope_from_name(name: str) -> str:
+    """Module path from a TorchScript-exporter node name: '/layer4/layer4.1/relu/Relu' -> 'layer4.1.relu'.
+
+    Segments are full paths ('layer4.1') or local names ('relu'); the last one is the op's own name.
+    OpenVINO keeps these names as friendly names when it converts such a model.
+    """
+    if not name.startswith("/"):
+        return ""
+    path = ""
+    for segment in name.split("/")[1:-1]:
+        path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
+    return path
+
+
 @dataclass(frozen=True)
 class Node:
-    """One operation. ``op`` uses ONNX operator names; ``scope`` is the module path ('' if unknown)."""
+    """One operation, as the planner sees it whatever the format.
+
+    ``op`` is the ONNX operator name (format adapters map their own names at the view's edge, e.g.
+    OpenVINO's ShapeOf -> Shape, Convolution -> Conv); the typed fields below are the only operator
+    attributes the planner, the target resolver and the cost estimate read, filled by the adapter.
+    """
 
     name: str
     op: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    scope: str = ""
-    attrs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    handle: Any = field(default=None, compare=False, hash=False, repr=False)
+    scope: str = ""  # PyTorch module path, '' if unknown
+    has_subgraph: bool = False  # If / Loop / Scan: the hook cannot copy it
+    axes: tuple[int, ...] | None = None  # ReduceMean: the reduced axes, non-negative
+    keepdims: bool = True  # ReduceMean
+    perm: tuple[int, ...] | None = None  # Transpose
+    whole_window: bool = False  # AveragePool whose window is the whole H x W, no padding
+    start: int = 0  # Shape: the first dimension it reads (negative: from the end)
+    weight_inner: tuple[Dim, ...] | None = None  # Conv / MatMul / Gemm: weight dims summed per output value
+    handle: Any = field(default=None, compare=False, hash=False, repr=False)  # the format's own node
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,7 @@ class GraphView:
     outputs: list[str]
     constants: set[str]  # tensors with a fixed value (initializers, Constant outputs)
     aliases: dict[str, str] = field(default_factory=dict)  # other names a tensor is known by
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # small constants' values (shapes, axes)
 
     def __post_init__(self) -> None:
         self.producer: dict[str, Node] = {o: n for n in self.nodes for o in n.outputs}
@@ -85,6 +113,20 @@ class GraphView:
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors.get(name) or Tensor(name, None, None)
+
+    def image_input(self) -> str:
+        """The one input fed with images: the only 4-D one, or the only one."""
+        images = [i for i in self.inputs if self.tensor(i).rank == 4] or self.inputs
+        if len(images) != 1:
+            raise OvxaiError(
+                f"expected one image input, found {len(self.inputs)} inputs ({', '.join(self.inputs)})",
+                "export a single-input image classifier",
+            )
+        return images[0]
+
+    def input_dims(self) -> list[Dim]:
+        """The image input's dimensions (None where unknown)."""
+        return list(self.tensor(self.image_input()).shape or ())
 
     def _kinds(self) -> dict[str, Kind]:
         kind = {name: Kind.ACTIVATION for name in self.inputs}
@@ -151,7 +193,7 @@ def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
         )
     nodes = [n for n in graph.nodes if n.name in between]
     for node in nodes:
-        if node.attrs.get("has_subgraph"):
+        if node.has_subgraph:
             raise OvxaiError(
                 f"node '{node.name}' ({node.op}) after the target holds a subgraph, which the hook cannot copy",
                 "pick a target after it",
@@ -176,9 +218,60 @@ def _global_pool(graph: GraphView, target: str, tail: list[Node]) -> GlobalPool 
     tail_names = {n.name for n in tail}
     readers = [n for n in graph.consumers.get(target, []) if n.name in tail_names]
     data_readers = [n for n in readers if n.op not in SHAPE_OPS]
-    if len(data_readers) != 1:
+    if len(data_readers) != 1 or data_readers[0].inputs[0] != target:
         return None
-    node = data_readers[0]
-    if node.inputs[0] != target or "global_pool_keepdims" not in node.attrs:
+    keepdims = global_pool_keepdims(graph, data_readers[0])
+    return None if keepdims is None else GlobalPool(data_readers[0], keepdims)
+
+
+def global_pool_keepdims(graph: GraphView, node: Node) -> bool | None:
+    """Whether a node that averages a 4-D map over exactly H and W keeps those axes; None if it does not."""
+    if graph.tensor(node.inputs[0]).rank != 4:
         return None
-    return GlobalPool(node, bool(node.attrs["global_pool_keepdims"]))
+    if node.op == "GlobalAveragePool" or (node.op == "AveragePool" and node.whole_window):
+        return True
+    if node.op == "ReduceMean" and node.axes == (2, 3):
+        return node.keepdims
+    return None
+
+
+# -- batch ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReshapeFix:
+    """A Reshape whose constant target bakes in the export's batch size: ``target`` has 0 there instead,
+    meaning "copy the batch from the data" (adapters emit that with their copy-zero semantics)."""
+
+    node: Node
+    target: np.ndarray
+
+
+def plan_free_batch(graph: GraphView) -> list[ReshapeFix]:
+    """The Reshapes to rewrite so that a model exported with a fixed batch B takes any batch.
+
+    Exporters bake the example's batch into Reshape targets (``x.view(1, -1)``). Those whose data and
+    result both start with B and whose target starts with B get 0 there. A target that holds another
+    0 cannot be rewritten that way and is refused.
+    """
+    batch = graph.input_dims()[0] if graph.input_dims() else None
+    if not isinstance(batch, int):
+        return []
+    fixes = []
+    for node in graph.nodes:
+        if node.op != "Reshape" or len(node.inputs) < 2:
+            continue
+        target = graph.values.get(node.inputs[1])
+        data, result = graph.tensor(node.inputs[0]).shape, graph.tensor(node.outputs[0]).shape
+        if target is None or target.ndim != 1 or not target.size or int(target[0]) != batch:
+            continue
+        if not (data and result and data[0] == batch == result[0]):
+            continue
+        if 0 in target[1:]:
+            raise OvxaiError(
+                f"the batch size is fixed to {batch} in node '{node.name}'", "re-export the model with a dynamic batch"
+            )
+        fixed = target.astype(np.int64).copy()
+        fixed[0] = 0
+        fixes.append(ReshapeFix(node, fixed))
+    return fixes

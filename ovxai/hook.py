@@ -23,16 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
+from ovxai.conventions import (
+    FEATURE_OUTPUT,
+    MASKS,
+    SALIENCY_DTYPES,
+    SALIENCY_OUTPUT,
+    SCORES,
+    Mask,
+    SaliencyDType,
+    Score,
+)
 from ovxai.errors import OvxaiError
-from ovxai.graph import SHAPE_OPS, GraphView, Kind, Node, TailPlan
+from ovxai.graph import SHAPE_OPS, Dim, GraphView, Kind, Node, TailPlan
 
 T = TypeVar("T")
-
-Score = Literal["softmax", "logits", "sigmoid"]
-Mask = Literal["onehot", "gaussian"]
-SaliencyDType = Literal["float32", "uint8"]
-SALIENCY_OUTPUT = "saliency_map"
-FEATURE_OUTPUT = "feature_vector"
 _END = 2**62  # "to the end" for slices
 
 
@@ -46,39 +50,94 @@ class HookOptions:
     fast_path: bool = True  # use the exact pooled shortcut when the tail starts with a global pool
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("score", ("softmax", "logits", "sigmoid")),
-            ("mask", ("onehot", "gaussian")),
-            ("saliency_dtype", ("float32", "uint8")),
-        ):
+        for name, allowed in (("score", SCORES), ("mask", MASKS), ("saliency_dtype", SALIENCY_DTYPES)):
             if getattr(self, name) not in allowed:
-                raise OvxaiError(f"unknown {name} '{getattr(self, name)}'", f"use one of: {', '.join(allowed)}")
+                raise OvxaiError(f"unknown {name}= {getattr(self, name)!r}", f"use one of: {', '.join(allowed)}")
 
 
 class Ops(Protocol[T]):
-    """Tensor operations a format adapter provides; ``T`` is its tensor handle."""
+    """Tensor operations a format adapter provides; ``T`` is its tensor handle.
 
-    def tensor(self, name: str) -> T: ...
-    def dtype(self, name: str) -> str: ...
-    def i64(self, values: Sequence[int]) -> T: ...
-    def f32(self, value: float) -> T: ...
-    def shape(self, x: T) -> T: ...
-    def slice(self, x: T, start: int, end: int) -> T: ...
-    def concat(self, xs: Sequence[T]) -> T: ...
-    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater"], a: T, b: T) -> T: ...
-    def unary(self, op: Literal["Abs", "Floor", "Relu", "Sigmoid", "Round"], x: T) -> T: ...
-    def cast(self, x: T, dtype: str) -> T: ...
-    def arange(self, n: T) -> T: ...
-    def reshape(self, x: T, shape: T) -> T: ...
-    def unsqueeze(self, x: T, axis: int) -> T: ...
+    Semantics follow ONNX (numpy broadcasting for ``binary``, ``where``); shapes are 1-D int64 tensors.
+    """
+
+    def tensor(self, name: str) -> T:
+        """The handle of an existing tensor of the original graph."""
+        ...
+
+    def dtype(self, name: str) -> str:
+        """The numpy name of an original tensor's element type ('float32', 'float16', ...)."""
+        ...
+
+    def i64(self, values: Sequence[int]) -> T:
+        """An int64 constant; ``[]`` gives the empty shape (a scalar reshape target)."""
+        ...
+
+    def f32(self, value: float) -> T:
+        """A float32 scalar constant."""
+        ...
+
+    def shape(self, x: T) -> T:
+        """The runtime shape of ``x``, 1-D int64."""
+        ...
+
+    def slice(self, x: T, start: int, end: int) -> T:
+        """``x[start:end]`` along axis 0 (used on shapes)."""
+        ...
+
+    def concat(self, xs: Sequence[T]) -> T:
+        """Concatenation along axis 0 (used to build shapes)."""
+        ...
+
+    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater"], a: T, b: T) -> T:
+        """Element-wise with broadcasting; Greater gives booleans."""
+        ...
+
+    def unary(self, op: Literal["Abs", "Floor", "Relu", "Sigmoid", "Round"], x: T) -> T:
+        """Element-wise; Round rounds half to even."""
+        ...
+
+    def cast(self, x: T, dtype: str) -> T:
+        """``x`` converted to the numpy-named element type."""
+        ...
+
+    def arange(self, n: T) -> T:
+        """0, 1, ..., n-1 as int64, from a one-element ``n``."""
+        ...
+
+    def reshape(self, x: T, shape: T) -> T:
+        """Reshape where -1 is inferred and 0 means a zero-sized dimension (no copy-from-input)."""
+        ...
+
+    def unsqueeze(self, x: T, axis: int) -> T:
+        """A new axis of size 1 at ``axis``."""
+        ...
+
     def transpose(self, x: T, perm: Sequence[int]) -> T: ...
-    def matmul(self, a: T, b: T) -> T: ...
-    def expand(self, x: T, shape: T) -> T: ...
+
+    def matmul(self, a: T, b: T) -> T:
+        """numpy ``matmul``: batched over leading axes."""
+        ...
+
+    def expand(self, x: T, shape: T) -> T:
+        """Broadcast ``x`` bidirectionally against ``shape`` (ONNX Expand)."""
+        ...
+
     def where(self, cond: T, a: T, b: T) -> T: ...
+
     def softmax(self, x: T, axis: int) -> T: ...
-    def reduce(self, op: Literal["ReduceMin", "ReduceMax"], x: T, axis: int) -> T: ...
-    def copy_node(self, node: Node, inputs: Sequence[T | None]) -> list[T]: ...
-    def output(self, x: T, name: str) -> None: ...
+
+    def reduce(self, op: Literal["ReduceMin", "ReduceMax"], x: T, axis: int) -> T:
+        """Reduction over one axis, keeping it (size 1)."""
+        ...
+
+    def copy_node(self, node: Node, inputs: Sequence[T | None]) -> list[T]:
+        """A copy of an original node reading ``inputs`` (None: an omitted optional input); its outputs."""
+        ...
+
+    def output(self, x: T, name: str, shape: Sequence[Dim]) -> None:
+        """Expose ``x`` as a model output named ``name``; ``shape`` is what the hook knows of it."""
+        ...
 
 
 class ReciproCamHook(Generic[T]):
@@ -113,11 +172,17 @@ class ReciproCamHook(Generic[T]):
                 outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
             self.mosaic_of.update(zip(node.outputs, outs, strict=True))
         saliency = self._saliency(self.mosaic_of[self._logits()])
-        self.ops.output(saliency, SALIENCY_OUTPUT)
+        target = self.graph.tensor(self.plan.target).shape or (None,) * 4
+        prediction = self.graph.tensor(self.plan.prediction).shape or (None, None)
+        batch = target[0] or prediction[0] or "batch"
+        self.ops.output(
+            saliency, SALIENCY_OUTPUT, (batch, prediction[1] or "classes", target[2] or "height", target[3] or "width")
+        )
         if self.plan.pool is not None:
             # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
             pooled = self.ops.tensor(self.plan.pool.node.outputs[0])
-            self.ops.output(self.ops.reshape(pooled, self.ops.concat([self.batch, self.channels])), FEATURE_OUTPUT)
+            features = self.ops.reshape(pooled, self.ops.concat([self.batch, self.channels]))
+            self.ops.output(features, FEATURE_OUTPUT, (batch, target[1] or "channels"))
         return saliency
 
     def _logits(self) -> str:
@@ -211,7 +276,7 @@ class ReciproCamHook(Generic[T]):
         original = ops.tensor(node.outputs[0])
         if node.op == "Size":
             return ops.binary("Mul", original, ops.reshape(self.n, ops.i64([])))
-        start = int(node.attrs.get("start", 0))
+        start = node.start
         rank = self.graph.tensor(node.inputs[0]).rank
         if start < 0 and rank is not None:
             start += rank

@@ -1,36 +1,82 @@
-"""What a deployed model says about itself: class names and preprocessing.
+"""What a deployed model says about itself, written at export and read back by the runtime: one codec.
 
-Written into the exported model — OpenVINO rt_info ``model_info`` (the keys OpenVINO's Model API
-reads, so ``Model.create_model("patched.xml")`` works) and ONNX ``metadata_props`` — and read back
-by ovxai's runtime. Labels are also kept verbatim as JSON: Model API splits its label string on
-whitespace, so its copy has spaces replaced by underscores.
+Entries are ``(section, key) -> text`` pairs. Section ``model_info`` holds the keys OpenVINO's Model
+API reads (so ``Model.create_model("patched.xml")`` works); section ``ovxai`` holds what Model API
+has no key for. Where they live in each format:
+
+- OpenVINO IR: ``rt_info[section][key]``.
+- ONNX: ``metadata_props`` with the key ``"section key"`` (space-separated: Model API's ONNX layout).
+  ONNX Runtime returns them in ``custom_metadata_map``; OpenVINO reading an ONNX file puts them in
+  ``rt_info["framework"]``.
+
+Labels: Model API splits its label string on whitespace, so its copy has spaces replaced by
+underscores; the exact names are kept as JSON in the ``ovxai`` section and preferred on reading.
+
+This module imports no engine and no onnx: the runtime reads through it too.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
+from ovxai.conventions import CHANNEL_ORDERS, MODEL_INFO_SECTION, OVXAI_SECTION, SCORES, ChannelOrder, Score
 from ovxai.errors import OvxaiError
 
-SECTION = "model_info"
-OVXAI_SECTION = "ovxai"
+Entries = dict[tuple[str, str], str]
+"""(section, key) -> value, the format-neutral form of a model's metadata."""
+
+ONNX_FRAMEWORK_SECTION = "framework"  # where OpenVINO puts an ONNX file's metadata_props
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """Class names, preprocessing and how the hook scored classes; None: not recorded."""
+
     labels: tuple[str, ...] | None = None
     mean: tuple[float, ...] | None = None  # per channel, subtracted from 0..255 pixels
     scale: tuple[float, ...] | None = None  # per channel, divides after the mean
-    rgb: bool | None = None  # True: the network expects RGB (Model API feeds BGR and reverses)
-    score: str | None = None  # how the hook scored classes: softmax, logits or sigmoid
+    channel_order: ChannelOrder | None = None  # what the network expects (Model API feeds BGR, reverses for rgb)
+    score: Score | None = None  # how the hook scored each masked copy
+    probabilities: bool | None = None  # the prediction output is already softmax/sigmoid probabilities
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "scale"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if len(values) not in (1, 3):
+                raise OvxaiError(f"{name}= takes 1 or 3 values, got {len(values)}", "one per channel, or one for all")
+            if not all(math.isfinite(v) for v in values):
+                raise OvxaiError(f"{name}= {_join(values)} is not finite", f"give real numbers as {name}=")
+            object.__setattr__(self, name, tuple(float(v) for v in values) * (3 if len(values) == 1 else 1))
+        if self.scale is not None and any(v == 0 for v in self.scale):
+            raise OvxaiError(f"scale= {_join(self.scale)} divides by zero", "use e.g. scale=58.395,57.12,57.375")
+        if self.channel_order is not None and self.channel_order not in CHANNEL_ORDERS:
+            raise OvxaiError(
+                f"unknown channel_order= {self.channel_order!r}", f"use one of: {', '.join(CHANNEL_ORDERS)}"
+            )
+        if self.score is not None and self.score not in SCORES:
+            raise OvxaiError(f"unknown score= {self.score!r}", f"use one of: {', '.join(SCORES)}")
+        if self.labels is not None and not self.labels:
+            raise OvxaiError("labels= is empty", "give one class name per class")
 
     @classmethod
     def from_options(
-        cls, labels: Path | None = None, mean: str | None = None, scale: str | None = None, rgb: bool | None = None
+        cls,
+        labels: Path | None = None,
+        mean: str | None = None,
+        scale: str | None = None,
+        channel_order: ChannelOrder | None = None,
     ) -> ModelInfo:
-        return cls(_read_labels(labels) if labels else None, _floats(mean, "--mean"), _floats(scale, "--scale"), rgb)
+        """From command-line text: a labels file and comma- or space-separated numbers."""
+        return cls(
+            read_labels(labels) if labels else None, _floats(mean, "mean"), _floats(scale, "scale"), channel_order
+        )
 
     def check(self, num_classes: int | None) -> None:
         if self.labels is not None and num_classes is not None and len(self.labels) != num_classes:
@@ -39,27 +85,94 @@ class ModelInfo:
                 "give one name per class, one per line",
             )
 
-    def model_api_entries(self) -> dict[str, str]:
-        """rt_info ``model_info`` entries in Model API's formats (booleans 'True'/'False', lists space-joined)."""
-        entries = {"model_type": "Classification"}
+    # -- the codec ----------------------------------------------------------------------------------
+
+    def entries(self) -> Entries:
+        """Model API's keys in its formats (booleans 'True'/'False', lists space-joined), then ovxai's."""
+        out: Entries = {(MODEL_INFO_SECTION, "model_type"): "Classification"}
         if self.labels is not None:
-            entries["labels"] = " ".join("_".join(label.split()) for label in self.labels)
+            out[MODEL_INFO_SECTION, "labels"] = " ".join("_".join(label.split()) for label in self.labels)
+            out[OVXAI_SECTION, "labels"] = json.dumps(list(self.labels), ensure_ascii=False)
         if self.mean is not None:
-            entries["mean_values"] = " ".join(f"{v:g}" for v in self.mean)
+            out[MODEL_INFO_SECTION, "mean_values"] = _join(self.mean)
         if self.scale is not None:
-            entries["scale_values"] = " ".join(f"{v:g}" for v in self.scale)
-        if self.rgb is not None:
-            entries["reverse_input_channels"] = str(self.rgb)
-        return entries
-
-    def ovxai_entries(self) -> dict[str, str]:
-        entries = {"labels": json.dumps(list(self.labels))} if self.labels is not None else {}
+            out[MODEL_INFO_SECTION, "scale_values"] = _join(self.scale)
+        if self.channel_order is not None:
+            out[MODEL_INFO_SECTION, "reverse_input_channels"] = str(self.channel_order == "rgb")
         if self.score is not None:
-            entries["score"] = self.score
-        return entries
+            out[OVXAI_SECTION, "score"] = self.score
+        if self.probabilities is not None:
+            out[OVXAI_SECTION, "probabilities"] = str(self.probabilities)
+        return out
+
+    @classmethod
+    def from_entries(cls, entries: Mapping[tuple[str, str], str]) -> ModelInfo:
+        """The inverse of :meth:`entries`; also reads Model API metadata written by other tools."""
+
+        def get(section: str, key: str) -> str | None:
+            return entries.get((section, key))
+
+        labels: tuple[str, ...] | None = None
+        exact = get(OVXAI_SECTION, "labels")
+        if exact is not None:
+            labels = tuple(str(label) for label in json.loads(exact))
+        elif get(MODEL_INFO_SECTION, "labels"):
+            labels = tuple(get(MODEL_INFO_SECTION, "labels").split())  # type: ignore[union-attr]
+        reverse = get(MODEL_INFO_SECTION, "reverse_input_channels")
+        probabilities = get(OVXAI_SECTION, "probabilities")
+        score = get(OVXAI_SECTION, "score")
+        return cls(
+            labels=labels,
+            mean=_floats(get(MODEL_INFO_SECTION, "mean_values"), "mean"),
+            scale=_floats(get(MODEL_INFO_SECTION, "scale_values"), "scale"),
+            channel_order=None if reverse is None else ("rgb" if _true(reverse) else "bgr"),
+            score=score if score in SCORES else None,  # type: ignore[arg-type]
+            probabilities=None if probabilities is None else _true(probabilities),
+        )
+
+    def replace(self, **changes: Any) -> ModelInfo:
+        return type(self)(**{f.name: changes.get(f.name, getattr(self, f.name)) for f in fields(self)})
 
 
-def _read_labels(path: Path) -> tuple[str, ...]:
+# -- reading from the engines ----------------------------------------------------------------------
+
+
+def onnx_key(section: str, key: str) -> str:
+    """The ``metadata_props`` key of an entry (Model API's ONNX layout)."""
+    return f"{section} {key}"
+
+
+def _from_onnx_props(props: Mapping[str, str]) -> Entries:
+    entries: Entries = {}
+    for name, value in props.items():
+        section, _, key = name.partition(" ")
+        if section in (MODEL_INFO_SECTION, OVXAI_SECTION) and key:
+            entries[section, key] = value
+    return entries
+
+
+def read_onnxruntime(session: Any) -> ModelInfo:
+    """From an ``onnxruntime.InferenceSession``."""
+    return ModelInfo.from_entries(_from_onnx_props(dict(session.get_modelmeta().custom_metadata_map)))
+
+
+def read_openvino(model: Any) -> ModelInfo:
+    """From an ``openvino.Model`` read from an IR (rt_info sections) or from an ONNX file."""
+    entries: Entries = {}
+    for section in (MODEL_INFO_SECTION, OVXAI_SECTION):
+        if model.has_rt_info([section]):
+            for key in model.get_rt_info([section]).astype(dict):
+                entries[section, key] = model.get_rt_info([section, key]).astype(str)
+    if model.has_rt_info([ONNX_FRAMEWORK_SECTION]):
+        props = model.get_rt_info([ONNX_FRAMEWORK_SECTION]).astype(dict)
+        entries |= _from_onnx_props({k: model.get_rt_info([ONNX_FRAMEWORK_SECTION, k]).astype(str) for k in props})
+    return ModelInfo.from_entries(entries)
+
+
+# -- text ------------------------------------------------------------------------------------------
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -71,14 +184,18 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     return labels
 
 
-def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        values = tuple(float(v) for v in text.replace(",", " ").split())
+        return tuple(float(v) for v in text.replace(",", " ").split())
     except ValueError:
-        problem = f"{option} '{text}' is not a list of numbers"
-        raise OvxaiError(problem, f"e.g. {option} 123.675,116.28,103.53") from None
-    if len(values) not in (1, 3):
-        raise OvxaiError(f"{option} takes 1 or 3 values, got {len(values)}", "one per channel, or one for all")
-    return values * 3 if len(values) == 1 else values
+        raise OvxaiError(f"{name}= '{text}' is not a list of numbers", f"e.g. {name}=123.675,116.28,103.53") from None
+
+
+def _join(values: tuple[float, ...]) -> str:
+    return " ".join(repr(v) for v in values)  # repr: the shortest text that reads back to the same float
+
+
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("true", "yes", "1")

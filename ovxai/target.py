@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from ovxai.conventions import HOOK_OUTPUTS, SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError
 from ovxai.graph import GraphView, Kind, Node, plan_tail
 
@@ -36,20 +37,6 @@ def scope_paths(scope: str) -> list[str]:
     """'layer4.1.relu' -> ['layer4', 'layer4.1', 'layer4.1.relu']."""
     parts = scope.split(".") if scope else []
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def scope_from_name(name: str) -> str:
-    """Module path from a TorchScript-exporter node name: '/layer4/layer4.1/relu/Relu' -> 'layer4.1.relu'.
-
-    Segments are full paths ('layer4.1') or local names ('relu'); the last one is the op's own name.
-    OpenVINO keeps these names as friendly names when it converts such a model.
-    """
-    if not name.startswith("/"):
-        return ""
-    path = ""
-    for segment in name.split("/")[1:-1]:
-        path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
-    return path
 
 
 def leaving_tensors(graph: GraphView, module: str) -> list[str]:
@@ -85,6 +72,45 @@ def candidates(graph: GraphView, prediction: str, max_depth: int | None = 2) -> 
     return sorted(found.values(), key=lambda c: order[graph.producer[c.tensor].name])
 
 
+def pick_prediction(graph: GraphView, name: str | None) -> str:
+    """The classification output: a float (B, K) tensor (trailing 1s allowed) computed from a feature map."""
+    if SALIENCY_OUTPUT in graph.outputs or SALIENCY_OUTPUT in graph.aliases:
+        raise OvxaiError(
+            f"the model already has a '{SALIENCY_OUTPUT}' output", "use the original model, not a patched one"
+        )
+    if name is not None:
+        if name not in graph.outputs:
+            raise OvxaiError(f"'{name}' is not an output of the model", f"choose one of: {', '.join(graph.outputs)}")
+        return name
+    found = [o for o in graph.outputs if _is_scores(graph, o)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise OvxaiError(f"several outputs look like class scores: {', '.join(found)}", "pick one with prediction=")
+    shapes = ", ".join(f"{o} ({graph.tensor(o).describe()})" for o in graph.outputs)
+    hidden = [n for n in graph.nodes if n.has_subgraph and n.name in graph.ancestors(graph.outputs)]
+    if hidden:
+        raise OvxaiError(
+            f"the outputs ({shapes}) come through '{hidden[-1].name}' ({hidden[-1].op}), a node with a subgraph "
+            "that hides where the class scores are computed",
+            "re-export the model without control flow in the head (e.g. fold the If), or name it with prediction=",
+        )
+    raise OvxaiError(
+        f"no classification output (B, K) computed from a 4-D feature map among the outputs: {shapes}",
+        "export a CNN classifier, or name its score output with prediction=",
+    )
+
+
+def _is_scores(graph: GraphView, name: str) -> bool:
+    t = graph.tensor(name)
+    if name in HOOK_OUTPUTS or not t.is_float or t.shape is None or len(t.shape) < 2:
+        return False
+    if any(d != 1 for d in t.shape[2:]):
+        return False
+    feeding = graph.ancestors([name])
+    return any(is_feature_map(graph, o) for n in graph.nodes if n.name in feeding for o in n.outputs)
+
+
 def resolve(graph: GraphView, prediction: str, layer: str | None) -> Candidate:
     """The target tensor for ``layer``; ``None`` picks the last spatial feature map feeding the head."""
     if layer is None:
@@ -106,7 +132,7 @@ def resolve(graph: GraphView, prediction: str, layer: str | None) -> Candidate:
         listed = ", ".join(f"'{t}' ({graph.tensor(t).describe()})" for t in maps)
         raise OvxaiError(
             f"layer '{layer}' is ambiguous: {len(maps)} feature maps leave it: {listed}",
-            "pass one of these tensor names, or a deeper module path, as --layer",
+            "pass one of these tensor names, or a deeper module path, as layer=",
         )
     return _checked(graph, layer, maps[0] if maps else leaving[-1])
 
@@ -119,6 +145,11 @@ def _checked(graph: GraphView, layer: str, tensor: str) -> Candidate:
             "not a 4-D float feature map (B, C, H, W)",
             "pick a convolutional layer (see `ovxai inspect`)",
         )
+    if not _spatial(graph, tensor):
+        raise OvxaiError(
+            f"layer '{layer}' gives a {t.describe()} map: with H x W = 1 there is one position, so every map is flat",
+            "pick a layer before the global pool (see `ovxai inspect`)",
+        )
     channels_first = _channels_first(graph, tensor)
     if channels_first != tensor:
         return _checked(graph, layer, channels_first)
@@ -126,7 +157,7 @@ def _checked(graph: GraphView, layer: str, tensor: str) -> Candidate:
     return Candidate(layer, tensor, t.shape)
 
 
-NCHW_TO_NHWC = [0, 2, 3, 1]
+NCHW_TO_NHWC = (0, 2, 3, 1)
 
 
 def _channels_first(graph: GraphView, tensor: str) -> str:
@@ -137,11 +168,11 @@ def _channels_first(graph: GraphView, tensor: str) -> str:
     (e.g. pooled over axes 1 and 2) cannot be masked correctly and is refused.
     """
     node = graph.producer.get(tensor)
-    transposed = node is not None and node.op == "Transpose" and list(node.attrs.get("perm", [])) == NCHW_TO_NHWC
+    transposed = node is not None and node.op == "Transpose" and node.perm == NCHW_TO_NHWC
     if node is not None and transposed and is_feature_map(graph, node.inputs[0]):
         return node.inputs[0]
     for reader in graph.consumers.get(tensor, []):
-        if reader.attrs.get("reduce_axes") == [1, 2]:
+        if reader.op == "ReduceMean" and reader.axes == (1, 2):
             raise OvxaiError(
                 f"tensor '{tensor}' is channels-last (NHWC): '{reader.name}' averages it over axes 1 and 2",
                 "pick the NCHW feature map that comes out of the last convolution",
@@ -161,7 +192,7 @@ def _automatic(graph: GraphView, prediction: str) -> Candidate:
     if not maps:
         raise OvxaiError(
             f"no 4-D feature map with H*W > 1 feeds the prediction output '{prediction}'",
-            "is this a convolutional classifier? name the layer with --layer",
+            "is this a convolutional classifier? name the layer with layer=",
         )
     # Prefer a clean cut: a tail that reads nothing from before the target but weights and shapes.
     chosen = maps[-1]

@@ -8,7 +8,9 @@ file, which :func:`ovxai.export` then patches. Both torch exporters record modul
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,6 +33,8 @@ def to_onnx(net: Any, path: Path, example: Any, exporter: str = "dynamo", dynami
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
+            if importlib.util.find_spec("onnxscript") is None:
+                raise OvxaiError("torch's ONNX exporter needs the 'onnxscript' package", "pip install onnxscript")
             dims = {0: torch.export.Dim("batch")}
             if dynamic_size:
                 dims |= {2: torch.export.Dim("height", min=16), 3: torch.export.Dim("width", min=16)}
@@ -56,7 +60,8 @@ def export_torch(
     """Export a torch classifier and add the explanatory hook; ``options`` are :func:`ovxai.export`'s."""
     module = module.eval()
     with tempfile.TemporaryDirectory(prefix="ovxai-torch-") as folder:
-        onnx_path = to_onnx(module, Path(folder) / "model.onnx", example_input, exporter)
+        dynamic_size = bool(options.get("dynamic_size", False))
+        onnx_path = to_onnx(module, Path(folder) / "model.onnx", example_input, exporter, dynamic_size)
         return export(onnx_path, output, **options)
 
 
@@ -67,10 +72,15 @@ def load_factory(spec: str) -> Any:
         raise OvxaiError(
             f"--torch '{spec}' is not package.module:factory", "e.g. --torch models.architectures:resnet50"
         )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the working folder import
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except ImportError as exc:
-        raise OvxaiError(f"cannot import '{module_name}' ({exc})", "run from the folder that holds it") from None
+        raise OvxaiError(
+            f"cannot import '{module_name}' ({exc})",
+            f"run from the folder that holds the package or add it to PYTHONPATH (working folder: {os.getcwd()})",
+        ) from None
     except AttributeError:
         raise OvxaiError(f"'{module_name}' has no '{attribute}'", "name a function that returns the model") from None
     return factory()

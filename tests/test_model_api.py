@@ -22,7 +22,7 @@ def test_model_api_create_model_returns_our_saliency(exported, tmp_path: Path) -
     (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
     xml = tmp_path / "patched.xml"
     argv = ["export", "-m", str(onnx_path), "-o", str(xml), "--layer", "layer4", "--no-fp16"]
-    argv += ["--labels", str(tmp_path / "labels.txt"), "--mean", "120,110,100", "--scale", "60", "--rgb"]
+    argv += ["--labels", str(tmp_path / "labels.txt"), "--mean", "120,110,100", "--scale", "60", "--channel-order", "rgb"]
     assert main(argv) == 0
 
     rt = ov.Core().read_model(str(xml)).get_rt_info()
@@ -64,7 +64,12 @@ def test_onnx_output_carries_the_same_metadata(exported, tmp_path: Path) -> None
     out = tmp_path / "p.onnx"
     argv = ["export", "-m", str(onnx_path), "-o", str(out), "--labels", str(tmp_path / "labels.txt"), "--mean", "127"]
     assert main(argv) == 0
-    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert props["model_info.model_type"] == "Classification"
-    assert props["model_info.mean_values"] == "127 127 127"
-    assert json.loads(props["ovxai.labels"])[3] == "tabby 3"
+    from model_api.adapters.utils import load_parameters_from_onnx
+
+    proto = onnx.load(str(out))
+    parsed = load_parameters_from_onnx(proto)["model_info"]  # Model API's own reader of ONNX metadata
+    assert parsed["model_type"] == "Classification"
+    assert [float(v) for v in parsed["mean_values"].split()] == [127.0] * 3
+    assert parsed["labels"].split()[3] == "tabby_3"
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["ovxai labels"])[3] == "tabby 3"

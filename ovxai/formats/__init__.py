@@ -1,0 +1,85 @@
+"""Graph formats: the one interface the exporter talks to, and the adapter for each file suffix.
+
+An adapter turns its format's model into the format-neutral :class:`~ovxai.graph.GraphView`,
+applies plans made on that view (input shape, freed batch, the hook through :class:`~ovxai.hook.Ops`),
+and writes, checks and converts files. Everything decided about a model is decided once, on the view;
+adapters only carry it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from ovxai.errors import OvxaiError
+from ovxai.hook import Ops
+
+if TYPE_CHECKING:
+    from ovxai.graph import GraphView, ReshapeFix
+    from ovxai.metadata import Entries
+
+
+class HookEmitter(Ops[Any], Protocol):
+    """An adapter's :class:`~ovxai.hook.Ops`, which also hands back the edited model."""
+
+    def finish(self) -> Any:
+        """The model with the hook's nodes and outputs added (the input model object, edited)."""
+        ...
+
+
+class Format(Protocol):
+    """One graph format (ONNX, OpenVINO IR). ``Any`` stands for the format's own model object."""
+
+    name: str
+    suffix: str  # the model file's suffix, lower case
+
+    def load(self, path: Path) -> Any:
+        """Read and validate a model file, or raise a one-line :class:`OvxaiError`."""
+        ...
+
+    def view(self, model: Any) -> GraphView:
+        """The format-neutral view: nodes with ONNX op names and typed attributes, shapes, constants."""
+        ...
+
+    def set_input_shape(self, model: Any, name: str, dims: Sequence[int | str]) -> None:
+        """Pin (ints) or free (names) the dimensions of input ``name``; later views see the new shapes."""
+        ...
+
+    def rewrite_reshapes(self, model: Any, fixes: Sequence[ReshapeFix]) -> None:
+        """Give each Reshape its new target, where 0 copies the data's dimension."""
+        ...
+
+    def hook_ops(self, model: Any, graph: GraphView) -> HookEmitter:
+        """The operations the hook is written against, emitting into ``model``."""
+        ...
+
+    def set_metadata(self, model: Any, entries: Entries) -> None: ...
+
+    def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
+        """Write ``path`` (and its weight files); ``fp16`` compresses weights where the format does that."""
+        ...
+
+    def convert(self, path: Path) -> Any:
+        """A model of this format from a file of another format (ONNX -> IR)."""
+        ...
+
+    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Load the written file in the format's engine and run it once on ``x``: the outputs by name."""
+        ...
+
+
+def format_for(path: Path, role: str = "model") -> Format:
+    """The adapter for a file, by its suffix (any case)."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from ovxai.formats.onnx import ONNX
+
+        return ONNX
+    if suffix == ".xml":
+        from ovxai.formats.openvino import OPENVINO
+
+        return OPENVINO
+    raise OvxaiError(f"{role}= '{path}' is neither ONNX (.onnx) nor OpenVINO IR (.xml)", "use a .onnx or .xml file")

@@ -6,47 +6,141 @@ import ast
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ovxai import metadata
-from ovxai.errors import OvxaiError
-from ovxai.graph import GraphView, Node, Tensor
-from ovxai.metadata import ModelInfo
-from ovxai.target import scope_from_name
+from ovxai.conventions import NODE_PREFIX
+from ovxai.errors import OvxaiError, engine_reason
+from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Tensor, scope_from_name
+from ovxai.metadata import Entries, onnx_key
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
-_SKELETON_MAX_ELEMENTS = 64  # larger initializers are replaced by typed inputs for shape inference
-PREFIX = "ovxai/"
+_EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
+_SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes) and the skeleton
 
 
-def load(path: Path) -> onnx.ModelProto:
-    """Load and validate an ONNX model (with its external data), or raise a one-line error."""
-    try:
-        model = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
-        raise OvxaiError(
-            f"'{path}' is not a readable ONNX model ({type(exc).__name__})",
-            "check that the file is complete and really an .onnx file",
-        ) from None
-    if not model.graph.node or not model.graph.output or not model.opset_import:
-        raise OvxaiError(f"'{path}' is not an ONNX model (no graph found)", "pass an .onnx or .xml model file")
-    try:
-        onnx.load_external_data_for_model(model, os.fspath(path.parent))
-    except Exception as exc:  # OSError, ValidationError (missing or unsafe location), ...
-        raise OvxaiError(
-            f"the external weights of '{path}' could not be read ({str(exc).splitlines()[0]})",
-            "keep the model's .data file beside the .onnx file",
-        ) from None
-    try:
-        onnx.checker.check_model(model if model.ByteSize() < _PROTOBUF_LIMIT else os.fspath(path))
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid graph"
-        raise OvxaiError(f"'{path}' is not a valid ONNX model: {first}", "re-export the model") from None
-    return _upgraded(model, path)
+class OnnxFormat:
+    """:class:`ovxai.formats.Format` for ONNX files (``onnx.ModelProto``)."""
+
+    name = "ONNX"
+    suffix = ".onnx"
+
+    def load(self, path: Path) -> onnx.ModelProto:
+        """Load and validate an ONNX model (with its external data), upgraded to :data:`MIN_OPSET`."""
+        try:
+            model = onnx.load(os.fspath(path), load_external_data=False)
+        except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
+            raise OvxaiError(
+                f"'{path}' is not a readable ONNX model ({type(exc).__name__})",
+                "check that the file is complete and really an .onnx file",
+            ) from None
+        if not model.graph.node or not model.graph.output or not model.opset_import:
+            raise OvxaiError(f"'{path}' is not an ONNX model (no graph found)", "pass an .onnx or .xml model file")
+        try:
+            onnx.load_external_data_for_model(model, os.fspath(path.parent))
+        except Exception as exc:  # OSError, ValidationError (missing or unsafe location), ...
+            raise OvxaiError(
+                f"the external weights of '{path}' could not be read ({engine_reason(exc)})",
+                "keep the model's .data file beside the .onnx file",
+            ) from None
+        try:
+            onnx.checker.check_model(model if model.ByteSize() < _PROTOBUF_LIMIT else os.fspath(path))
+        except onnx.checker.ValidationError as exc:
+            raise OvxaiError(
+                f"'{path}' is not a valid ONNX model: {engine_reason(exc)}", "re-export the model"
+            ) from None
+        return _upgraded(model, path)
+
+    def view(self, model: onnx.ModelProto) -> GraphView:
+        """The format-neutral view, with shapes from ONNX shape inference on a weightless skeleton."""
+        inferred = _infer_shapes(model)
+        tensors: dict[str, Tensor] = {}
+        for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+            tensors[info.name] = _tensor(info)
+        values: dict[str, np.ndarray] = {}
+        for init in model.graph.initializer:
+            tensors[init.name] = Tensor(init.name, tuple(init.dims), _np_dtype(init.data_type))
+            if int(np.prod(init.dims)) <= _SMALL_CONSTANT:
+                values[init.name] = numpy_helper.to_array(init)
+        constants = {i.name for i in model.graph.initializer}
+        nodes = []
+        for i, proto in enumerate(model.graph.node):
+            if proto.op_type == "Constant":
+                constants.update(proto.output)
+                value = _constant_node_value(proto)
+                if value is not None and value.size <= _SMALL_CONSTANT:
+                    values[proto.output[0]] = value
+            nodes.append(_node(proto, proto.name or f"{proto.op_type}_{i}", tensors, values))
+        feeds = [i.name for i in model.graph.input if i.name not in constants]
+        return GraphView(nodes, tensors, feeds, [o.name for o in model.graph.output], constants, values=values)
+
+    def set_input_shape(self, model: onnx.ModelProto, name: str, dims: Sequence[int | str]) -> None:
+        image = next(i for i in model.graph.input if i.name == name)
+        shape = image.type.tensor_type.shape.dim
+        old_batch = _dim(shape[0])
+        for dim, value in zip(shape, dims, strict=True):
+            _set_dim(dim, value)
+        for out in model.graph.output:  # declared output batches follow the input's
+            out_dims = out.type.tensor_type.shape.dim
+            if out_dims and _dim(out_dims[0]) == old_batch:
+                _set_dim(out_dims[0], dims[0])
+        del model.graph.value_info[:]  # inferred for the old shape
+
+    def rewrite_reshapes(self, model: onnx.ModelProto, fixes: Sequence[ReshapeFix]) -> None:
+        for fix in fixes:
+            proto: onnx.NodeProto = fix.node.handle
+            name = f"{NODE_PREFIX}batch/{proto.input[1]}"
+            model.graph.initializer.append(numpy_helper.from_array(fix.target, name))
+            proto.input[1] = name
+            for attr in proto.attribute:  # 0 must mean "copy": the target holds no other 0
+                if attr.name == "allowzero":
+                    attr.i = 0
+
+    def hook_ops(self, model: onnx.ModelProto, graph: GraphView) -> OnnxOps:
+        return OnnxOps(model, graph)
+
+    def set_metadata(self, model: onnx.ModelProto, entries: Entries) -> None:
+        props = {p.key: p.value for p in model.metadata_props}
+        props |= {onnx_key(section, key): value for (section, key), value in entries.items()}
+        helper.set_model_props(model, props)
+
+    def save(self, model: onnx.ModelProto, path: Path, fp16: bool) -> list[Path]:
+        """Write the model (weights beside it past protobuf's 2 GB); ``fp16`` does not apply to ONNX."""
+        weights = sum(len(i.raw_data) for i in model.graph.initializer)
+        if weights < _EXTERNAL_DATA_THRESHOLD:
+            onnx.save_model(model, os.fspath(path))
+            files = [path]
+        else:
+            data = path.with_name(path.name + ".data")
+            onnx.save_model(model, os.fspath(path), save_as_external_data=True, location=data.name, size_threshold=1024)
+            files = [path, data]
+        try:
+            onnx.checker.check_model(os.fspath(path), full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise RuntimeError(f"ovxai produced an invalid ONNX model, please report: {exc}") from exc
+        return files
+
+    def convert(self, path: Path) -> onnx.ModelProto:
+        raise OvxaiError(f"'{path}' cannot be converted to ONNX", "write OpenVINO IR (.xml) instead")
+
+    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run in ONNX Runtime (OpenVINO's ONNX reader where onnxruntime is not installed)."""
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            from ovxai.formats.openvino import run_once
+
+            return run_once(path, x)
+        session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
+
+
+ONNX = OnnxFormat()
 
 
 def _upgraded(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
@@ -66,73 +160,19 @@ def opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def set_input_shape(model: onnx.ModelProto, shape: Sequence[int | str]) -> None:
-    """Pin the image input's dimensions (ints) or make them dynamic (names) for every later step."""
-    image = image_input(model)
-    dims = image.type.tensor_type.shape.dim
-    if len(dims) != len(shape):
-        raise OvxaiError(
-            f"--input-shape has {len(shape)} dimensions but input '{image.name}' has {len(dims)}",
-            "give one value per dimension, e.g. ?,3,224,224",
-        )
-    batch_name = dims[0].dim_param
-    for i, (dim, value) in enumerate(zip(dims, shape, strict=True)):
-        if i == 0 and isinstance(value, str):
-            continue  # a dynamic batch is make_batch_dynamic's job: it also fixes baked batch sizes
-        if i == 0 and batch_name:  # outputs declared with the same batch name get the number too
-            for out in model.graph.output:
-                out_dims = out.type.tensor_type.shape.dim
-                if out_dims and out_dims[0].dim_param == batch_name:
-                    out_dims[0].Clear()
-                    out_dims[0].dim_value = value
-        dim.Clear()
-        if isinstance(value, int):
-            dim.dim_value = value
-        else:
-            dim.dim_param = value
-    del model.graph.value_info[:]
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> int | str:
+    return dim.dim_value if dim.HasField("dim_value") else dim.dim_param
 
 
-def image_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
-    initializers = {i.name for i in model.graph.initializer}
-    feeds = [i for i in model.graph.input if i.name not in initializers]
-    images = [i for i in feeds if len(i.type.tensor_type.shape.dim) == 4] or feeds
-    if len(images) != 1:
-        names = ", ".join(i.name for i in feeds)
-        raise OvxaiError(f"expected one image input, found {len(feeds)} inputs ({names})", "export a classifier")
-    return images[0]
+def _set_dim(dim: onnx.TensorShapeProto.Dimension, value: int | str) -> None:
+    dim.Clear()
+    if isinstance(value, int):
+        dim.dim_value = value
+    else:
+        dim.dim_param = value
 
 
 # -- reading ----------------------------------------------------------------------------------------
-
-
-def view(model: onnx.ModelProto) -> GraphView:
-    """The format-neutral view, with shapes from ONNX shape inference on a weightless skeleton."""
-    inferred = _infer_shapes(model)
-    tensors: dict[str, Tensor] = {}
-    for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        tensors[info.name] = _tensor(info)
-    for init in model.graph.initializer:
-        tensors[init.name] = Tensor(init.name, tuple(init.dims), _np_dtype(init.data_type))
-    constants = {i.name for i in model.graph.initializer}
-    nodes = []
-    for i, proto in enumerate(model.graph.node):
-        name = proto.name or f"{proto.op_type}_{i}"
-        if proto.op_type == "Constant":
-            constants.update(proto.output)
-        nodes.append(
-            Node(
-                name,
-                proto.op_type,
-                tuple(proto.input),
-                tuple(proto.output),
-                _scope(proto),
-                _attrs(proto, tensors, model),
-                proto,
-            )
-        )
-    feeds = [i.name for i in model.graph.input if i.name not in constants]
-    return GraphView(nodes, tensors, feeds, [o.name for o in model.graph.output], constants)
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -149,14 +189,14 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.value_info.extend(model.graph.value_info)
     declared = {i.name for i in graph.input}
     for init in model.graph.initializer:
-        if int(np.prod(init.dims)) <= _SKELETON_MAX_ELEMENTS:
+        if int(np.prod(init.dims)) <= _SMALL_CONSTANT:
             graph.initializer.append(init)
         elif init.name not in declared:
             graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     try:
         return onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception as exc:
-        raise OvxaiError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}", "check the model") from None
+        raise OvxaiError(f"ONNX shape inference failed: {engine_reason(exc)}", "check the model") from None
 
 
 def _tensor(info: onnx.ValueInfoProto) -> Tensor:
@@ -186,48 +226,63 @@ def _scope(node: onnx.NodeProto) -> str:
     return scope_from_name(node.name)
 
 
-def _attrs(node: onnx.NodeProto, tensors: dict[str, Tensor], model: onnx.ModelProto) -> dict[str, object]:
-    attrs: dict[str, object] = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-        attrs["has_subgraph"] = True
-    if node.op_type == "ReduceMean":
-        axes = attrs.get("axes")
-        if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = _constant_value(model, node.input[1])
-        rank = tensors.get(node.input[0], Tensor("", None, None)).rank
-        if axes is not None and rank:
-            attrs["reduce_axes"] = sorted(int(a) % rank for a in axes)
-    keepdims = _global_average_pool(node, attrs, tensors)
-    if keepdims is not None:
-        attrs["global_pool_keepdims"] = keepdims
-    return attrs
-
-
-def _global_average_pool(node: onnx.NodeProto, attrs: dict[str, object], tensors: dict[str, Tensor]) -> bool | None:
-    """keepdims if the node averages a 4-D tensor over exactly H and W, else None."""
-    shape = tensors.get(node.input[0], Tensor("", None, None)).shape if node.input else None
-    if shape is None or len(shape) != 4:
-        return None
-    if node.op_type == "GlobalAveragePool":
-        return True
-    if node.op_type == "ReduceMean":
-        return bool(attrs.get("keepdims", 1)) if attrs.get("reduce_axes") == [2, 3] else None
-    if node.op_type == "AveragePool":
-        kernel = list(attrs.get("kernel_shape", []))
+def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: dict[str, np.ndarray]) -> Node:
+    """The planner's typed facts about one ONNX node."""
+    attrs: dict[str, Any] = {a.name: helper.get_attribute_value(a) for a in proto.attribute}
+    rank = tensors[proto.input[0]].rank if proto.input and proto.input[0] in tensors else None
+    op = proto.op_type
+    axes: tuple[int, ...] | None = None
+    if op == "ReduceMean" and rank:
+        raw = attrs.get("axes")
+        if raw is None and len(proto.input) > 1 and proto.input[1] in values:
+            raw = values[proto.input[1]].tolist()
+        axes = tuple(sorted(int(a) % rank for a in (raw if raw is not None else range(rank))))
+    whole_window = False
+    if op == "AveragePool" and rank == 4:
+        shape = tensors[proto.input[0]].shape or ()
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
         auto_pad = attrs.get("auto_pad", b"NOTSET")
-        if kernel == list(shape[2:]) and not any(pads) and auto_pad in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-            return True
-    return None
+        whole_window = list(attrs.get("kernel_shape", [])) == list(shape[2:]) and not any(pads)
+        whole_window = whole_window and auto_pad in (b"NOTSET", b"VALID")
+    return Node(
+        name,
+        op,
+        tuple(proto.input),
+        tuple(proto.output),
+        scope=_scope(proto),
+        has_subgraph=any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute),
+        axes=axes,
+        keepdims=bool(attrs.get("keepdims", 1)),
+        perm=tuple(int(p) for p in attrs["perm"]) if op == "Transpose" and "perm" in attrs else None,
+        whole_window=whole_window,
+        start=int(attrs.get("start", 0)),
+        weight_inner=_weight_inner(op, attrs, tensors, proto),
+        handle=proto,
+    )
 
 
-def _constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for init in model.graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" else None
+def _weight_inner(
+    op: str, attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto
+) -> tuple[Dim, ...] | None:
+    """The weight dimensions summed for each output value: Conv (O, I/g, kh, kw) -> (I/g, kh, kw)."""
+    if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(proto.input) < 2:
+        return None
+    weight = tensors.get(proto.input[1])
+    if weight is None or weight.shape is None:
+        return None
+    if op in ("Conv", "ConvTranspose"):
+        return weight.shape[1:]
+    if op == "Gemm" and attrs.get("transB"):
+        return weight.shape[1:]
+    return weight.shape[-2:-1]  # MatMul / Gemm: (..., K, N) sums over K
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_int", "value_ints"):
+            return np.array(helper.get_attribute_value(attr), dtype=np.int64)
     return None
 
 
@@ -243,14 +298,14 @@ class OnnxOps:
         self.opset = opset(model)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
-        self.outputs: list[str] = []
+        self.outputs: dict[str, Sequence[Dim]] = {}
         self._count = 0
 
     def _name(self, hint: str) -> str:
         self._count += 1
-        return f"{PREFIX}{hint}_{self._count}"
+        return f"{NODE_PREFIX}{hint}_{self._count}"
 
-    def _node(self, op: str, inputs: Sequence[str], **attrs: object) -> str:
+    def _node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
         out = self._name(op)
         self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
         return out
@@ -266,7 +321,7 @@ class OnnxOps:
     def dtype(self, name: str) -> str:
         dtype = self.graph.tensor(name).dtype
         if dtype is None:
-            raise OvxaiError(f"the element type of '{name}' is unknown", "give the input shape with --input-shape")
+            raise OvxaiError(f"the element type of '{name}' is unknown", "give the input shape as input_shape=")
         return dtype
 
     def i64(self, values: Sequence[int]) -> str:
@@ -326,88 +381,30 @@ class OnnxOps:
     def copy_node(self, node: Node, inputs: Sequence[str | None]) -> list[str]:
         proto = onnx.NodeProto()
         proto.CopyFrom(node.handle)
-        proto.name = f"{PREFIX}tail/{node.name}"
+        proto.name = f"{NODE_PREFIX}tail/{node.name}"
         del proto.input[:]
         proto.input.extend(i or "" for i in inputs)
-        outputs = [f"{PREFIX}tail/{o}" if o else "" for o in proto.output]
+        outputs = [f"{NODE_PREFIX}tail/{o}" if o else "" for o in proto.output]
         del proto.output[:]
         proto.output.extend(outputs)
         self.nodes.append(proto)
         return outputs
 
-    def output(self, x: str, name: str) -> None:
-        self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{PREFIX}{name}"))
-        self.outputs.append(name)
+    def output(self, x: str, name: str, shape: Sequence[Dim]) -> None:
+        self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{NODE_PREFIX}{name}"))
+        self.outputs[name] = shape
 
-    def apply(self, info: ModelInfo) -> onnx.ModelProto:
+    def finish(self) -> onnx.ModelProto:
         """The model (edited in place) with the emitted nodes and the new graph outputs, typed by inference."""
         patched = self.model
         patched.graph.node.extend(self.nodes)
         patched.graph.initializer.extend(self.initializers)
-        inferred = view(patched).tensors
-        for name in self.outputs:
+        inferred = ONNX.view(patched).tensors
+        for name, expected in self.outputs.items():
             t = inferred[name]
+            # Old opsets upgraded by the version converter can leave the shape uninferred: declare the
+            # hook's own (symbolic where unknown) rather than nothing, which ONNX Runtime warns about.
+            shape = t.shape if t.shape is not None and len(t.shape) == len(expected) else expected
             elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype or "float32"))
-            patched.graph.output.append(helper.make_tensor_value_info(name, elem, list(t.shape or [])))
-        entries = {f"{metadata.SECTION}.{k}": v for k, v in info.model_api_entries().items()}
-        entries |= {f"{metadata.OVXAI_SECTION}.{k}": v for k, v in info.ovxai_entries().items()}
-        onnx.helper.set_model_props(patched, {p.key: p.value for p in patched.metadata_props} | entries)
+            patched.graph.output.append(helper.make_tensor_value_info(name, elem, list(shape)))
         return patched
-
-
-# -- batch ------------------------------------------------------------------------------------------
-
-
-def make_batch_dynamic(model: onnx.ModelProto) -> None:
-    """Turn a static batch dimension (exported with a fixed example batch) into a named one.
-
-    Exporters bake the example's batch into Reshape targets (``x.view(1, -1)``); those whose data
-    and result both carry the batch first get 0 there ("copy from the input") instead.
-    """
-    image = image_input(model)
-    dim0 = image.type.tensor_type.shape.dim[0]
-    if not dim0.HasField("dim_value"):
-        return
-    batch = dim0.dim_value
-    shapes = view(model).tensors
-    constants = {i.name: i for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2:
-            continue
-        data, result = shapes.get(node.input[0]), shapes.get(node.output[0])
-        if not (data and result and data.shape and result.shape and data.shape[0] == batch == result.shape[0]):
-            continue
-        target = _constant_value(model, node.input[1])
-        if target is None or target.ndim != 1 or not len(target) or int(target[0]) != batch:
-            continue
-        allow_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
-        if allow_zero and -1 in target:
-            raise OvxaiError(
-                f"the batch size is fixed to {batch} in node '{node.name}'",
-                "re-export the model with a dynamic batch dimension",
-            )
-        fixed = target.copy()
-        fixed[0] = -1 if allow_zero else 0
-        name = f"{PREFIX}batch/{node.input[1]}"
-        if name not in constants:
-            constants[name] = numpy_helper.from_array(fixed.astype(np.int64), name)
-            model.graph.initializer.append(constants[name])
-        node.input[1] = name
-    dim0.Clear()
-    dim0.dim_param = "batch"
-    for out in model.graph.output:
-        dims = out.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == batch:
-            dims[0].Clear()
-            dims[0].dim_param = "batch"
-    del model.graph.value_info[:]
-    inferred = view(model)
-    for out in inferred.outputs:
-        shape = inferred.tensor(out).shape
-        if shape and shape[0] == batch:
-            raise OvxaiError(f"output '{out}' keeps the fixed batch {batch}", "re-export with a dynamic batch")
-
-
-def input_dims(model: onnx.ModelProto) -> list[int | str]:
-    dims = image_input(model).type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or f"dim{i}") for i, d in enumerate(dims)]

@@ -8,17 +8,17 @@ original constants, so nothing is stored twice; the rest of the clone is unreach
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ovxai import metadata
+from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.graph import GraphView, Node, Tensor
-from ovxai.metadata import ModelInfo
-from ovxai.target import scope_from_name
+from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Tensor, scope_from_name
+from ovxai.metadata import Entries
 
 try:
     import openvino as ov
@@ -27,9 +27,39 @@ try:
 except ImportError:  # pragma: no cover - openvino is a dependency; the message is for broken installs
     ov = None
 
-PREFIX = "ovxai/"
 _SKIPPED = ("Parameter", "Constant", "Result")
 _OV_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "uint8": "u8", "int64": "i64", "int32": "i32"}
+_SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes)
+
+# OpenVINO operation types under their ONNX names: the planner, the target resolver and the cost
+# estimate speak one vocabulary. Types not listed keep their own name (FakeQuantize, ...).
+ONNX_NAMES = {
+    "ShapeOf": "Shape",
+    "Convolution": "Conv",
+    "GroupConvolution": "Conv",
+    "ConvolutionBackpropData": "ConvTranspose",
+    "AvgPool": "AveragePool",
+    "Multiply": "Mul",
+    "Subtract": "Sub",
+    "Divide": "Div",
+    "Power": "Pow",
+    "Maximum": "Max",
+    "Minimum": "Min",
+    "Convert": "Cast",
+    "Select": "Where",
+    "Broadcast": "Expand",
+    "Clamp": "Clip",
+    "HSwish": "HardSwish",
+    "HSigmoid": "HardSigmoid",
+    "BatchNormInference": "BatchNormalization",
+    "Interpolate": "Resize",
+    "StridedSlice": "Slice",
+    "LogicalNot": "Not",
+    "MVN": "MeanVarianceNormalization",
+    "NormalizeL2": "LpNormalization",
+    "TensorIterator": "Loop",
+}
+_SUBGRAPH_OPS = ("If", "Loop", "TensorIterator")
 
 
 def _require_openvino() -> None:
@@ -37,99 +67,126 @@ def _require_openvino() -> None:
         raise OvxaiError("OpenVINO IR needs the 'openvino' package", "pip install openvino")
 
 
-def load(path: Path) -> Any:
-    """Read an IR (.xml + .bin) or raise a one-line error."""
-    _require_openvino()
-    weights = path.with_suffix(".bin")
-    if not weights.is_file():
-        raise OvxaiError(f"the weights file '{weights}' of '{path}' is missing", "keep the .bin beside the .xml")
-    try:
-        return ov.Core().read_model(os.fspath(path))
-    except RuntimeError as exc:
-        reason = engine_reason(exc)
-        fix = "the .bin does not belong to this .xml; copy both from the same export" if "weights" in reason else None
-        raise OvxaiError(f"'{path}' is not a readable OpenVINO IR: {reason}", fix or "re-export the model") from None
+class OpenVinoFormat:
+    """:class:`ovxai.formats.Format` for OpenVINO IR (``openvino.Model``)."""
 
+    name = "OpenVINO IR"
+    suffix = ".xml"
 
-def set_input_shape(model: Any, shape: Sequence[int | str]) -> None:
-    """Pin (ints) or free (names) the image input's dimensions, like the ONNX adapter."""
-    image = _image_input(model)
-    current = image.get_partial_shape()
-    if len(shape) != current.rank.get_length():
-        raise OvxaiError(f"--input-shape has {len(shape)} dimensions, the input has {current.rank}", "e.g. ?,3,224,224")
-    dims = [ov.Dimension(v) if isinstance(v, int) else ov.Dimension() for v in shape]
-    _reshape(model, image, ov.PartialShape(dims))
+    def load(self, path: Path) -> Any:
+        """Read an IR (.xml + .bin) or raise a one-line error."""
+        _require_openvino()
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise OvxaiError(f"the weights file '{weights}' of '{path}' is missing", "keep the .bin beside the .xml")
+        try:
+            return ov.Core().read_model(os.fspath(path), os.fspath(weights))
+        except RuntimeError as exc:
+            reason = engine_reason(exc)
+            fix = (
+                "the .bin does not belong to this .xml; copy both from the same export" if "weights" in reason else None
+            )
+            raise OvxaiError(
+                f"'{path}' is not a readable OpenVINO IR: {reason}", fix or "re-export the model"
+            ) from None
 
+    def view(self, model: Any) -> GraphView:
+        """The format-neutral view of an OpenVINO model, op types under their ONNX names."""
+        ops = model.get_ordered_ops()
+        friendly = Counter(op.get_friendly_name() for op in ops)
+        tensors: dict[str, Tensor] = {}
+        values: dict[str, np.ndarray] = {}
+        nodes: list[Node] = []
+        inputs: list[str] = []
+        constants: set[str] = set()
+        for op in ops:
+            kind = op.get_type_name()
+            for out in op.outputs():
+                tensors[tensor_id(out)] = _tensor(out)
+            if kind == "Parameter":
+                inputs.append(tensor_id(op.output(0)))
+            elif kind == "Constant":
+                constants.add(tensor_id(op.output(0)))
+                if int(np.prod(op.get_output_shape(0))) <= _SMALL_CONSTANT:
+                    values[tensor_id(op.output(0))] = op.get_data()
+            if kind in _SKIPPED:
+                continue
+            name = op.get_friendly_name()
+            unique = name if friendly[name] == 1 else f"{name}#{op.get_name()}"
+            nodes.append(_node(op, unique, tensors, values))
+        outputs = [tensor_id(r.input_value(0)) for r in model.get_results()]
+        aliases = {n: tensor_id(o) for op in ops for o in op.outputs() for n in o.get_names()}
+        return GraphView(nodes, tensors, inputs, outputs, constants, aliases, values)
 
-def make_batch_dynamic(model: Any) -> None:
-    """Turn a static batch dimension into a dynamic one, freeing batch sizes baked into Reshapes.
+    def set_input_shape(self, model: Any, name: str, dims: Sequence[int | str]) -> None:
+        image = next(p.output(0) for p in model.get_parameters() if tensor_id(p.output(0)) == name)
+        shape = ov.PartialShape([ov.Dimension(v) if isinstance(v, int) else ov.Dimension() for v in dims])
+        try:
+            model.reshape({image: shape})
+        except RuntimeError as exc:
+            raise OvxaiError(
+                f"the model cannot take input shape {shape}: {engine_reason(exc)}",
+                "re-export it with a dynamic batch (and the wanted size)",
+            ) from None
 
-    A Reshape whose constant target starts with the batch and whose data and result both start
-    with it gets 0 there with ``special_zero`` ("copy from the input"), as in the ONNX adapter.
-    """
-    image = _image_input(model)
-    shape = image.get_partial_shape()
-    if shape[0].is_dynamic:
-        return
-    batch = shape[0].get_length()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "Reshape":
-            continue
-        target = _constant(op.input_value(1))
-        data, result = op.get_input_partial_shape(0), op.get_output_partial_shape(0)
-        if target is None or target.ndim != 1 or not target.size or int(target[0]) != batch:
-            continue
-        if data.rank.is_dynamic or result.rank.is_dynamic or data.rank.get_length() == 0:
-            continue
-        if data[0].is_static and data[0].get_length() == batch == result[0].get_length():
-            fixed = target.astype(np.int64).copy()
-            fixed[0] = 0
-            freed = opset.reshape(op.input_value(0), opset.constant(fixed), special_zero=True)
+    def rewrite_reshapes(self, model: Any, fixes: Sequence[ReshapeFix]) -> None:
+        for fix in fixes:
+            op = fix.node.handle
+            freed = opset.reshape(op.input_value(0), opset.constant(fix.target), special_zero=True)
             freed.set_friendly_name(op.get_friendly_name())
             op.output(0).replace(freed.output(0))
-    _reshape(model, image, ov.PartialShape([ov.Dimension(), *list(shape)[1:]]))
-    for out in model.outputs:
-        dims = out.get_partial_shape()
-        if dims.rank.is_static and dims.rank.get_length() and dims[0].is_static:
+
+    def hook_ops(self, model: Any, graph: GraphView) -> OvOps:
+        return OvOps(model)
+
+    def set_metadata(self, model: Any, entries: Entries) -> None:
+        for (section, key), value in entries.items():
+            model.set_rt_info(value, [section, key])
+
+    def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
+        """Write ``path`` and its .bin; weights in FP16 unless ``fp16`` is False (like OpenVINO's tools)."""
+        # OpenVINO names the weights by replacing a lower-case '.xml' only: write that, then rename.
+        xml = path.with_name(f"{path.stem}.xml")
+        ov.save_model(model, os.fspath(xml), compress_to_fp16=fp16)
+        if xml != path:
+            xml.rename(path)
+        return [path, path.with_suffix(".bin")]
+
+    def convert(self, path: Path) -> Any:
+        """A patched ONNX file as an ``ov.Model``, with OpenVINO's conversion telemetry off."""
+        _require_openvino()
+        _without_telemetry()
+        try:
+            return ov.convert_model(os.fspath(path))
+        except Exception as exc:
             raise OvxaiError(
-                f"output '{out.get_any_name()}' keeps the fixed batch {dims[0].get_length()}",
-                "re-export the model with a dynamic batch",
-            )
+                f"OpenVINO could not convert the patched model: {engine_reason(exc)}", "write .onnx instead"
+            ) from None
+
+    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+        return run_once(path, x)
 
 
-def make_static(model: Any, batch: int) -> None:
-    """Give every shape a fixed value (the NPU needs that), batch included."""
-    image = _image_input(model)
-    shape = image.get_partial_shape()
-    if any(d.is_dynamic for d in list(shape)[1:]):
-        raise OvxaiError(
-            f"input '{image.get_any_name()}' has dynamic dimensions {shape}", "pin them with --input-shape"
-        )
-    _reshape(model, image, ov.PartialShape([batch, *list(shape)[1:]]))
-    if model.is_dynamic():
-        raise OvxaiError("some shapes stay dynamic after fixing the input", "use a model with static spatial shapes")
+OPENVINO = OpenVinoFormat()
 
 
-def input_dims(model: Any) -> list[int | str]:
-    shape = _image_input(model).get_partial_shape()
-    return [d.get_length() if d.is_static else f"dim{i}" for i, d in enumerate(shape)]
+def run_once(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Compile ``path`` (IR or ONNX) on CPU in f32 and run it on ``x``: the outputs by tensor name."""
+    _require_openvino()
+    weights = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else None
+    model = ov.Core().read_model(os.fspath(path), None if weights is None else os.fspath(weights))
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(x)
+    return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
 
 
-def _reshape(model: Any, image: Any, shape: Any) -> None:
-    try:
-        model.reshape({image: shape})
-    except RuntimeError as exc:
-        raise OvxaiError(
-            f"the model cannot take input shape {shape}: {engine_reason(exc)}",
-            "re-export it with a dynamic batch (and the wanted size)",
-        ) from None
+def _without_telemetry() -> None:
+    """OpenVINO's converter reports usage over the network from child processes; a tool that converts
+    users' models must not: point the converter at its own no-op stub (for this process)."""
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
 
-
-def _image_input(model: Any) -> Any:
-    images = [i for i in model.inputs if i.get_partial_shape().rank.get_length() == 4] or list(model.inputs)
-    if len(images) != 1:
-        raise OvxaiError(f"expected one image input, found {len(model.inputs)}", "export a classifier")
-    return images[0]
+    telemetry_utils.tm = telemetry_stub  # type: ignore[attr-defined]
+    convert_impl.tm = telemetry_stub  # type: ignore[attr-defined]
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -138,41 +195,6 @@ def _image_input(model: Any) -> Any:
 def tensor_id(output: Any) -> str:
     names = output.get_names()
     return min(names) if names else f"{output.get_node().get_name()}:{output.get_index()}"
-
-
-def view(model: Any) -> GraphView:
-    """The format-neutral view of an OpenVINO model (op types named as in ONNX where they agree)."""
-    ops = model.get_ordered_ops()
-    friendly = [op.get_friendly_name() for op in ops]
-    tensors: dict[str, Tensor] = {}
-    nodes: list[Node] = []
-    inputs: list[str] = []
-    constants: set[str] = set()
-    for op, name in zip(ops, friendly, strict=True):
-        kind = op.get_type_name()
-        for out in op.outputs():
-            tensors[tensor_id(out)] = _tensor(out)
-        if kind == "Parameter":
-            inputs.append(tensor_id(op.output(0)))
-        elif kind == "Constant":
-            constants.add(tensor_id(op.output(0)))
-        if kind in _SKIPPED:
-            continue
-        unique = name if friendly.count(name) == 1 else f"{name}#{op.get_name()}"
-        nodes.append(
-            Node(
-                unique,
-                "Shape" if kind == "ShapeOf" else kind,
-                tuple(tensor_id(i.get_source_output()) for i in op.inputs()),
-                tuple(tensor_id(o) for o in op.outputs()),
-                scope_from_name(name),
-                _attrs(op),
-                op,
-            )
-        )
-    outputs = [tensor_id(r.input_value(0)) for r in model.get_results()]
-    aliases = {n: tensor_id(o) for op in ops for o in op.outputs() for n in o.get_names()}
-    return GraphView(nodes, tensors, inputs, outputs, constants, aliases)
 
 
 def _tensor(output: Any) -> Tensor:
@@ -185,37 +207,49 @@ def _tensor(output: Any) -> Tensor:
     return Tensor(tensor_id(output), dims, dtype)
 
 
-def _attrs(op: Any) -> dict[str, object]:
+def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.ndarray]) -> Node:
+    """The planner's typed facts about one OpenVINO operation."""
     kind = op.get_type_name()
-    attrs: dict[str, object] = {}
-    if kind in ("If", "Loop", "TensorIterator"):
-        attrs["has_subgraph"] = True
+    inputs = tuple(tensor_id(i.get_source_output()) for i in op.inputs())
+    rank = tensors[inputs[0]].rank if inputs else None
+    attrs = op.get_attributes()
+    axes: tuple[int, ...] | None = None
+    if kind == "ReduceMean" and rank and inputs[1] in values:
+        axes = tuple(sorted(int(a) % rank for a in np.atleast_1d(values[inputs[1]])))
+    perm = values.get(inputs[1]) if kind == "Transpose" else None
+    whole_window = False
+    if kind == "AvgPool" and rank == 4:
+        spatial = list((tensors[inputs[0]].shape or ())[2:])
+        pads = [*attrs.get("pads_begin", []), *attrs.get("pads_end", [])]
+        whole_window = list(attrs.get("kernel", [])) == spatial and not any(pads)
+    return Node(
+        name,
+        ONNX_NAMES.get(kind, kind),
+        inputs,
+        tuple(tensor_id(o) for o in op.outputs()),
+        scope=scope_from_name(op.get_friendly_name()),
+        has_subgraph=kind in _SUBGRAPH_OPS,
+        axes=axes,
+        keepdims=bool(attrs.get("keep_dims", True)),
+        perm=None if perm is None else tuple(int(p) for p in perm),
+        whole_window=whole_window,
+        weight_inner=_weight_inner(kind, attrs, [tensors[i] for i in inputs]),
+        handle=op,
+    )
+
+
+def _weight_inner(kind: str, attrs: dict[str, Any], inputs: list[Tensor]) -> tuple[Dim, ...] | None:
+    """The weight dimensions summed for each output value, in OpenVINO's weight layouts."""
+    if len(inputs) < 2 or inputs[1].shape is None:
+        return None
+    weight = inputs[1].shape
+    if kind in ("Convolution", "ConvolutionBackpropData"):
+        return weight[1:]  # (O, I, kh, kw)
+    if kind == "GroupConvolution":
+        return weight[2:]  # (G, O/G, I/G, kh, kw)
     if kind == "MatMul":
-        attrs.update(op.get_attributes())  # transpose_a / transpose_b, for the cost estimate
-    data = op.input_value(0).get_partial_shape() if op.get_input_size() else None
-    if data is None or data.rank.is_dynamic or data.rank.get_length() != 4:
-        return attrs
-    if kind == "Transpose":
-        perm = _constant(op.input_value(1))
-        if perm is not None:
-            attrs["perm"] = [int(p) for p in perm]
-    if kind == "ReduceMean":
-        axes = _constant(op.input_value(1))
-        if axes is not None:
-            attrs["reduce_axes"] = sorted(int(a) % 4 for a in np.atleast_1d(axes))
-        if attrs.get("reduce_axes") == [2, 3]:
-            attrs["global_pool_keepdims"] = bool(op.get_attributes().get("keep_dims", False))
-    elif kind == "AvgPool":
-        a = op.get_attributes()
-        spatial = [d.get_length() if d.is_static else None for d in list(data)[2:]]
-        if list(a.get("kernel", [])) == spatial and not any(a.get("pads_begin", [])) and not any(a.get("pads_end", [])):
-            attrs["global_pool_keepdims"] = True
-    return attrs
-
-
-def _constant(output: Any) -> np.ndarray | None:
-    node = output.get_node()
-    return node.get_data() if node.get_type_name() == "Constant" else None
+        return weight[-1:] if attrs.get("transpose_b") else weight[-2:-1]
+    return None
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -224,17 +258,16 @@ def _constant(output: Any) -> np.ndarray | None:
 class OvOps:
     """:class:`ovxai.hook.Ops` for OpenVINO: tensors are ``ov.Output`` handles."""
 
-    def __init__(self, model: Any, graph: GraphView) -> None:
+    def __init__(self, model: Any) -> None:
         self.model = model
         self.by_id = {tensor_id(o): o for op in model.get_ordered_ops() for o in op.outputs()}
         self.results: list[Any] = []
         self._count = 0
-        self._twins: dict[str, Any] | None = None
-        self.graph = graph
+        self._twins: dict[int, Any] | None = None
 
     def _named(self, node: Any) -> Any:
         self._count += 1
-        node.set_friendly_name(f"{PREFIX}{node.get_type_name()}_{self._count}")
+        node.set_friendly_name(f"{NODE_PREFIX}{node.get_type_name()}_{self._count}")
         return node.output(0)
 
     def _twin(self, node: Node) -> Any:
@@ -317,40 +350,19 @@ class OvOps:
         twin = self._twin(node)
         for port, source in enumerate(inputs):
             twin.input(port).replace_source_output(source)
-        twin.set_friendly_name(f"{PREFIX}tail/{node.name}")
+        twin.set_friendly_name(f"{NODE_PREFIX}tail/{node.name}")
         for out in twin.outputs():  # the clone's tensors carry the originals' names: rename them
-            out.get_tensor().set_names({f"{PREFIX}tail/{n}" for n in out.get_names()})
+            out.get_tensor().set_names({f"{NODE_PREFIX}tail/{n}" for n in out.get_names()})
         twin.validate_and_infer_types()
         return list(twin.outputs())
 
-    def output(self, x: Any, name: str) -> None:
+    def output(self, x: Any, name: str, shape: Sequence[Dim]) -> None:
         x.get_tensor().set_names({name})
         result = opset.result(x)
         result.set_friendly_name(name)
         self.results.append(result)
 
-    def apply(self) -> Any:
+    def finish(self) -> Any:
         self.model.add_results(self.results)
         self.model.validate_nodes_and_infer_types()
         return self.model
-
-
-def convert_onnx(onnx_path: Path) -> Any:
-    """The patched ONNX model as an ov.Model."""
-    _require_openvino()
-    try:
-        return ov.convert_model(os.fspath(onnx_path))
-    except Exception as exc:
-        raise OvxaiError(
-            f"OpenVINO could not convert the patched model: {engine_reason(exc)}", "write .onnx instead"
-        ) from None
-
-
-def save(model: Any, xml_path: Path, fp16: bool, info: ModelInfo) -> list[Path]:
-    """Write ``xml_path`` and its .bin; weights in FP16 unless ``fp16`` is False (like OpenVINO's tools)."""
-    for key, value in info.model_api_entries().items():
-        model.set_rt_info(value, [metadata.SECTION, key])
-    for key, value in info.ovxai_entries().items():
-        model.set_rt_info(value, [metadata.OVXAI_SECTION, key])
-    ov.save_model(model, os.fspath(xml_path), compress_to_fp16=fp16)
-    return [xml_path, xml_path.with_suffix(".bin")]
