@@ -207,14 +207,14 @@ def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
     """Validate the paths before any work; the output may never be (or share a file with) the input."""
     if not source.is_file():
         raise OvxaiError(f"model file '{source}' not found", "check the model= path")
-    source_format = format_for(source)
-    output_format = format_for(destination, "output")
-    if source_format.suffix == ".xml" and output_format.suffix != ".xml":
-        raise OvxaiError("an OpenVINO IR input gives an IR output", f"use output={destination.with_suffix('.xml')}")
     if destination.is_dir():
         raise OvxaiError(
             f"output '{destination}' is a folder", f"name a file in it, e.g. {destination / 'model_xai.xml'}"
         )
+    source_format = format_for(source)
+    output_format = format_for(destination, "output")
+    if source_format.suffix == ".xml" and output_format.suffix != ".xml":
+        raise OvxaiError("an OpenVINO IR input gives an IR output", f"use output={destination.with_suffix('.xml')}")
     if not destination.parent.is_dir():
         raise OvxaiError(f"output folder '{destination.parent}' does not exist", "create it first")
     inputs = _model_files(source)

@@ -18,6 +18,10 @@ from ovxai.errors import OvxaiError
 Dim = int | str | None
 """A dimension: a number, a symbolic name, or unknown."""
 
+# Ops after which a tensor's axes no longer follow the image's (see GraphView._spatial_axes).
+_LAYOUT_BREAKERS = frozenset({"Flatten", "Gemm", "Einsum", "Squeeze", "Unsqueeze", "Gather", "Shape", "Size"})
+_REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceProd"})
+
 # Ops that read only the *shape* of their input: their output depends on the batch size, not on data.
 SHAPE_OPS = frozenset({"Shape", "Size"})
 
@@ -110,6 +114,7 @@ class GraphView:
                 if i:
                     self.consumers.setdefault(i, []).append(n)
         self.kind = self._kinds()
+        self.spatial_axes = self._spatial_axes()
 
     def tensor(self, name: str) -> Tensor:
         return self.tensors.get(name) or Tensor(name, None, None)
@@ -139,6 +144,58 @@ class GraphView:
             for o in node.outputs:
                 kind[o] = worst
         return kind
+
+    def _spatial_axes(self) -> dict[str, tuple[int, int]]:
+        """Which axes of each activation are the image's height and width, carried through the network.
+
+        The image input is NCHW. Ops that keep the layout keep the axes; a Transpose moves them; a
+        Reshape keeps them only when it leaves the trailing H, W untouched (a channel shuffle); a pool
+        or reduction over them, a flatten, a product of two activations (attention) ends them. So a
+        (B, heads, T, T) attention tensor or a permuted (B, 1, 1, C) pooled vector is never a "map".
+        """
+        axes: dict[str, tuple[int, int]] = {}
+        image = [i for i in self.inputs if self.tensor(i).rank == 4]
+        if len(image) == 1:
+            axes[image[0]] = (2, 3)
+        for node in self.nodes:
+            data = [i for i in node.inputs if i and i in axes]
+            if not data or node.op in _LAYOUT_BREAKERS:
+                continue
+            source = axes[data[0]]
+            rank_in = self.tensor(data[0]).rank
+            for out in node.outputs:
+                moved = self._moved_axes(node, source, rank_in, self.tensor(out).rank)
+                if moved is not None:
+                    axes[out] = moved
+        return axes
+
+    def _moved_axes(
+        self, node: Node, axes: tuple[int, int], rank_in: int | None, rank_out: int | None
+    ) -> tuple[int, int] | None:
+        if node.op == "Transpose":
+            return None if node.perm is None else (node.perm.index(axes[0]), node.perm.index(axes[1]))
+        if node.op == "Reshape":
+            shape_in, shape_out = self.tensor(node.inputs[0]).shape, self.tensor(node.outputs[0]).shape
+            if (
+                rank_in is None
+                or rank_out is None
+                or axes != (rank_in - 2, rank_in - 1)
+                or not shape_in
+                or not shape_out
+            ):
+                return None
+            trailing = shape_in[-2:]
+            keeps = all(d is not None for d in trailing) and tuple(shape_out[-2:]) == tuple(trailing)
+            return (rank_out - 2, rank_out - 1) if keeps else None
+        if node.op in _REDUCTIONS and (node.axes is None or set(axes) & set(node.axes)):
+            return None
+        if node.op == "MatMul" and (
+            (rank_in is not None and rank_in - 1 in axes) or self.kind.get(node.inputs[1]) is not Kind.CONSTANT
+        ):
+            return None  # a product over a spatial axis, or of two activations (attention)
+        if node.op == "GlobalAveragePool" or node.op == "GlobalMaxPool":
+            return None
+        return axes if rank_out == rank_in else None
 
     def ancestors(self, names: list[str]) -> set[str]:
         """Names of all nodes that the given tensors depend on."""

@@ -29,8 +29,14 @@ class Candidate:
 
 
 def is_feature_map(graph: GraphView, name: str) -> bool:
+    """A float (B, C, H, W) activation whose H and W are the image's own axes, carried through the network."""
     t = graph.tensor(name)
-    return t.rank == 4 and t.is_float and graph.kind.get(name) is Kind.ACTIVATION
+    return (
+        t.rank == 4
+        and t.is_float
+        and graph.kind.get(name) is Kind.ACTIVATION
+        and graph.spatial_axes.get(name) == (2, 3)
+    )
 
 
 def scope_paths(scope: str) -> list[str]:
@@ -138,21 +144,23 @@ def resolve(graph: GraphView, prediction: str, layer: str | None) -> Candidate:
 
 
 def _checked(graph: GraphView, layer: str, tensor: str) -> Candidate:
+    channels_first = _channels_first(graph, tensor)
+    if channels_first != tensor:
+        return _checked(graph, layer, channels_first)
     t = graph.tensor(tensor)
-    if not is_feature_map(graph, tensor):
-        raise OvxaiError(
-            f"layer '{layer}' gives tensor '{tensor}' of shape {t.describe()} ({t.dtype or 'unknown type'}), "
-            "not a 4-D float feature map (B, C, H, W)",
-            "pick a convolutional layer (see `ovxai inspect`)",
-        )
-    if not _spatial(graph, tensor):
+    if t.rank == 4 and not _spatial(graph, tensor):
         raise OvxaiError(
             f"layer '{layer}' gives a {t.describe()} map: with H x W = 1 there is one position, so every map is flat",
             "pick a layer before the global pool (see `ovxai inspect`)",
         )
-    channels_first = _channels_first(graph, tensor)
-    if channels_first != tensor:
-        return _checked(graph, layer, channels_first)
+    if not is_feature_map(graph, tensor):
+        why = "not a 4-D float feature map (B, C, H, W)"
+        if t.rank == 4 and t.is_float and graph.spatial_axes.get(tensor) != (2, 3):
+            why = "a 4-D tensor whose last two axes are not the image's height and width (tokens, a permuted map)"
+        raise OvxaiError(
+            f"layer '{layer}' gives tensor '{tensor}' of shape {t.describe()} ({t.dtype or 'unknown type'}), {why}",
+            "pick a convolutional layer (see `ovxai inspect`)",
+        )
     assert t.shape is not None
     return Candidate(layer, tensor, t.shape)
 
@@ -171,6 +179,8 @@ def _channels_first(graph: GraphView, tensor: str) -> str:
     transposed = node is not None and node.op == "Transpose" and node.perm == NCHW_TO_NHWC
     if node is not None and transposed and is_feature_map(graph, node.inputs[0]):
         return node.inputs[0]
+    if graph.spatial_axes.get(tensor) != (2, 3):
+        return tensor
     for reader in graph.consumers.get(tensor, []):
         if reader.op == "ReduceMean" and reader.axes == (1, 2):
             raise OvxaiError(
