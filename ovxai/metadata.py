@@ -117,7 +117,7 @@ class ModelInfo:
         if exact is not None:
             labels = tuple(str(label) for label in json.loads(exact))
         elif get(MODEL_INFO_SECTION, "labels"):
-            labels = tuple(get(MODEL_INFO_SECTION, "labels").split())  # type: ignore[union-attr]
+            labels = tuple(str(get(MODEL_INFO_SECTION, "labels")).split())
         reverse = get(MODEL_INFO_SECTION, "reverse_input_channels")
         probabilities = get(OVXAI_SECTION, "probabilities")
         score = get(OVXAI_SECTION, "score")
@@ -126,7 +126,7 @@ class ModelInfo:
             mean=_floats(get(MODEL_INFO_SECTION, "mean_values"), "mean"),
             scale=_floats(get(MODEL_INFO_SECTION, "scale_values"), "scale"),
             channel_order=None if reverse is None else ("rgb" if _true(reverse) else "bgr"),
-            score=score if score in SCORES else None,  # type: ignore[arg-type]
+            score=next((s for s in SCORES if s == score), None),
             probabilities=None if probabilities is None else _true(probabilities),
         )
 

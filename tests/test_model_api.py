@@ -22,7 +22,16 @@ def test_model_api_create_model_returns_our_saliency(exported, tmp_path: Path) -
     (tmp_path / "labels.txt").write_text("\n".join(labels) + "\n")
     xml = tmp_path / "patched.xml"
     argv = ["export", "-m", str(onnx_path), "-o", str(xml), "--layer", "layer4", "--no-fp16"]
-    argv += ["--labels", str(tmp_path / "labels.txt"), "--mean", "120,110,100", "--scale", "60", "--channel-order", "rgb"]
+    argv += [
+        "--labels",
+        str(tmp_path / "labels.txt"),
+        "--mean",
+        "120,110,100",
+        "--scale",
+        "60",
+        "--channel-order",
+        "rgb",
+    ]
     assert main(argv) == 0
 
     rt = ov.Core().read_model(str(xml)).get_rt_info()

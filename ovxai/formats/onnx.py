@@ -209,7 +209,7 @@ def _tensor(info: onnx.ValueInfoProto) -> Tensor:
 
 def _np_dtype(elem_type: int) -> str | None:
     try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+        return str(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name)
     except (KeyError, TypeError, ValueError):
         return None
 

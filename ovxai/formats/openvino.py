@@ -185,8 +185,8 @@ def _without_telemetry() -> None:
     users' models must not: point the converter at its own no-op stub (for this process)."""
     from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
 
-    telemetry_utils.tm = telemetry_stub  # type: ignore[attr-defined]
-    convert_impl.tm = telemetry_stub  # type: ignore[attr-defined]
+    telemetry_utils.tm = telemetry_stub
+    convert_impl.tm = telemetry_stub
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class OvOps:
         return self.by_id[name]
 
     def dtype(self, name: str) -> str:
-        return np.dtype(self.by_id[name].get_element_type().to_dtype()).name
+        return str(np.dtype(self.by_id[name].get_element_type().to_dtype()).name)
 
     def i64(self, values: Sequence[int]) -> Any:
         return self._named(opset.constant(np.array(values, dtype=np.int64)))
