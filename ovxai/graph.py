@@ -7,7 +7,7 @@ Both graph formats (ONNX, OpenVINO) are read into :class:`GraphView`; everything
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -22,22 +22,41 @@ Dim = int | str | None
 _LAYOUT_BREAKERS = frozenset({"Flatten", "Gemm", "Einsum", "Squeeze", "Unsqueeze", "Gather", "Shape", "Size"})
 _REDUCTIONS = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2", "ReduceProd"})
 
+# Quantisation steps: they belong to the module of the tensor they quantise.
+QUANTIZERS = frozenset({"FakeQuantize", "QuantizeLinear", "DequantizeLinear"})
+
 # Ops that read only the *shape* of their input: their output depends on the batch size, not on data.
 SHAPE_OPS = frozenset({"Shape", "Size"})
 
 
 def scope_from_name(name: str) -> str:
-    """Module path from a TorchScript-exporter node name: '/layer4/layer4.1/relu/Relu' -> 'layer4.1.relu'.
+    """The PyTorch module path in a node name, from the naming of each PyTorch-to-graph path.
 
-    Segments are full paths ('layer4.1') or local names ('relu'); the last one is the op's own name.
-    OpenVINO keeps these names as friendly names when it converts such a model.
+    - torch.onnx (TorchScript) node names: '/layer4/layer4.1/relu/Relu' -> 'layer4.1.relu'; segments are
+      full paths ('layer4.1') or local names ('relu'), the last one is the op's own name. OpenVINO keeps
+      them as friendly names when it converts such an ONNX model.
+    - ``ov.convert_model(module)`` (TorchScript-based): '__module.layer4.2.relu/aten::relu/Relu_2'
+      -> 'layer4.2.relu'; NNCF names a quantizer after its input ('.../Relu_2/fq_output_0').
     """
+    if name.startswith("__module."):
+        return name.split("/", 1)[0].removeprefix("__module.")
     if not name.startswith("/"):
         return ""
     path = ""
     for segment in name.split("/")[1:-1]:
         path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
     return path
+
+
+def _common_scope(scopes: list[str]) -> str:
+    """The deepest module path that contains all of ``scopes`` ('' if none)."""
+    parts = [s.split(".") for s in scopes]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
 
 
 @dataclass(frozen=True)
@@ -107,6 +126,7 @@ class GraphView:
     values: dict[str, np.ndarray] = field(default_factory=dict)  # small constants' values (shapes, axes)
 
     def __post_init__(self) -> None:
+        self.nodes = _inherited_scopes(self.nodes)
         self.producer: dict[str, Node] = {o: n for n in self.nodes for o in n.outputs}
         self.consumers: dict[str, list[Node]] = {}
         for n in self.nodes:
@@ -219,6 +239,30 @@ class GraphView:
                     seen.add(node.name)
                     todo.extend(node.outputs)
         return seen
+
+
+def _inherited_scopes(nodes: list[Node]) -> list[Node]:
+    """Module paths for the nodes whose names carry none, so that a module has one leaving map.
+
+    A quantiser (FakeQuantize, Q/DQ) takes the module of the tensor it quantises; any other unnamed
+    node (a convolution OpenVINO fused with its BatchNorm, named 'Multiply_123') takes the common
+    module of its readers.
+    """
+    scope = {n.name: n.scope for n in nodes}
+    readers: dict[str, list[str]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n.name)
+    for n in reversed(nodes):
+        if not scope[n.name] and n.op not in QUANTIZERS:
+            around = [scope[r] for o in n.outputs for r in readers.get(o, [])]
+            if around and all(around):
+                scope[n.name] = _common_scope(around)
+    producer = {o: n.name for n in nodes for o in n.outputs}
+    for n in nodes:
+        if n.op in QUANTIZERS and n.inputs and n.inputs[0] in producer:
+            scope[n.name] = scope[producer[n.inputs[0]]] or scope[n.name]
+    return [n if n.scope == scope[n.name] else replace(n, scope=scope[n.name]) for n in nodes]
 
 
 @dataclass(frozen=True)

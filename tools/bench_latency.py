@@ -6,11 +6,12 @@ What it measures, for each batch size in ``--batches``:
   ``plain`` (the classifier as is), ``fast`` (ovxai hook at ``layer4``, exact pooled fast path) and
   ``general`` (same hook, ``HookOptions(fast_path=False)``: the full (B*N, C, H, W) mosaic);
 * synchronous latency with one reused InferRequest per model, ``time.perf_counter`` around
-  ``request.infer``, runs *alternated* (each round runs every model once, in a rotating order) so
-  that thermal or frequency drift hits every variant alike; median, p90 and ratio to ``plain``. The
-  machine may be shared (2 cores, other people's test runs): a round counts only if no run in it
-  waited for a CPU (``/proc/self/task/*/schedstat`` run delay) for more than ``--max-wait-share`` of
-  its time, and rounds are repeated until ``--rounds`` clean ones; the output says how many were run;
+  ``request.infer``, timed by ``tools/harness.py``: runs *alternated* (each round runs every model once,
+  in a rotating order) so that thermal or frequency drift hits every variant alike; median, p90 and the
+  paired ratio to ``plain`` (median over rounds of model / plain in the same round). The machine may be
+  shared (2 cores, other people's test runs): a round counts only if no run in it lost more than
+  ``--max-wait-share`` of its time to other processes, and rounds are repeated until ``--rounds`` clean
+  ones; the output says how many were run;
 * the IR size on disk (xml + bin) and the constants the patch added (the patched model's Constant
   ops that the plain model does not have, matched by type, shape and content);
 * the peak RSS (``ru_maxrss``) of "compile + one inference", each model in its own child process;
@@ -29,7 +30,7 @@ Run from the repository root::
     .venv/bin/python tools/bench_latency.py --precision f32 --json bench.json
     .venv/bin/python tools/bench_latency.py --competitor-python /tmp/oxai-venv/bin/python
 
-This file imports only the standard library, numpy and openvino at module level, so that
+This file imports only the standard library, numpy, openvino and ``harness.py`` at module level, so that
 ``bench_openvino_xai.py`` can reuse its helpers from the competitor's venv (no torch, no ovxai there).
 """
 
@@ -39,7 +40,6 @@ import argparse
 import hashlib
 import inspect
 import json
-import os
 import platform
 import resource
 import statistics
@@ -49,11 +49,13 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import openvino as ov
+from harness import MAX_LOST_SHARE, MIN_CLEAN, QUIET_SHARE, Variant, alternate, markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 THIS_FILE = Path(__file__).resolve()
@@ -182,139 +184,37 @@ def batch_input(batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *IMAGE), dtype=np.float32)
 
 
-def _run_delay_ns() -> int:
-    """Nanoseconds this process's threads have spent runnable but waiting for a CPU (schedstat; 0 if absent)."""
-    total = 0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            total += int(Path(f"/proc/self/task/{task}/schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
-Round = dict[str, tuple[float, float]]  # model -> (milliseconds, milliseconds its threads waited for a CPU)
-
-
-def run_round(requests: dict[str, ov.InferRequest], x: np.ndarray, index: int) -> Round:
-    """Every model once, starting at model ``index`` mod n, so that no model always runs first or last."""
-    names = list(requests)
-    k = index % len(names)
-    result: Round = {}
-    for name in names[k:] + names[:k]:
-        request = requests[name]
-        delay = _run_delay_ns()
-        start = time.perf_counter()
-        request.infer({0: x})
-        elapsed = time.perf_counter() - start
-        result[name] = (elapsed * 1e3, (_run_delay_ns() - delay) / 1e6)
-    return result
-
-
-def time_alternating(
-    requests: dict[str, ov.InferRequest], x: np.ndarray, rounds: int, warmup: int, max_wait_share: float = 1.0
-) -> tuple[list[Round], list[Round]]:
-    """Alternated rounds until ``rounds`` of them are clean (no run waited for a CPU more than
-    ``max_wait_share`` of its time: another process had the cores), or until 5 x ``rounds`` were run.
-    Returns (clean rounds, all rounds)."""
-    for i in range(warmup):
-        run_round(requests, x, i)
-    clean: list[Round] = []
-    every: list[Round] = []
-    while len(clean) < rounds and len(every) < 5 * rounds:
-        one = run_round(requests, x, len(every))
-        every.append(one)
-        if all(wait <= max_wait_share * ms for ms, wait in one.values()):
-            clean.append(one)
-    return clean, every
-
-
-def summarize(samples: Sequence[float]) -> dict[str, float]:
-    return {
-        "median_ms": statistics.median(samples),
-        "p90_ms": float(np.percentile(samples, 90)),
-        "min_ms": min(samples),
-        "mean_ms": statistics.fmean(samples),
-    }
-
-
-def _cpu_counters() -> tuple[float, float, float]:
-    """Seconds of CPU the whole machine spent busy and stolen (from /proc/stat), and this process's CPU seconds."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    tick = os.sysconf("SC_CLK_TCK")
-    own = os.times()
-    return (user + nice + system + irq + softirq) / tick, steal / tick, own.user + own.system
-
-
-def foreign_cpu(before: tuple[float, float, float], after: tuple[float, float, float], wall: float) -> dict[str, float]:
-    """Share of all CPUs that other processes used (and the hypervisor stole) between two counter reads."""
-    capacity = wall * (os.cpu_count() or 1)
-    busy, steal, own = (b - a for a, b in zip(before, after, strict=True))
-    return {"other_processes": max(0.0, busy - own) / capacity, "steal": steal / capacity}
-
-
-def wait_quiet(max_wait_s: float, threshold: float = 0.10) -> float:
-    """Wait (at most ``max_wait_s``) for a one-second window in which other processes use under ``threshold``
-    of the CPUs; other people's test runs on a 2-core machine would otherwise show up as latency. Returns
-    the seconds waited."""
-    start = time.perf_counter()
-    while True:
-        before, t0 = _cpu_counters(), time.perf_counter()
-        time.sleep(1.0)
-        share = foreign_cpu(before, _cpu_counters(), time.perf_counter() - t0)["other_processes"]
-        waited = time.perf_counter() - start
-        if share < threshold or waited >= max_wait_s:
-            if waited > 1.5:
-                print(f"waited {waited:.0f} s for a quiet machine (others now use {share:.0%})", file=sys.stderr)
-            return waited
-
-
-def rounds_for(requested: int, seconds_per_round: float, budget_s: float, minimum: int = 10) -> int:
-    """``requested`` rounds unless they would take more than ``budget_s``; never fewer than ``minimum``."""
-    affordable = int(budget_s / max(seconds_per_round, 1e-9))
-    return max(minimum, min(requested, affordable))
+def infer_once(request: ov.InferRequest, x: np.ndarray) -> None:
+    request.infer({0: x})
 
 
 def bench_batch(core: ov.Core, models: dict[str, Path], batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Compile every model, estimate the cost of a round, then time ``rounds`` clean alternated rounds.
-
-    Statistics come from the clean rounds (see :func:`time_alternating`); if fewer than 10 (or
-    ``rounds``) were clean the machine was busy, so every round is used and ``contended`` is set."""
+    """Compile every model and time them in alternated rounds (``harness.alternate``): medians, p90 and the
+    paired ratio to ``plain`` from the clean rounds (all rounds, flagged ``contended``, if too few were clean)."""
     compiled = {name: compile_model(core, xml, args.device, args.precision) for name, xml in models.items()}
     requests = {name: c.create_infer_request() for name, c in compiled.items()}
     x = batch_input(batch)
-    start = time.perf_counter()
-    run_round(requests, x, 0)  # first runs: allocation, also the cost estimate
-    rounds = rounds_for(args.rounds, time.perf_counter() - start, args.budget_s)
-    waited = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else 0.0
-    counters, t0 = _cpu_counters(), time.perf_counter()
-    clean, every = time_alternating(requests, x, rounds, args.warmup, args.max_wait_share)
-    contention = foreign_cpu(counters, _cpu_counters(), time.perf_counter() - t0)
+    variants = [Variant(name, partial(infer_once, request, x)) for name, request in requests.items()]
+    timing = alternate(
+        variants,
+        args.rounds,
+        warmup=args.warmup,
+        budget_s=args.budget_s,
+        max_lost_share=args.max_wait_share,
+        quiet_wait_s=args.wait_quiet,
+    )
     for name, request in requests.items():  # a patched model must explain every image of the batch
         if name != "plain" and request.get_tensor("saliency_map").shape[0] != batch:
             raise SystemExit(f"{name}: saliency_map {request.get_tensor('saliency_map').shape} for batch {batch}")
-    contended = len(clean) < min(10, rounds)
-    used = every if contended else clean
-    result: dict[str, Any] = {
-        "rounds": len(used),
-        "rounds_run": len(every),
-        "rounds_clean": len(clean),
-        "contended": contended,
-        "warmup": args.warmup,
-        "max_wait_share": args.max_wait_share,
-        "waited_for_quiet_s": waited,
-        "cpu_share_during_timing": contention,
-        "variants": {},
-    }
-    base = statistics.median(r["plain"][0] for r in used)
+    result: dict[str, Any] = {**timing.report(), "verdict": timing.verdict(), "variants": {}}
     for name in models:
-        samples = [r[name][0] for r in used]
-        stats: dict[str, Any] = summarize(samples)
-        stats["ratio_to_plain"] = stats["median_ms"] / base
+        summary = timing.summary(name, "plain")
+        stats: dict[str, Any] = summary.ms()
+        stats["ratio_to_plain"] = summary.ratio
+        stats["ratio_of_medians"] = summary.ratio_of_medians
         stats["precision"] = used_precision(compiled[name])
-        stats["samples_ms"] = [round(s, 4) for s in samples]
-        stats["cpu_wait_ms"] = [round(r[name][1], 4) for r in used]
+        stats["samples_ms"] = [round(s * 1e3, 4) for s in timing.seconds(name)]
+        stats["lost_share"] = [round(r[name].load.lost_share, 4) for r in timing.used]
         result["variants"][name] = stats
     return result
 
@@ -322,35 +222,39 @@ def bench_batch(core: ov.Core, models: dict[str, Path], batch: int, args: argpar
 # ------------------------------------------------------------------------------------------- profiling
 
 
+NodeTimes = dict[str, tuple[float, str, str]]  # node -> (ms, type, exec type)
+
+
+def infer_profiled(request: ov.InferRequest, x: np.ndarray) -> NodeTimes:
+    request.infer({0: x})
+    return {
+        info.node_name: (info.real_time.total_seconds() * 1e3, info.node_type, info.exec_type)
+        for info in request.get_profiling_info()
+    }
+
+
 def profile_costs(
     core: ov.Core, plain: Path, patched: Path, batch: int, args: argparse.Namespace, runs: int = 30, top: int = 8
 ) -> dict[str, Any]:
-    """Per-node runtime counters (PERF_COUNT, median over ``runs`` alternated runs) of ``plain`` and ``patched``.
+    """Per-node runtime counters (PERF_COUNT, median over ``runs`` clean alternated rounds) of ``plain`` and
+    ``patched``.
 
     Nodes of the compiled patched model that the compiled plain one lacks count as added (the branch and
     the reorders it forces); nodes in both are compared too, since the branch can change how the plugin
     runs the backbone (layouts, precisions, fusions)."""
-    compiled = {k: compile_model(core, xml, args.device, args.precision, profile=True) for k, xml in
-                (("plain", plain), ("patched", patched))}  # fmt: skip
-    requests = {k: c.create_infer_request() for k, c in compiled.items()}
     x = batch_input(batch)
-    samples: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in requests}
-    kinds: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in requests}
-    for i in range(3):
-        run_round(requests, x, i)
-    if args.wait_quiet > 0:
-        wait_quiet(args.wait_quiet)
-    clean = attempts = 0
-    while clean < runs and attempts < 5 * runs:  # pairs of runs in which neither waited for a CPU
-        one = run_round(requests, x, attempts)
-        attempts += 1
-        if any(wait > args.max_wait_share * ms for ms, wait in one.values()):
-            continue
-        clean += 1
-        for k, request in requests.items():
-            for info in request.get_profiling_info():
-                samples[k][info.node_name].append(info.real_time.total_seconds() * 1e3)
-                kinds[k][info.node_name] = (info.node_type, info.exec_type)
+    variants = []
+    for k, xml in (("plain", plain), ("patched", patched)):
+        request = compile_model(core, xml, args.device, args.precision, profile=True).create_infer_request()
+        variants.append(Variant(k, partial(infer_profiled, request, x)))
+    timing = alternate(variants, runs, warmup=3, max_lost_share=args.max_wait_share, quiet_wait_s=args.wait_quiet)
+    samples: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in timing.names}
+    kinds: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in timing.names}
+    for k in timing.names:
+        for nodes in timing.values(k):
+            for node, (ms, node_type, exec_type) in nodes.items():
+                samples[k][node].append(ms)
+                kinds[k][node] = (node_type, exec_type)
     ms = {k: {n: statistics.median(v) for n, v in per.items()} for k, per in samples.items()}
     plain_ms, patched_ms = ms["plain"], ms["patched"]
     added = {n: t for n, t in patched_ms.items() if n not in plain_ms}
@@ -360,8 +264,9 @@ def profile_costs(
     common = sorted(((patched_ms[n] - plain_ms[n], n) for n in patched_ms if n in plain_ms), reverse=True)
     return {
         "batch": batch,
-        "runs": clean,
-        "runs_tried": attempts,
+        "runs": len(timing.used),
+        "runs_tried": len(timing.rounds),
+        "contended": timing.contended,
         "plain_total_ms": sum(plain_ms.values()),
         "patched_total_ms": sum(patched_ms.values()),
         "added_total_ms": sum(added.values()),
@@ -411,7 +316,8 @@ def peak_rss(python: str, xml: Path, batch: int, device: str, precision: str) ->
     # start at our peak: let a small shell fork it (the `; exit` stops the shell from exec'ing it).
     shell = ["/bin/sh", "-c", '"$0" "$@"; exit $?']
     out = subprocess.run(shell + cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    report: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return report
 
 
 # -------------------------------------------------------------------------------------------- competitor
@@ -430,7 +336,8 @@ def run_competitor(
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- printing
@@ -445,11 +352,9 @@ def human_bytes(nbytes: int) -> str:
 
 
 def latency_table(batches: dict[str, Any], static: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "| batch | model | precision | rounds used/run | median ms | p90 ms | ratio to plain | IR size (xml+bin) | "
-        "largest added constant | added constants (count / bytes) |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---|---:|",
-    ]
+    header = ["batch", "model", "precision", "rounds used/run", "median ms", "p90 ms", "ratio to plain",
+              "IR size (xml+bin)", "largest added constant", "added constants (count / bytes)"]  # fmt: skip
+    rows = []
     for batch, res in batches.items():
         for name, s in res["variants"].items():
             info = static[name]
@@ -460,56 +365,44 @@ def latency_table(batches: dict[str, Any], static: dict[str, dict[str, Any]]) ->
                 else "-"
             )
             counts = f"{added['count']} / {human_bytes(added['total_bytes'])}" if added else "-"
-            lines.append(
-                f"| {batch} | {name} | {s['precision']} | {res['rounds']}/{res['rounds_run']} | {s['median_ms']:.2f} "
-                f"| {s['p90_ms']:.2f} | {s['ratio_to_plain']:.3f} | {mib(info['ir_bytes'])} | {largest} | {counts} |"
-            )
-    for batch, res in batches.items():
-        share = res["cpu_share_during_timing"]
-        verdict = (
-            "too few clean rounds: ALL rounds used, numbers disturbed by other processes"
-            if res["contended"]
-            else f"{res['rounds_clean']} clean rounds used"
-        )
-        lines.append(
-            f"\nbatch {batch}: while timing, other processes used {share['other_processes']:.1%} of the CPUs "
-            f"(steal {share['steal']:.1%}); waited {res['waited_for_quiet_s']:.0f} s for a quiet machine first; "
-            f"{verdict}"
-        )
+            timing = [f"{res['rounds']}/{res['rounds_run']}", f"{s['median_ms']:.2f}", f"{s['p90_ms']:.2f}"]
+            ratio = f"{s['ratio_to_plain']:.3f}"
+            rows.append([batch, name, s["precision"], *timing, ratio, mib(info["ir_bytes"]), largest, counts])
+    lines = [markdown_table(header, rows, "rllrrrrrlr")]
+    lines += [f"\nbatch {batch}: {res['verdict']}" for batch, res in batches.items()]
     return "\n".join(lines)
 
 
 def rss_table(rss: dict[str, dict[str, dict[str, float]]]) -> str:
-    lines = [
-        "| batch | model | peak RSS MiB (ru_maxrss) | before compile MiB | compile+inference adds MiB | VmHWM MiB |",
-        "|---:|---|---:|---:|---:|---:|",
+    header = ["batch", "model", "peak RSS MiB (ru_maxrss)", "before compile MiB", "compile+inference adds MiB",
+              "VmHWM MiB"]  # fmt: skip
+    keys = ("peak_mib", "baseline_mib", "delta_mib", "vmhwm_mib")
+    rows = [
+        [batch, name, *(f"{r[k]:.1f}" for k in keys)]
+        for batch, per_model in rss.items()
+        for name, r in per_model.items()
     ]
-    for batch, per_model in rss.items():
-        for name, r in per_model.items():
-            row = f"| {batch} | {name} | {r['peak_mib']:.1f} | {r['baseline_mib']:.1f} | {r['delta_mib']:.1f} "
-            lines.append(row + f"| {r['vmhwm_mib']:.1f} |")
-    return "\n".join(lines)
+    return markdown_table(header, rows, "rlrrrr")
 
 
 def profile_text(profiles: list[dict[str, Any]]) -> str:
     lines = []
     for p in profiles:
+        used = "all" if p["contended"] else "clean"
         lines.append(
-            f"\n{p['variant']} @ batch {p['batch']} (PERF_COUNT, median of {p['runs']}/{p['runs_tried']} clean "
+            f"\n{p['variant']} @ batch {p['batch']} (PERF_COUNT, median of {p['runs']}/{p['runs_tried']} {used} "
             "alternated runs): sum of nodes "
             f"{p['patched_total_ms']:.2f} ms vs plain {p['plain_total_ms']:.2f} ms; {p['added_nodes']} added nodes "
             f"cost {p['added_total_ms']:.3f} ms, nodes in both differ by {p['common_delta_ms']:+.3f} ms"
         )
-        lines.append("| added node | type | exec | ms |\n|---|---|---|---:|")
-        lines += [f"| {t['node'][:80]} | {t['type']} | {t['exec']} | {t['ms']:.3f} |" for t in p["top_added"]]
+        added = [[t["node"][:80], t["type"], t["exec"], f"{t['ms']:.3f}"] for t in p["top_added"]]
+        lines.append(markdown_table(["added node", "type", "exec", "ms"], added, "lllr"))
         by_type = ", ".join(f"{k} {v:.3f}" for k, v in list(p["added_by_type_ms"].items())[:8])
         lines.append(f"\nadded ms by type: {by_type}\n")
-        lines.append("| node in both, most slowed | type | exec plain -> patched | plain ms | patched ms |")
-        lines.append("|---|---|---|---:|---:|")
-        lines += [
-            f"| {t['node'][:80]} | {t['type']} | {t['exec']} | {t['plain_ms']:.3f} | {t['patched_ms']:.3f} |"
-            for t in p["top_slower_common"]
-        ]
+        slowed = [[t["node"][:80], t["type"], t["exec"], f"{t['plain_ms']:.3f}", f"{t['patched_ms']:.3f}"]
+                  for t in p["top_slower_common"]]  # fmt: skip
+        header = ["node in both, most slowed", "type", "exec plain -> patched", "plain ms", "patched ms"]
+        lines.append(markdown_table(header, slowed, "lllrr"))
     return "\n".join(lines)
 
 
@@ -539,21 +432,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--budget-s",
         type=float,
         default=60.0,
-        help="cap on the timed seconds per batch: fewer rounds (at least 10) if --rounds would take longer",
+        help=f"cap on the timed seconds per batch: fewer rounds (at least {MIN_CLEAN}) if --rounds would take longer",
     )
-    p.add_argument("--warmup", type=int, default=5, help="untimed runs of each model before timing (default 5)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed rounds before timing (default 5)")
     p.add_argument(
         "--max-wait-share",
         type=float,
-        default=0.02,
-        help="a round counts only if no run in it waited for a CPU (schedstat run_delay) more than this share\n"
-        "of its time; rounds are repeated (up to 5x) until --rounds clean ones (default 0.02)",
+        default=MAX_LOST_SHARE,
+        help="a round counts only if no run in it lost more than this share of its time to other processes\n"
+        "(min of its threads' CPU wait and the others' CPU time); rounds are repeated (up to 5x) until\n"
+        f"--rounds clean ones (default {MAX_LOST_SHARE}, see tools/harness.py)",
     )
     p.add_argument(
         "--wait-quiet",
         type=float,
         default=60.0,
-        help="before timing a batch, wait up to this many seconds for other processes to leave the CPUs (0: off)",
+        help=f"before timing a batch, wait up to this many seconds for a second in which other processes use\n"
+        f"under {QUIET_SHARE:.0%} of the CPUs (0: off)",
     )
     p.add_argument("--device", default="CPU")
     p.add_argument("--precision", choices=("default", "f32"), default="default", help="default: what the plugin picks")

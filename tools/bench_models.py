@@ -1,9 +1,9 @@
 """Per-model cost of the explanatory hook: plain vs patched latency on OpenVINO CPU, batch 1.
 
 For each recipe in ``models/build.py``: export ONNX, convert the plain model to IR, export the
-patched IR with the default target, then time both with alternated runs (each round runs plain and
-patched once, in rotating order; rounds where another process held the CPU are discarded, see
-``tools/bench_latency.py``) and report medians, their ratio, the target and the IR sizes.
+patched IR with the default target, then time both with alternated runs (``tools/harness.py``: each round
+runs plain and patched once, in rotating order; rounds in which a run lost over 2 % of its time to other
+processes are discarded) and report medians, the paired ratio, the target and the IR sizes.
 
     .venv/bin/python tools/bench_models.py                      # all models, the table for models/README.md
     .venv/bin/python tools/bench_models.py resnet50 --rounds 50 --precision f32
@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_latency import compile_model, ir_size, summarize, time_alternating, used_precision  # noqa: E402
+from bench_latency import compile_model, infer_once, ir_size, used_precision  # noqa: E402
+from harness import Variant, alternate, markdown_table  # noqa: E402
 
 from models.build import RECIPES, build  # noqa: E402
 from ovxai import export  # noqa: E402
@@ -49,11 +51,10 @@ def bench(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "plain": compile_model(core, plain, "CPU", args.precision),
         "patched": compile_model(core, result.files[0], "CPU", args.precision),
     }
-    requests = {k: c.create_infer_request() for k, c in compiled.items()}
     x = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-    clean, every = time_alternating(requests, x, args.rounds, warmup=3, max_wait_share=0.1)
-    rounds = clean or every
-    stats = {k: summarize([r[k][0] for r in rounds]) for k in requests}
+    variants = [Variant(k, partial(infer_once, c.create_infer_request(), x)) for k, c in compiled.items()]
+    timing = alternate(variants, args.rounds, warmup=3)
+    plain_s, patched_s = timing.summary("plain"), timing.summary("patched", baseline="plain")
     t = result.target
     return {
         "model": name,
@@ -62,15 +63,23 @@ def bench(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         "feature_map": t.chw,
         "n": t.n,
         "path": "fast" if result.fast_path else "general",
-        "plain_ms": stats["plain"]["median_ms"],
-        "patched_ms": stats["patched"]["median_ms"],
-        "ratio": stats["patched"]["median_ms"] / stats["plain"]["median_ms"],
+        "plain_ms": plain_s.median * 1e3,
+        "patched_ms": patched_s.median * 1e3,
+        "ratio": patched_s.ratio,
+        "ratio_of_medians": patched_s.ratio_of_medians,
         "plain_ir_bytes": ir_size(plain),
         "patched_ir_bytes": ir_size(result.files[0]),
-        "rounds": f"{len(clean)} clean of {len(every)}",
+        "rounds": f"{timing.clean_count}/{len(timing.rounds)}" + (" (contended: all used)" if timing.contended else ""),
+        "timing": timing.report(),
         "precision": used_precision(compiled["plain"]),
         "weights": WEIGHTS.get(name, "random (architecture coverage)"),
     }
+
+
+def table_row(r: dict[str, Any]) -> list[object]:
+    growth = (r["patched_ir_bytes"] - r["plain_ir_bytes"]) / 1024
+    timing = [f"{r['plain_ms']:.2f}", f"{r['patched_ms']:.2f}", f"{r['ratio']:.3f}", f"{growth:+.0f} KiB"]
+    return [r["model"], r["input"], f"`{r['target']}`", r["feature_map"], r["n"], r["path"], *timing]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,14 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.models or MODELS:
             print(f"{name} ...", file=sys.stderr, flush=True)
             rows.append(bench(name, workdir, args))
-    print("| model | input | default target | C x H x W | N | path | plain ms | patched ms | ratio | IR growth |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        growth = (r["patched_ir_bytes"] - r["plain_ir_bytes"]) / 1024
-        print(f"| {r['model']} | {r['input']} | `{r['target']}` | {r['feature_map']} | {r['n']} | {r['path']} | "
-              f"{r['plain_ms']:.2f} | {r['patched_ms']:.2f} | {r['ratio']:.3f} | {growth:+.0f} KiB |")  # fmt: skip
-    print(f"\nOpenVINO {ov.get_version()}, CPU, batch 1, precision {rows[0]['precision']}, "
-          f"median of alternated runs ({rows[0]['rounds']} rounds for the first model)")  # fmt: skip
+    header = ["model", "input", "default target", "C x H x W", "N", "path", "plain ms", "patched ms", "ratio",
+              "IR growth"]  # fmt: skip
+    print(markdown_table(header, [table_row(r) for r in rows], "lrllrlrrrr"))
+    print(f"\nOpenVINO {ov.get_version()}, CPU, batch 1, precision {rows[0]['precision']}, medians of alternated "
+          "rounds, ratio = median of patched / plain per round; rounds clean / run: "
+          + ", ".join(f"{r['model']} {r['rounds']}" for r in rows))  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

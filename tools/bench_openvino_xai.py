@@ -2,7 +2,7 @@
 
 ``openvino-xai`` (PyPI, 1.1.0) pins an older OpenVINO, so it lives in its own venv and this script runs
 there; it needs only openvino, numpy and openvino_xai, and reuses the helpers of ``bench_latency.py``
-(which imports nothing else at module level). Set the venv up once::
+and ``harness.py`` (which import nothing else at module level). Set the venv up once::
 
     python3 -m venv /tmp/oxai-venv && /tmp/oxai-venv/bin/pip install openvino-xai==1.1.0
 
@@ -10,7 +10,8 @@ What it does: reads ``--plain`` (an IR with a dynamic batch), inserts the white-
 at ``--target`` (a node's friendly name or one of its output tensor names; default: openvino-xai's own
 choice), saves it as ``openvino_xai.xml`` (FP32 weights), then times batch 1 (openvino-xai's branch
 reshapes to batch 1) with the plain model, every ``--extra NAME=PATH`` model (e.g. ovxai's patched IRs,
-so that all run on the same OpenVINO) and openvino-xai's model alternated round by round, measures IR
+so that all run on the same OpenVINO) and openvino-xai's model alternated round by round (the same
+``harness.alternate`` rounds and noise rule as ``bench_latency.py``), measures IR
 sizes, added constants and the peak RSS of compile + one inference per model in child processes, and
 prints everything as ONE JSON line on stdout (progress goes to stderr). Usually run by
 ``bench_latency.py --competitor-python /tmp/oxai-venv/bin/python``; by hand::
@@ -30,8 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import openvino as ov
-import openvino_xai as xai
 from bench_latency import bench_batch, peak_rss, static_info
+from harness import MAX_LOST_SHARE
+
+try:
+    import openvino_xai as xai
+except ImportError as error:  # the usual mistake: running it with the project's venv
+    raise SystemExit(
+        f"bench_openvino_xai.py needs the openvino-xai package ({error}); it pins an older OpenVINO, so give it "
+        "its own venv:\n    python3 -m venv /tmp/oxai-venv && /tmp/oxai-venv/bin/pip install openvino-xai==1.1.0\n"
+        "then run bench_latency.py --competitor-python /tmp/oxai-venv/bin/python"
+    ) from None
 
 NAME = "openvino_xai"
 
@@ -42,7 +52,7 @@ def resolve_target(model: ov.Model, target: str | None) -> str | None:
         return None
     for op in model.get_ordered_ops():
         if op.get_friendly_name() == target or any(target in out.get_names() for out in op.outputs()):
-            return op.get_friendly_name()
+            return str(op.get_friendly_name())
     raise SystemExit(f"no node or tensor named '{target}' in the plain model")
 
 
@@ -73,7 +83,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--budget-s", type=float, default=60.0)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--max-wait-share", type=float, default=0.02, help="see bench_latency.py --help")
+    p.add_argument("--max-wait-share", type=float, default=MAX_LOST_SHARE, help="see bench_latency.py --help")
     p.add_argument("--wait-quiet", type=float, default=60.0, help="see bench_latency.py --help")
     p.add_argument("--device", default="CPU")
     p.add_argument("--precision", choices=("default", "f32"), default="default")

@@ -21,10 +21,12 @@ If the post-processing target is missed (or with ``--profile``), the non-inferen
 preprocess, postprocess, upsampled, overlay, with inference replaced by stored outputs) is run under
 cProfile and the hot spots are printed.
 
-Noise: the machine may be shared. Every round runs all configurations in a shuffled order (so drift
-hits all alike), tables give medians over rounds with (min-max), and the "others" column is the share
-of all CPUs that other processes used while that configuration ran (from /proc/stat). Before each round
-the script waits up to ``--quiet-wait`` seconds for a quiet machine.
+Noise: the machine may be shared. Both parts are timed by ``tools/harness.py``: every round runs all
+configurations (throughput) or engines (latency) once, in a rotating order, so drift hits all alike;
+rounds in which a run lost over 2 % of its time to other processes are repeated (the tables say how
+many were clean); tables give medians over the used rounds with (min-max), and the "others" column is
+the share of all CPUs that other processes used while that configuration ran. Before each part the
+script waits up to ``--quiet-wait`` seconds for a quiet machine.
 
 Models are exported once into ``--workdir`` (reused on later runs; ``--rebuild`` to redo). Run from
 the repository root::
@@ -42,15 +44,15 @@ import json
 import os
 import platform
 import pstats
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from harness import Timing, Variant, alternate, markdown_table, spread  # noqa: E402 - tools/ is the script's folder
 
 from ovxai.runtime import Explainer, Explanation  # noqa: E402 - needs the repository root on sys.path
 
@@ -142,44 +146,6 @@ def load_engines(paths: dict[str, Path], images: int, resnet_images: int) -> lis
     return engines
 
 
-# -------------------------------------------------------------------------------------------- noise
-
-
-def _cpu_counters() -> tuple[float, float]:
-    """Seconds all CPUs spent busy (from /proc/stat) and this process's CPU seconds; zeros off Linux."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, _steal = fields
-    own = os.times()
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
-def others_share(before: tuple[float, float], after: tuple[float, float], wall: float) -> float:
-    """Share of all CPUs used by other processes between two counter reads."""
-    busy, own = after[0] - before[0], after[1] - before[1]
-    return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
-
-
-def wait_quiet(max_wait_s: float, threshold: float = 0.15) -> None:
-    """Wait (at most ``max_wait_s``) for a 1 s window in which other processes use under ``threshold`` of the CPUs."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < max_wait_s:
-        before, t0 = _cpu_counters(), time.perf_counter()
-        time.sleep(1.0)
-        if others_share(before, _cpu_counters(), time.perf_counter() - t0) < threshold:
-            return
-
-
-def timed(run: Callable[[], None]) -> tuple[float, float]:
-    """(wall seconds, others' CPU share) of one call."""
-    before, start = _cpu_counters(), time.perf_counter()
-    run()
-    wall = time.perf_counter() - start
-    return wall, others_share(before, _cpu_counters(), wall)
-
-
 # --------------------------------------------------------------------------------------- throughput
 
 
@@ -205,46 +171,41 @@ def run_mode(explainer: Explainer, mode: str, items: list[Any]) -> None:
             pass
 
 
-Samples = dict[tuple[str, str, str], list[tuple[float, float]]]  # (engine, form, mode) -> [(images/s, others)]
+def config_name(engine: Engine, form: str, mode: str) -> str:
+    return f"{engine.name} | {form} | {mode}"
 
 
 def bench_throughput(
     engines: list[Engine], photos: list[Path], decoded: list[Image.Image], rounds: int, quiet_wait: float
-) -> Samples:
-    configs = [(e, form, mode) for e in engines for form in e.forms for mode in MODES]
-    for engine, form, mode in configs:  # warm-up: dynamic shapes for batch 1 and 8, async queues
-        run_mode(engine.explainer, mode, workload(BATCH, form, photos, decoded))
-    samples: Samples = defaultdict(list)
-    for r in range(rounds):
-        wait_quiet(quiet_wait)
-        order = configs[:]
-        random.Random(r).shuffle(order)
-        start = time.perf_counter()
-        for engine, form, mode in order:
+) -> Timing:
+    """Every (engine, input form, mode) is a variant of ``harness.alternate``; one run = the whole workload."""
+    variants = []
+    for engine in engines:
+        for form in engine.forms:
             items = workload(engine.images, form, photos, decoded)
-            wall, others = timed(lambda e=engine, m=mode, i=items: run_mode(e.explainer, m, i))
-            samples[(engine.name, form, mode)].append((len(items) / wall, others))
-        print(f"throughput round {r + 1}/{rounds}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return samples
+            for mode in MODES:  # warm-up on a short workload: dynamic shapes for batch 1 and 8, async queues
+                run_mode(engine.explainer, mode, workload(BATCH, form, photos, decoded))
+                run = partial(run_mode, engine.explainer, mode, items)
+                variants.append(Variant(config_name(engine, form, mode), run))
+
+    def progress(run: int, clean: int, wanted: int) -> None:
+        print(f"throughput round {run}: {clean}/{wanted} clean", file=sys.stderr, flush=True)
+
+    return alternate(variants, rounds, warmup=0, quiet_wait_s=quiet_wait, progress=progress)
 
 
-def throughput_table(engines: list[Engine], samples: Samples) -> str:
-    lines = [
-        "| engine | input | n | " + " | ".join(MODES) + " | others' CPU |",
-        "|---|---|---:|" + "---:|" * len(MODES) + "---:|",
-    ]
+def throughput_table(engines: list[Engine], timing: Timing) -> str:
+    rows = []
     for engine in engines:
         for form in engine.forms:
             cells, others = [], []
             for mode in MODES:
-                runs = samples[(engine.name, form, mode)]
-                ips = [s for s, _ in runs]
-                others += [o for _, o in runs]
-                spread = f" ({min(ips):.0f}-{max(ips):.0f})" if len(ips) > 1 else ""
-                cells.append(f"{statistics.median(ips):.1f}{spread}")
-            row = f"| {engine.name} | {form} | {engine.images} | " + " | ".join(cells)
-            lines.append(row + f" | {statistics.median(others):.0%} |")
-    return "\n".join(lines)
+                name = config_name(engine, form, mode)
+                cells.append(spread([engine.images / s for s in timing.seconds(name)]))
+                others += [r[name].load.others_share for r in timing.used]
+            rows.append([engine.name, form, engine.images, *cells, f"{statistics.median(others):.0%}"])
+    header = ["engine", "input", "n", *MODES, "others' CPU"]
+    return markdown_table(header, rows, "llr" + "r" * len(MODES) + "r") + f"\n\n{timing.verdict()}"
 
 
 # ------------------------------------------------------------------------------------------ latency
@@ -266,22 +227,24 @@ def explain_one(explainer: Explainer, path: Path) -> dict[str, float]:
     return {**result.timings, "upsampled": upsampled, "overlay": overlay, "explain()": wall}
 
 
-def bench_latency(
-    engines: list[Engine], photos: list[Path], rounds: int, quiet_wait: float
-) -> dict[str, dict[str, list[float]]]:
-    for engine in engines:  # warm-up
-        for path in photos:
-            explain_one(engine.explainer, path)
-    samples: dict[str, dict[str, list[float]]] = {e.name: defaultdict(list) for e in engines}
-    for r in range(rounds):
-        if r % 4 == 0:
-            wait_quiet(quiet_wait / 2)
-        for k in range(len(engines)):
-            engine = engines[(k + r) % len(engines)]
-            for path in photos:
-                for stage, seconds in explain_one(engine.explainer, path).items():
-                    samples[engine.name][stage].append(seconds)
-    return samples
+def explain_photos(explainer: Explainer, photos: list[Path]) -> list[dict[str, float]]:
+    return [explain_one(explainer, path) for path in photos]
+
+
+Stages = dict[str, dict[str, list[float]]]  # engine -> stage -> seconds, one per photo and used round
+
+
+def bench_latency(engines: list[Engine], photos: list[Path], rounds: int, quiet_wait: float) -> tuple[Stages, Timing]:
+    """One run = every photo explained once by one engine; a warm-up round first."""
+    variants = [Variant(e.name, partial(explain_photos, e.explainer, photos)) for e in engines]
+    timing = alternate(variants, rounds, warmup=1, quiet_wait_s=quiet_wait)
+    samples: Stages = {e.name: defaultdict(list) for e in engines}
+    for name in timing.names:
+        for per_photo in timing.values(name):
+            for stages in per_photo:
+                for stage, seconds in stages.items():
+                    samples[name][stage].append(seconds)
+    return samples, timing
 
 
 def post_share(stages: dict[str, list[float]]) -> float:
@@ -290,18 +253,16 @@ def post_share(stages: dict[str, list[float]]) -> float:
     return (med["postprocess"] + med["upsampled"]) / med["inference"]
 
 
-def latency_table(samples: dict[str, dict[str, list[float]]]) -> str:
-    lines = [
-        "| engine | " + " | ".join(STAGES) + " | post % of inference | with overlay |",
-        "|---|" + "---:|" * len(STAGES) + "---:|---:|",
-    ]
+def latency_table(samples: Stages) -> str:
+    rows = []
     for name, stages in samples.items():
         cells = [f"{statistics.median(stages[s]) * 1e3:.2f}" for s in STAGES]
         share = post_share(stages)
         mark = "ok" if share < TARGET_SHARE else "MISSED"
         drawn = share + statistics.median(stages["overlay"]) / statistics.median(stages["inference"])
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {share:.1%} ({mark}) | {drawn:.0%} |")
-    return "\n".join(lines)
+        rows.append([name, *cells, f"{share:.1%} ({mark})", f"{drawn:.0%}"])
+    header = ["engine", *STAGES, "post % of inference", "with overlay"]
+    return markdown_table(header, rows, "l" + "r" * (len(STAGES) + 2))
 
 
 # ------------------------------------------------------------------------------------------ profile
@@ -385,7 +346,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (default 3)")
     parser.add_argument("--latency-rounds", type=int, default=12, help="latency rounds, 4 photos each (default 12)")
     parser.add_argument("--quick", action="store_true", help="16 images, 1 round, 3 latency rounds")
-    parser.add_argument("--quiet-wait", type=float, default=5.0, help="max seconds to wait for a quiet machine")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=5.0, help="max seconds to wait for a quiet machine before each part"
+    )
     parser.add_argument("--profile", action="store_true", help="profile post-processing even if the target is met")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ovxai-bench-runtime")
     parser.add_argument("--rebuild", action="store_true", help="export the models again")
@@ -413,21 +376,24 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     report: dict[str, Any] = {}
     if not args.skip_throughput:
-        samples = bench_throughput(engines, photos, decoded, args.rounds, args.quiet_wait)
-        print(f"### Throughput, images/s: median (min-max) over {args.rounds} round(s)\n")
-        print(throughput_table(engines, samples) + "\n")
-        report["throughput"] = {" | ".join(k): v for k, v in samples.items()}
+        throughput = bench_throughput(engines, photos, decoded, args.rounds, args.quiet_wait)
+        print(f"### Throughput, images/s: median (min-max) over {len(throughput.used)} round(s)\n")
+        print(throughput_table(engines, throughput) + "\n")
+        report["throughput"] = throughput.report() | {
+            "seconds": {name: throughput.seconds(name) for name in throughput.names}
+        }
 
-    latency = bench_latency(engines, photos, args.latency_rounds, args.quiet_wait)
-    count = args.latency_rounds * len(photos)
+    latency, latency_timing = bench_latency(engines, photos, args.latency_rounds, args.quiet_wait)
+    count = len(latency_timing.used) * len(photos)
     print(f"### Latency per image, 224 px input, batch 1, from paths: median ms over {count} runs\n")
     print(latency_table(latency) + "\n")
+    print(latency_timing.verdict() + "\n")
     print(
         "load = open + decode; upsampled = first access of `.upsampled` (maps to the photo's size); overlay = "
         "`.overlay(0)` after that; explain() = wall time of the call; post % = (postprocess + upsampled) / inference; "
         "with overlay = (postprocess + upsampled + overlay) / inference\n"
     )
-    report["latency"] = latency
+    report["latency"] = latency | {"timing": latency_timing.report()}
 
     missed = [e for e in engines if post_share(latency[e.name]) >= TARGET_SHARE]
     if missed or args.profile:

@@ -1,8 +1,8 @@
 """OpenVINO adapter: read IR into a :class:`GraphView`, emit the hook as opset nodes, write IR.
 
 OpenVINO's Python API cannot clone a single node, so the tail is copied by cloning the whole
-model once and rewiring the clone's tail nodes onto the hook (their weights are rewired to the
-original constants, so nothing is stored twice; the rest of the clone is unreachable and dropped).
+model once and rewiring the clone's tail nodes onto the hook (they keep the clone's constants, which
+share the originals' data: the IR writer stores it once; the rest of the clone is unreachable and dropped).
 """
 
 from __future__ import annotations
@@ -177,7 +177,11 @@ def run_once(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     model = ov.Core().read_model(os.fspath(path), None if weights is None else os.fspath(weights))
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled(x)
-    return {out.get_any_name(): np.asarray(result[out]) for out in compiled.outputs}
+    return {tensor_id(out): np.asarray(result[out]) for out in compiled.outputs}
+
+
+def _is_constant(output: Any) -> bool:
+    return bool(output.get_node().get_type_name() == "Constant")
 
 
 def _without_telemetry() -> None:
@@ -349,6 +353,12 @@ class OvOps:
     def copy_node(self, node: Node, inputs: Sequence[Any]) -> list[Any]:
         twin = self._twin(node)
         for port, source in enumerate(inputs):
+            if _is_constant(source) and _is_constant(twin.input_value(port)):
+                # The copy keeps its own clone of each constant: a constant shared with the original
+                # path stops the CPU plugin from fusing it there (an INT8 FullyConnected then loses its
+                # bias fusion and its f32 output, and the prediction moves). The IR writer stores
+                # identical data once, so no weight is stored twice.
+                continue
             twin.input(port).replace_source_output(source)
         twin.set_friendly_name(f"{NODE_PREFIX}tail/{node.name}")
         for out in twin.outputs():  # the clone's tensors carry the originals' names: rename them

@@ -54,6 +54,7 @@ from tools.eval.methods import (  # noqa: E402
     upsample,
 )
 from tools.eval.timing import Timer  # noqa: E402
+from tools.harness import MAX_LOST_SHARE  # noqa: E402
 
 TOLERANCE = 15.0  # pointing game, px at the 224 x 224 input
 CONFIDENT = 0.3  # a second faithfulness table keeps the images whose top-1 probability is at least this
@@ -439,10 +440,11 @@ def report(
         "Coherency = (Pearson + 1) / 2 as in Poppi et al.'s code; ADCC from the averaged columns.",
         f"* Settings: RISE {cfg.rise_masks} masks (7 x 7 grid, p = 0.5); Integrated Grad-CAM {cfg.ig_steps} steps "
         f"from a black image; Smooth Grad-CAM++ {cfg.smooth_samples} noisy samples (sigma 0.3); Score-CAM batch 16.",
-        "* Latency: median over every timed explanation call of the run (batch 1). x plain = median over calls of "
+        "* Latency: median over the timed explanation calls of the run (batch 1). x plain = median over calls of "
         "the call's time divided by the mean of one plain inference of the same model in the same runtime run just "
         "before and one just after it (OpenVINO CPU f32 for Recipro-CAM and RISE; torch CPU, channels-last, for "
-        "the others), so machine-load drifts cancel.",
+        "the others), so machine-load drifts cancel; calls in which a run lost over "
+        f"{MAX_LOST_SHARE:.0%} of its time to other processes are left out (tools/harness.py).",
         f"* Runtimes agree: max |logit difference| torch vs OpenVINO {diffs['torch_vs_openvino']:.1e}, "
         f"patched vs plain OpenVINO {diffs['patched_vs_plain']:.1e}.",
     ]

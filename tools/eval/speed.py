@@ -1,11 +1,14 @@
 """Speed only, on a ResNet-50-shaped network with random weights (its maps mean nothing): per-image latency
 of Recipro-CAM through ovxai (OpenVINO) against plain OpenVINO inference, and of Grad-CAM and Score-CAM
-(torchcam) against a plain torch forward; each call is timed between two plain inferences of the same
-runtime (``timing.Timer``), in rotating rounds, in one process."""
+(torchcam) against a plain torch forward, in one process, timed by ``tools/harness.py``: alternated rounds
+(every method and both plain inferences once per round, in a rotating order, each call preceded by an
+untimed plain inference of its runtime so that the other runtime's threads go idle), noisy rounds dropped,
+and each method's ratio to plain = the median over rounds of its time / the plain inference of the same
+runtime in the same round."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +17,30 @@ import torch
 from tqdm import tqdm
 
 from tools.eval.methods import OVClassifier, ReciproCAM, TorchCAM, to_onnx, to_torch
-from tools.eval.timing import Timer
+from tools.harness import Timing, Variant, alternate
 
 LAYER = "layer4"
 CHANNELS = 2048
 SAMPLED = 256
+BASELINE = {"OpenVINO": "plain OpenVINO", "torch": "plain torch"}
+
+
+def rows_of(timing: Timing, runtime: dict[str, str], factor: float = 1.0) -> list[dict[str, Any]]:
+    """{name, runtime, ms, ratio, calls, note} per variant; ``factor`` scales time and ratio (sampled Score-CAM)."""
+    rows = []
+    contended = ", contended: all used" if timing.contended else ""
+    note = f"{timing.clean_count} clean of {len(timing.rounds)} alternated rounds{contended}"
+    for name in timing.names:
+        s = timing.summary(name, BASELINE[runtime[name]])
+        ratio = (s.ratio or 1.0) * factor
+        rows.append({"name": name, "runtime": runtime[name], "ms": s.median * 1e3 * factor, "ratio": ratio,
+                     "calls": s.n, "note": note})  # fmt: skip
+    return rows
 
 
 def resnet50_speed(workdir: Path, rounds: int, scorecam: str, seed: int) -> list[dict[str, Any]]:
-    """Rows {name, runtime, ms, ratio, note}. ``scorecam`` is 'full' (one real call), 'sampled' (a real call
-    restricted to the first 256 of the 2048 channels, time x 8: Score-CAM's cost is one forward per
+    """Rows {name, runtime, ms, ratio, calls, note}. ``scorecam`` is 'full' (one real call), 'sampled' (a real
+    call restricted to the first 256 of the 2048 channels, time x 8: Score-CAM's cost is one forward per
     channel) or 'skip'."""
     from torchcam.methods import GradCAM, ScoreCAM
 
@@ -45,37 +62,40 @@ def resnet50_speed(workdir: Path, rounds: int, scorecam: str, seed: int) -> list
     x = np.random.default_rng(seed).standard_normal((1, 3, 224, 224)).astype(np.float32)
     cls = int(np.argmax(plain.logits(x)[0]))
 
-    def torch_forward(x: np.ndarray) -> None:
+    def plain_ov() -> None:
+        plain.logits(x)
+
+    def plain_torch() -> None:
         with torch.inference_mode():
             tnet(to_torch(x))
 
-    timer = Timer({"OpenVINO": plain.logits, "torch": torch_forward})
-    jobs: list[tuple[str, str, Callable[[], Any]]] = [
-        *((r.name, "OpenVINO", lambda r=r: r.explain(x, cls)) for r in recipro),
-        ("Grad-CAM", "torch", lambda: gradcam.explain(x, cls)),
+    variants = [
+        Variant("plain OpenVINO", plain_ov, settle=plain_ov),
+        *(Variant(r.name, partial(r.explain, x, cls), settle=plain_ov) for r in recipro),
+        Variant("plain torch", plain_torch, settle=plain_torch),
+        Variant("Grad-CAM", partial(gradcam.explain, x, cls), settle=plain_torch),
     ]
-    for _, _, fn in jobs:  # warm-up
-        fn()
-    for r in tqdm(range(rounds), desc="ResNet-50 speed", unit="round"):
-        for name, runtime, fn in jobs[r % len(jobs) :] + jobs[: r % len(jobs)]:
-            timer.call(name, runtime, fn, x)
-    order = ["plain OpenVINO", *(r.name for r in recipro), "plain torch", "Grad-CAM"]
-    runtime = {"plain torch": "torch", "Grad-CAM": "torch"}
-    rows = [
-        {"name": k, "runtime": runtime.get(k, "OpenVINO"), **timer.summary(k), "note": f"{rounds} paired rounds"}
-        for k in order
-    ]
+    runtime = {v.name: "torch" if v.settle is plain_torch else "OpenVINO" for v in variants}
+    with tqdm(total=rounds, desc="ResNet-50 speed", unit="clean round") as bar:
+
+        def progress(run: int, clean: int, wanted: int) -> None:
+            bar.update(clean - bar.n)
+            bar.set_postfix_str(f"{run} run")
+
+        timing = alternate(variants, rounds, warmup=1, progress=progress)
+    rows = rows_of(timing, runtime)
     if scorecam != "skip":
         kwargs: dict[str, Any] = {"batch_size": 16}
         if scorecam == "sampled":
             kwargs["reshape_transform"] = lambda a: a[:, :SAMPLED]
         sc = TorchCAM("Score-CAM", tnet, lambda m: ScoreCAM(m, LAYER, **kwargs), gradient=False)
+        pair = [Variant("plain torch", plain_torch, settle=plain_torch),
+                Variant("Score-CAM", partial(sc.explain, x, cls), settle=plain_torch)]  # fmt: skip
         with tqdm(total=1, desc=f"ResNet-50 Score-CAM ({scorecam})", unit="call") as bar:
-            timer.call("Score-CAM", "torch", lambda: sc.explain(x, cls), x)
+            one = alternate(pair, 1, warmup=0, max_rounds=1)
             bar.update()
         factor = CHANNELS / SAMPLED if scorecam == "sampled" else 1.0
-        summary = timer.summary("Score-CAM")
-        note = "1 call" if scorecam == "full" else f"1 call on {SAMPLED} of {CHANNELS} channels, x{factor:.0f}"
-        rows.append({"name": "Score-CAM", "runtime": "torch", "ms": summary["ms"] * factor,
-                     "ratio": summary["ratio"] * factor, "calls": 1, "note": note})  # fmt: skip
+        row = rows_of(one, {"plain torch": "torch", "Score-CAM": "torch"}, factor)[1]
+        row["note"] = "1 call" if scorecam == "full" else f"1 call on {SAMPLED} of {CHANNELS} channels, x{factor:.0f}"
+        rows.append(row)
     return rows
