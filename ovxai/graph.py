@@ -80,6 +80,7 @@ class Node:
     whole_window: bool = False  # AveragePool whose window is the whole H x W, no padding
     start: int = 0  # Shape: the first dimension it reads (negative: from the end)
     weight_inner: tuple[Dim, ...] | None = None  # Conv / MatMul / Gemm: weight dims summed per output value
+    levels: int = 0  # FakeQuantize: the number of quantisation levels
     handle: Any = field(default=None, compare=False, hash=False, repr=False)  # the format's own node
 
 
@@ -239,6 +240,31 @@ class GraphView:
                     seen.add(node.name)
                     todo.extend(node.outputs)
         return seen
+
+
+def keeps_zero(graph: GraphView, node: Node) -> bool:
+    """Whether a quantiser maps 0 to exactly 0, so that masking after it equals masking before it.
+
+    A Q/DQ pair does: Q(0) is the zero point and DQ subtracts it. A FakeQuantize does when 0 lands on
+    an output level that is 0 (ONNX-style ranges with the zero point inside), which depends on its
+    ranges: evaluated here with OpenVINO's formula, per channel. Unknown ranges count as "no".
+    """
+    if node.op == "DequantizeLinear":
+        source = graph.producer.get(node.inputs[0])
+        return source is not None and source.op == "QuantizeLinear"
+    if node.op != "FakeQuantize" or node.levels < 2:
+        return False
+    ranges = [graph.values.get(i) for i in node.inputs[1:5]]
+    if any(r is None for r in ranges):
+        return False
+    in_low, in_high, out_low, out_high = (np.asarray(r, np.float64) for r in ranges)  # type: ignore[arg-type]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.round((0.0 - in_low) / (in_high - in_low) * (node.levels - 1)) / (node.levels - 1)
+        inside = step * (out_high - out_low) + out_low
+    zero = np.where(
+        np.minimum(in_low, in_high) >= 0.0, out_low, np.where(np.maximum(in_low, in_high) < 0.0, out_high, inside)
+    )
+    return bool(np.all(zero == 0.0))
 
 
 def _inherited_scopes(nodes: list[Node]) -> list[Node]:

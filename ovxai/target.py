@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ovxai.conventions import HOOK_OUTPUTS, SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError
-from ovxai.graph import GraphView, Kind, Node, plan_tail
+from ovxai.graph import QUANTIZERS, SHAPE_OPS, GraphView, Kind, Node, keeps_zero, plan_tail
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,11 @@ def resolve(graph: GraphView, prediction: str, layer: str | None) -> Candidate:
             raise OvxaiError(f"node '{layer}' has {len(outs)} outputs", f"name one of them: {', '.join(outs)}")
         return _checked(graph, layer, outs[0])
     leaving = leaving_tensors(graph, layer)
+    if not leaving and not any(n.scope for n in graph.nodes):
+        raise OvxaiError(
+            f"layer '{layer}' not found: the model carries no PyTorch module paths (converted from torch.export?)",
+            "name a tensor or node (see `ovxai inspect`), or convert with ov.convert_model(module, example_input=...)",
+        )
     if not leaving:
         raise OvxaiError(f"layer '{layer}' not found in the model", _closest(graph, prediction, layer))
     maps = [t for t in leaving if is_feature_map(graph, t)]
@@ -147,6 +152,9 @@ def _checked(graph: GraphView, layer: str, tensor: str) -> Candidate:
     channels_first = _channels_first(graph, tensor)
     if channels_first != tensor:
         return _checked(graph, layer, channels_first)
+    tap = _quantized_tap(graph, layer, tensor)
+    if tap != tensor:
+        return _checked(graph, layer, tap)
     t = graph.tensor(tensor)
     if t.rank == 4 and not _spatial(graph, tensor):
         raise OvxaiError(
@@ -187,6 +195,42 @@ def _channels_first(graph: GraphView, tensor: str) -> str:
                 f"tensor '{tensor}' is channels-last (NHWC): '{reader.name}' averages it over axes 1 and 2",
                 "pick the NCHW feature map that comes out of the last convolution",
             )
+    return tensor
+
+
+def _quantized_tap(graph: GraphView, layer: str, tensor: str) -> str:
+    """Where the hook reads a map that a quantiser (FakeQuantize, or a Q/DQ pair) passes through.
+
+    Masking commutes with a quantiser that maps 0 to 0, and the hook then reads its output: the pool
+    behind it reads the target directly (the fast path stays) and the copied tail sees the same
+    quantised values as the original. A quantiser that moves 0 must be masked before: step back.
+    """
+    node = graph.producer.get(tensor)
+    if node is not None and node.op in QUANTIZERS:
+        if keeps_zero(graph, node):
+            return tensor
+        source = node.inputs[0]
+        if node.op == "DequantizeLinear" and source in graph.producer:
+            source = graph.producer[source].inputs[0]
+        if not is_feature_map(graph, source):
+            raise OvxaiError(
+                f"layer '{layer}' is quantised by '{node.name}', which does not map 0 to 0, and the map before it "
+                "cannot be masked",
+                "name a layer outside the quantised region, or quantise with a zero point inside the range",
+            )
+        return source
+    readers = [r for r in graph.consumers.get(tensor, []) if r.op not in SHAPE_OPS]
+    if len(readers) == 1 and readers[0].op in ("FakeQuantize", "QuantizeLinear"):
+        quantizer = readers[0]
+        if quantizer.op == "QuantizeLinear":
+            after = [r for r in graph.consumers.get(quantizer.outputs[0], []) if r.op == "DequantizeLinear"]
+            quantizer = after[0] if len(after) == 1 else quantizer
+        if (
+            quantizer.op != "QuantizeLinear"
+            and keeps_zero(graph, quantizer)
+            and is_feature_map(graph, quantizer.outputs[0])
+        ):
+            return quantizer.outputs[0]
     return tensor
 
 

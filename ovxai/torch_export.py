@@ -1,8 +1,9 @@
 """Export straight from PyTorch: ``export_torch(module, example_input, output, layer="layer4")``.
 
-torch is needed here only: the module goes through ``torch.onnx.export`` into a temporary ONNX
-file, which :func:`ovxai.export` then patches. Both torch exporters record module paths, so
-``layer`` takes the same names as ``model.named_modules()``.
+torch is needed here only. For an ONNX output the module goes through ``torch.onnx.export``; for an
+IR output through OpenVINO's own converter (``ov.convert_model``, OpenVINO's recommended PyTorch
+path), into a temporary file that :func:`ovxai.export` then patches. Every path records module paths,
+so ``layer`` takes the same names as ``model.named_modules()``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ovxai.errors import OvxaiError
+from ovxai.errors import OvxaiError, engine_reason
 from ovxai.exporter import ExportResult, export
 
 
@@ -57,12 +58,45 @@ def to_onnx(net: Any, path: Path, example: Any, exporter: str = "dynamo", dynami
 def export_torch(
     module: Any, example_input: Any, output: str | os.PathLike[str], *, exporter: str = "dynamo", **options: Any
 ) -> ExportResult:
-    """Export a torch classifier and add the explanatory hook; ``options`` are :func:`ovxai.export`'s."""
+    """Export a torch classifier and add the explanatory hook; ``options`` are :func:`ovxai.export`'s.
+
+    ``exporter`` ('dynamo' or 'legacy') is torch's ONNX exporter, used for an .onnx ``output``; an
+    .xml ``output`` is converted by OpenVINO directly, with no ONNX step.
+    """
     module = module.eval()
     with tempfile.TemporaryDirectory(prefix="ovxai-torch-") as folder:
         dynamic_size = bool(options.get("dynamic_size", False))
-        onnx_path = to_onnx(module, Path(folder) / "model.onnx", example_input, exporter, dynamic_size)
-        return export(onnx_path, output, **options)
+        if Path(output).suffix.lower() == ".xml":
+            source = to_ir(module, Path(folder) / "model.xml", example_input, dynamic_size)
+        else:
+            source = to_onnx(module, Path(folder) / "model.onnx", example_input, exporter, dynamic_size)
+        return export(source, output, **options)
+
+
+def to_ir(net: Any, path: Path, example: Any, dynamic_size: bool = False) -> Path:
+    """Write ``net`` to ``path`` (FP32 IR) with OpenVINO's PyTorch converter, batch dynamic.
+
+    Its node names carry the module paths ('__module.layer4.2.relu/aten::relu/Relu').
+    """
+    import openvino as ov
+    import torch
+
+    from ovxai.formats.openvino import without_telemetry
+
+    if isinstance(example, int):
+        example = torch.rand(2, 3, example, example)
+    dims = [-1, *example.shape[1:2], *([-1, -1] if dynamic_size else example.shape[2:])]
+    without_telemetry()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            model = ov.convert_model(net, example_input=example, input=[ov.PartialShape(dims)])
+        except Exception as exc:  # the converter raises its own types
+            raise OvxaiError(
+                f"OpenVINO could not convert the torch module: {engine_reason(exc)}", "write .onnx instead"
+            ) from None
+    ov.save_model(model, os.fspath(path), compress_to_fp16=False)
+    return path
 
 
 def load_factory(spec: str) -> Any:

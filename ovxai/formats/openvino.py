@@ -114,6 +114,12 @@ class OpenVinoFormat:
             name = op.get_friendly_name()
             unique = name if friendly[name] == 1 else f"{name}#{op.get_name()}"
             nodes.append(_node(op, unique, tensors, values))
+        for op in ops:  # a quantiser's ranges, whatever their size: they decide where the hook may tap
+            if op.get_type_name() == "FakeQuantize":
+                for port in range(1, 5):
+                    source = op.input_value(port)
+                    if _is_constant(source):
+                        values[tensor_id(source)] = source.get_node().get_data()
         outputs = [tensor_id(r.input_value(0)) for r in model.get_results()]
         aliases = {n: tensor_id(o) for op in ops for o in op.outputs() for n in o.get_names()}
         return GraphView(nodes, tensors, inputs, outputs, constants, aliases, values)
@@ -155,7 +161,7 @@ class OpenVinoFormat:
     def convert(self, path: Path) -> Any:
         """A patched ONNX file as an ``ov.Model``, with OpenVINO's conversion telemetry off."""
         _require_openvino()
-        _without_telemetry()
+        without_telemetry()
         try:
             return ov.convert_model(os.fspath(path))
         except Exception as exc:
@@ -184,7 +190,7 @@ def _is_constant(output: Any) -> bool:
     return bool(output.get_node().get_type_name() == "Constant")
 
 
-def _without_telemetry() -> None:
+def without_telemetry() -> None:
     """OpenVINO's converter reports usage over the network from child processes; a tool that converts
     users' models must not: point the converter at its own no-op stub (for this process)."""
     from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils
@@ -238,6 +244,7 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         perm=None if perm is None else tuple(int(p) for p in perm),
         whole_window=whole_window,
         weight_inner=_weight_inner(kind, attrs, [tensors[i] for i in inputs]),
+        levels=int(attrs.get("levels", 0)) if kind == "FakeQuantize" else 0,
         handle=op,
     )
 
@@ -373,6 +380,10 @@ class OvOps:
         self.results.append(result)
 
     def finish(self) -> Any:
+        for result in self.model.get_results():  # a name for every output (torch conversions leave some without)
+            source = result.input_value(0)
+            if not source.get_names():
+                source.get_tensor().set_names({tensor_id(source)})
         self.model.add_results(self.results)
         self.model.validate_nodes_and_infer_types()
         return self.model
