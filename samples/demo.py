@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     if not plain.exists():
         print("building EfficientNet-Lite0 (real ImageNet weights) as ONNX ...")
         recipe.main([str(plain)])
-    info = ModelInfo.from_options(ROOT / "models/imagenet1k_labels.txt", str(recipe.MEAN), str(recipe.SCALE), rgb=True)
+    info = ModelInfo.from_options(
+        ROOT / "models/imagenet1k_labels.txt", str(recipe.MEAN), str(recipe.SCALE), channel_order="rgb"
+    )
     for suffix in (".xml", ".onnx"):
         result = export(plain, args.out / f"efficientnet_lite0_xai{suffix}", info=info)
     path = "exact fast path" if result.fast_path else "general path"
