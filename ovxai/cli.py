@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from ovxai.conventions import CHANNEL_ORDERS, MASKS, SALIENCY_DTYPES, SCORES
 from ovxai.errors import OvxaiError
 from ovxai.hook import HookOptions
 from ovxai.metadata import ModelInfo
@@ -32,9 +35,42 @@ def _shape(text: str) -> list[int | str]:
     return dims
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of the tool."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+# API parameter -> command-line flag: library errors name the parameter, the CLI shows the flag.
+_FLAGS = {
+    "layer": "--layer",
+    "input_shape": "--input-shape",
+    "static_batch": "--static-batch",
+    "prediction": "--prediction",
+    "output": "--output",
+    "model": "--model",
+    "labels": "--labels",
+    "mean": "--mean",
+    "scale": "--scale",
+    "channel_order": "--channel-order",
+    "score": "--score",
+    "mask": "--mask",
+    "saliency_dtype": "--saliency-dtype",
+    "targets": "--explain",
+    "top_k": "--top-k",
+}
+_PARAMETER = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")= ?")
+
+
+def in_cli_terms(message: str) -> str:
+    """'pick one with layer=' -> 'pick one with --layer'."""
+    return _PARAMETER.sub(lambda m: _FLAGS[m.group(1)] + " ", message).replace("  ", " ")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ovxai", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="ovxai", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     exp = sub.add_parser("export", help="add the in-graph Recipro-CAM saliency_map output to a classifier")
     source = exp.add_mutually_exclusive_group(required=True)
@@ -42,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--torch", metavar="MODULE:FACTORY", help="a torch classifier from a factory (needs torch)")
     exp.add_argument("--output", "-o", type=Path, help="patched model, .onnx or .xml (default: <model>_xai.onnx)")
     exp.add_argument("--layer", "-l", help="module path (layer4), node or tensor name; default: automatic")
-    exp.add_argument("--score", choices=("softmax", "logits", "sigmoid"), default="softmax")
-    exp.add_argument("--mask", choices=("onehot", "gaussian"), default="onehot")
-    exp.add_argument("--saliency-dtype", choices=("float32", "uint8"), default="float32")
+    exp.add_argument("--score", choices=SCORES, default=SCORES[0])
+    exp.add_argument("--mask", choices=MASKS, default=MASKS[0])
+    exp.add_argument("--saliency-dtype", choices=SALIENCY_DTYPES, default=SALIENCY_DTYPES[0])
     exp.add_argument("--static-batch", type=int, metavar="N", help="fix every shape, batch N included (NPU)")
     exp.add_argument("--dynamic-size", action="store_true", help="free the input's H and W: explain any image size")
     exp.add_argument("--no-fp16", dest="fp16", action="store_false", help="keep IR weights in FP32")
@@ -52,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     meta.add_argument("--labels", type=Path, help="class names, one per line (line i = class i)")
     meta.add_argument("--mean", help="per-channel mean subtracted from 0..255 pixels, e.g. 123.675,116.28,103.53")
     meta.add_argument("--scale", help="per-channel divisor applied after the mean, e.g. 58.395,57.12,57.375")
-    meta.add_argument("--rgb", action="store_true", default=None, help="the network expects RGB channel order")
+    meta.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="the colour order the network expects")
     _model_args(exp)
 
     exp2 = sub.add_parser("explain", help="predict and explain images with a patched model (no torch needed)")
@@ -61,14 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     exp2.add_argument("--out", "-o", type=Path, default=Path("ovxai-out"), help="folder for overlays and summary.json")
     exp2.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (default CPU)")
     exp2.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
-    exp2.add_argument("--top-k", type=int, default=5, help="predictions to report per image (default 5)")
-    exp2.add_argument("--explain", default="top1", help="classes to map: top1, a number k, or ids like 281,285")
+    exp2.add_argument("--top-k", type=int, default=5, help="predictions to report per image (default 5; at most K)")
+    exp2.add_argument("--explain", default="top1", help="classes to map: topK, the K best (default top1); ids: 281,285")
     exp2.add_argument("--labels", type=Path, help="class names file, if the model carries none")
-    exp2.add_argument("--mean", help="per-channel mean, if the model carries none (e.g. 127)")
-    exp2.add_argument("--scale", help="per-channel scale, if the model carries none (e.g. 128)")
+    exp2.add_argument("--mean", help="per-channel mean (default: the model's; required if it has none), e.g. 0")
+    exp2.add_argument("--scale", help="per-channel scale (default: the model's; required if it has none), e.g. 1")
+    exp2.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="default: the model's, else rgb")
     exp2.add_argument("--jobs", type=int, default=2, help="inference requests in flight (default 2)")
     exp2.add_argument("--colormap", choices=("turbo", "jet", "gray"), default="turbo")
-    exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity from 0 to 1 (default 0.5)")
 
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
     ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx, or .xml IR)")
@@ -87,11 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"export": _export, "inspect": _inspect, "explain": _explain}[args.command](args)
     except OvxaiError as exc:
-        print(f"ovxai {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ovxai {args.command}: error: {in_cli_terms(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ovxai {args.command}: interrupted; nothing was written", file=sys.stderr)
+        done = "nothing was written" if args.command == "export" else "stopped"
+        print(f"ovxai {args.command}: interrupted; {done}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ovxai inspect ... | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -101,6 +142,11 @@ def _export(args: argparse.Namespace) -> int:
     if args.torch:
         if args.output is None or args.input_shape is None:
             raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
+        if len(args.input_shape) != 4:
+            raise OvxaiError(
+                f"--torch needs a 4-D --input-shape (B, C, H, W), got {len(args.input_shape)} dimensions",
+                "e.g. --input-shape ?,3,224,224",
+            )
         return _export_torch(args, options)
     output = args.output or args.model.with_name(f"{args.model.stem}_xai{args.model.suffix or '.onnx'}")
     result = export(
@@ -113,7 +159,7 @@ def _export(args: argparse.Namespace) -> int:
         static_batch=args.static_batch,
         dynamic_size=args.dynamic_size,
         fp16=args.fp16,
-        info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.rgb),
+        info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.channel_order),
     )
     _report(result, options)
     return 0
@@ -136,7 +182,7 @@ def _export_torch(args: argparse.Namespace, options: HookOptions) -> int:
         dynamic_size=dynamic[2] or dynamic[3],
         static_batch=None if dynamic[0] else shape[0],
         fp16=args.fp16,
-        info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.rgb),
+        info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.channel_order),
     )
     _report(result, options)
     return 0
@@ -155,31 +201,58 @@ def _report(result: ExportResult, options: HookOptions) -> None:
 
 def _explain(args: argparse.Namespace) -> int:
     import json
+    import os
+    import re
     import time
+    from collections.abc import Callable
 
     from tqdm import tqdm
 
     from ovxai.metadata import ModelInfo
-    from ovxai.runtime import Explainer, ImageError, contact_sheet, image_files
+    from ovxai.runtime import Explainer, ImageError, check_targets, contact_sheet, named_image_files, parse_targets
+    from ovxai.runtime.pictures import check_overlay
 
-    targets: str | int | list[int] = args.explain
-    if args.explain.isdigit():
-        targets = int(args.explain)
-    elif args.explain != "top1":
-        try:
-            targets = [int(t) for t in args.explain.split(",")]
-        except ValueError:
-            raise OvxaiError(
-                f"--explain '{args.explain}' is not top1, k or class ids", "e.g. --explain 281,285"
-            ) from None
-    files = image_files(args.image)
+    flags = {"targets": "--explain", "top_k": "--top-k", "jobs": "--jobs", "alpha": "--alpha", "mean": "--mean",
+             "scale": "--scale", "labels": "--labels", "channel_order": "--channel-order"}  # fmt: skip
+
+    def in_flags(exc: OvxaiError) -> OvxaiError:
+        """The library names its parameters (``mean=``); say the flags instead."""
+        text = re.sub(r"\b(\w+)=\s*", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(exc))
+        return type(exc)(text)
+
+    # Every argument is checked before anything is loaded or written: an error leaves no partial output.
+    try:
+        targets = parse_targets(args.explain)
+        check_targets(targets, None)
+        if args.top_k < 1:
+            raise OvxaiError(f"top_k= {args.top_k} reports no prediction", "use top_k=1 or more")
+        if args.jobs < 1:
+            raise OvxaiError(f"jobs= {args.jobs} runs no request", "use jobs=1 or more")
+        check_overlay(args.alpha, args.colormap)
+        override = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
+    except OvxaiError as exc:
+        raise in_flags(exc) from None
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise OvxaiError(f"--out '{out}' is a file", "give a folder; it is created if missing")
+    parent = next(p for p in (out, *out.parents) if p.exists())
+    if not parent.is_dir():
+        raise OvxaiError(f"--out '{out}' lies under the file '{parent}'", "give a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OvxaiError(f"--out '{out}' cannot be written: '{parent}' is read-only", "choose a writable folder")
+    names = named_image_files(args.image)  # file -> a unique name for its outputs
+    files = list(names)
     if not files:
         raise OvxaiError("no images found in the given folders", "pass image files or folders with images")
-    override = ModelInfo.from_options(mean=args.mean, scale=args.scale)
-    explainer = Explainer.load(
-        args.model, args.backend, args.device, labels=args.labels, mean=override.mean, scale=override.scale
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        explainer = Explainer.load(
+            args.model, args.backend, args.device, labels=override.labels, mean=override.mean,
+            scale=override.scale, channel_order=args.channel_order,
+        )  # fmt: skip
+        check_targets(targets, explainer.num_classes)
+    except OvxaiError as exc:
+        raise in_flags(exc) from None
+    print(f"preprocessing: {explainer.describe_preprocessing()}")
     skipped: list[dict[str, str]] = []
 
     def skip(item: object, exc: ImageError) -> None:
@@ -188,51 +261,68 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"ovxai explain: warning: skipped {exc}", file=sys.stderr)
         skipped.append({"image": str(item), "error": str(exc)})
 
+    def write(path: Path, save: Callable[[Path], object]) -> str:
+        try:
+            out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
+            save(path)
+        except OSError as exc:
+            raise OvxaiError(f"cannot write '{path}' ({exc.strerror or exc})", "check the disk and --out") from None
+        return str(path)
+
+    by_source = {str(file): name for file, name in names.items()}
     results, summary = [], []
     start = time.perf_counter()
-    stream = explainer.explain_many(files, targets, args.top_k, jobs=max(1, args.jobs), on_error=skip)
+    stream = explainer.explain_many(files, targets, args.top_k, jobs=args.jobs, on_error=skip)
     for result in tqdm(stream, total=len(files), unit="image", disable=None, file=sys.stderr):
         entry = result.summary()
-        entry["overlays"] = []
-        for i, target in enumerate(result.targets):
-            path = args.out / f"{Path(result.source).stem}_{target.class_id}.png"
-            result.overlay(i, args.alpha, args.colormap).save(path)
-            entry["overlays"].append(str(path))
+        name = by_source.get(result.source, Path(result.source).stem)
+        entry["overlays"] = [
+            write(out / f"{name}_{target.class_id}.png", result.overlay(i, args.alpha, args.colormap).save)
+            for i, target in enumerate(result.targets)
+        ]
         summary.append(entry)
         results.append(result)
         best = result.top[0]
         tqdm.write(f"{Path(result.source).name}: {best.label} ({best.score * 100:.1f} %)", file=sys.stdout)
     elapsed = time.perf_counter() - start
     if results:
-        contact_sheet(results[:64]).save(args.out / "contact_sheet.png")
+        write(out / "contact_sheet.png", contact_sheet(results[:64]).save)
     report = {
         "model": str(args.model),
         "device": args.device,
+        "preprocessing": explainer.describe_preprocessing(),
         "images": summary,
         "skipped": skipped,
         "total_seconds": round(elapsed, 3),
         "images_per_second": round(len(results) / elapsed, 2) if elapsed else None,
     }
-    (args.out / "summary.json").write_text(json.dumps(report, indent=2))
-    print(f"explained {len(results)} image(s), skipped {len(skipped)}; wrote {args.out / 'summary.json'}")
+    write(out / "summary.json", lambda path: path.write_text(json.dumps(report, indent=2)))
+    print(f"explained {len(results)} image(s), skipped {len(skipped)}; wrote {out / 'summary.json'}")
     return 1 if skipped else 0
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from ovxai.cost import macs
-    from ovxai.exporter import load_model, pick_prediction
+    from ovxai.exporter import SMOKE_SIZE, load_model
     from ovxai.graph import plan_tail
-    from ovxai.target import candidates, resolve
+    from ovxai.target import candidates, pick_prediction, resolve
 
     loaded = load_model(args.model, args.input_shape)
-    graph = loaded.format.view(loaded.model)
+    dims = loaded.graph.input_dims()
+    note = ""
+    if args.input_shape is None and len(dims) == 4 and not all(isinstance(d, int) for d in dims[1:]):
+        # Costs need sizes: estimate a model with a free image size at the usual one.
+        pinned: list[int | str] = ["batch", dims[1] or "channels", SMOKE_SIZE, SMOKE_SIZE]
+        loaded = load_model(args.model, pinned)
+        note = f" (at {SMOKE_SIZE} x {SMOKE_SIZE}: the model takes any size; choose with --input-shape)"
+    graph = loaded.graph
     prediction = pick_prediction(graph, args.prediction)
     default = resolve(graph, prediction, None)
     found = candidates(graph, prediction, args.depth)
     if default.tensor not in {c.tensor for c in found}:
         found.append(default)
     total = macs(graph, graph.nodes) or 1
-    print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image")
+    print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
     print("hook cost = extra MACs per image (N copies of the tail) relative to the model; * = default target")
     header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
     print(header)

@@ -257,7 +257,7 @@ def keeps_zero(graph: GraphView, node: Node) -> bool:
     ranges = [graph.values.get(i) for i in node.inputs[1:5]]
     if any(r is None for r in ranges):
         return False
-    in_low, in_high, out_low, out_high = (np.asarray(r, np.float64) for r in ranges)  # type: ignore[arg-type]
+    in_low, in_high, out_low, out_high = (np.asarray(r, np.float64) for r in ranges)
     with np.errstate(divide="ignore", invalid="ignore"):
         step = np.round((0.0 - in_low) / (in_high - in_low) * (node.levels - 1)) / (node.levels - 1)
         inside = step * (out_high - out_low) + out_low

@@ -10,6 +10,7 @@ latest frame only, so an SD card is not filled). Device AUTO lets OpenVINO pick 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,11 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ovxai.errors import OvxaiError
-from ovxai.runtime import Explainer, Explanation, ImageError, image_files
+from ovxai.metadata import ModelInfo
+from ovxai.runtime import Explainer, Explanation, ImageError, named_image_files
 
 
 def run_folder(explainer: Explainer, folder: Path, out: Path, jobs: int) -> int:
-    files = image_files([folder])
+    names = {str(file): name for file, name in named_image_files([folder]).items()}  # unique per subfolder
+    files = list(names)
     if not files:
         raise OvxaiError(f"no images in '{folder}'", "point --source at a folder of JPEG/PNG files")
 
@@ -32,7 +35,7 @@ def run_folder(explainer: Explainer, folder: Path, out: Path, jobs: int) -> int:
     for result in explainer.explain_many(files, jobs=jobs, on_error=skip):
         count += 1
         _report(result, time.perf_counter() - start, count)
-        result.overlay(0).save(out / f"{Path(result.source).stem}_saliency.jpg", quality=90)
+        result.overlay(0).save(out / f"{names[result.source]}_saliency.jpg", quality=90)
     return count
 
 
@@ -72,16 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/edge"))
     parser.add_argument("--jobs", type=int, default=2, help="requests in flight for a folder")
     parser.add_argument("--frames", type=int, default=0, help="stop after this many camera frames (0: never)")
+    parser.add_argument("--mean", help="per-channel mean, needed if the model records none (e.g. 0)")
+    parser.add_argument("--scale", help="per-channel scale, needed if the model records none (e.g. 1)")
     args = parser.parse_args(argv)
     try:
-        explainer = Explainer.load(args.model, device=args.device)
+        given = ModelInfo.from_options(mean=args.mean, scale=args.scale)
+        explainer = Explainer.load(args.model, device=args.device, mean=given.mean, scale=given.scale)
         args.out.mkdir(parents=True, exist_ok=True)
         if args.source.startswith("camera:"):
             count = run_camera(explainer, int(args.source.split(":", 1)[1] or 0), args.out, args.frames)
         else:
             count = run_folder(explainer, Path(args.source), args.out, args.jobs)
     except (OvxaiError, ValueError) as exc:
-        print(f"edge: error: {exc}", file=sys.stderr)
+        print("edge: error: " + re.sub(r"\b(mean|scale|jobs)=\s*", r"--\1 ", str(exc)), file=sys.stderr)  # our flags
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,38 +1,54 @@
-"""Shared fixtures: small torch networks exported to ONNX once per session."""
+"""Shared fixtures: small torch networks exported to ONNX once per session.
+
+torch is imported only when a network is built, so the torch-free tests (tests/test_units.py) run
+without it; a test that needs a network is skipped there.
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
+if TYPE_CHECKING:
+    import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's models/ recipes
 
-torch = pytest.importorskip("torch")
 
-from models import architectures as arch  # noqa: E402
-from ovxai.torch_export import to_onnx  # noqa: E402
+def _arch() -> ModuleType:
+    """The repo's model recipes (models/architectures.py), which need torch: skip the test without it."""
+    pytest.importorskip("torch")
+    from models import architectures
+
+    return architectures
+
 
 NETS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
     # name: (factory, input size)
-    "tiny": (lambda: arch.TinyCNN(), 32),
-    "resnet": (lambda: arch.tiny_resnet(), 128),
-    "vgg": (lambda: arch.VGG(), 32),
-    "effnet": (lambda: arch.EfficientNetLiteStyle(), 32),
-    "nhwc": (lambda: arch.ChannelsLastHead(), 32),
-    "mobilenet": (lambda: arch.MobileNetV3(num_classes=10), 96),
+    "tiny": (lambda: _arch().TinyCNN(), 32),
+    "resnet": (lambda: _arch().tiny_resnet(), 128),
+    "vgg": (lambda: _arch().VGG(), 32),
+    "effnet": (lambda: _arch().EfficientNetLiteStyle(), 32),
+    "nhwc": (lambda: _arch().ChannelsLastHead(), 32),
+    "mobilenet": (lambda: _arch().MobileNetV3(num_classes=10), 96),
 }
 
 
 def build_net(name: str) -> torch.nn.Module:
+    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    return arch.randomize(NETS[name][0]())
+    return _arch().randomize(NETS[name][0]())
 
 
 def export_onnx(net: torch.nn.Module, size: int, path: Path, exporter: str, dynamic_size: bool = False) -> Path:
+    from ovxai.torch_export import to_onnx
+
     return to_onnx(net, path, size, exporter, dynamic_size)
 
 

@@ -133,7 +133,7 @@ def test_layer_errors(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_output_path_errors(resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     before = _digest(resnet)
-    assert "is the input" in _fails(capsys, "export", "-m", str(resnet), "-o", str(resnet))
+    assert "would overwrite the input" in _fails(capsys, "export", "-m", str(resnet), "-o", str(resnet))
     assert "does not exist" in _fails(capsys, "export", "-m", str(resnet), "-o", str(tmp_path / "no/such/o.onnx"))
     assert ".onnx or .xml" in _fails(capsys, "export", "-m", str(resnet), "-o", str(tmp_path / "o.pt"))
     if not os.access("/proc", os.W_OK) or Path("/proc/ovxai-probe").exists():
@@ -158,13 +158,13 @@ def test_failed_conversion_leaves_nothing(resnet: Path, tmp_path: Path, capsys, 
     from ovxai.errors import OvxaiError
     from ovxai.formats import openvino
 
-    real = openvino.convert_onnx
+    real = openvino.OPENVINO.convert
 
     def broken(onnx_path: Path):  # type: ignore[no-untyped-def]
         real(onnx_path)  # the patched ONNX model is complete in the scratch folder ...
         raise OvxaiError("OpenVINO could not convert the patched model: simulated")  # ... then conversion fails
 
-    monkeypatch.setattr(openvino, "convert_onnx", broken)
+    monkeypatch.setattr(openvino.OPENVINO, "convert", broken)
     out = tmp_path / "out"
     out.mkdir()
     assert "simulated" in _fails(capsys, "export", "-m", str(resnet), "-o", str(out / "p.xml"))
@@ -185,13 +185,13 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
 
 def test_large_model_uses_external_data(tmp_path: Path, monkeypatch) -> None:
     """Models over protobuf's 2 GB go through ONNX external data, read and written (threshold lowered)."""
-    from ovxai import exporter
+    from ovxai.formats import onnx as onnx_format
 
     net = build_net("tiny")
     path = export_onnx(net, 32, tmp_path / "big.onnx", "legacy")
     model = onnx.load(str(path))
     onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, size_threshold=0)
-    monkeypatch.setattr(exporter, "_EXTERNAL_DATA_THRESHOLD", 1)
+    monkeypatch.setattr(onnx_format, "_EXTERNAL_DATA_THRESHOLD", 1)
     out = tmp_path / "out"
     out.mkdir()
     assert main(["export", "-m", str(tmp_path / "ext.onnx"), "-o", str(out / "p.onnx")]) == 0

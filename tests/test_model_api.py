@@ -14,6 +14,7 @@ from runners import run
 from ovxai.cli import main
 
 model_api = pytest.importorskip("model_api.models")
+pytestmark = pytest.mark.slow  # end to end: torch export, then OpenVINO Model API on the IR
 
 
 def test_model_api_create_model_returns_our_saliency(exported, tmp_path: Path) -> None:

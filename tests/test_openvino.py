@@ -15,6 +15,7 @@ from ovxai import HookOptions, export
 from ovxai.cli import main
 
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # end to end: torch export, IR in and IR out, oracle in torch
 
 # (net, exporter, --layer on the IR, torch module for the oracle, fast path expected)
 CASES = [

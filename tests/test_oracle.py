@@ -13,6 +13,7 @@ from runners import run
 from ovxai import HookOptions, export
 
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # end to end: torch export, both engines, oracle in torch
 
 # (net, exporter, --layer, torch module the oracle hooks, which call of it, fast path expected)
 CASES = [

@@ -97,7 +97,7 @@ def build_models(workdir: Path, rebuild: bool) -> dict[str, Path]:
         print(f"building {EFFNET_ONNX} ...", file=sys.stderr)
         script = ROOT / "models" / "efficientnet_lite0.py"
         subprocess.run([sys.executable, str(script), str(EFFNET_ONNX)], check=True, cwd=ROOT)
-    effnet_info = ModelInfo.from_options(LABELS, "127", "128", rgb=True)
+    effnet_info = ModelInfo.from_options(LABELS, "127", "128", channel_order="rgb")
     for key in ("effnet_xml", "effnet_onnx"):
         print(f"exporting {paths[key].name} ...", file=sys.stderr)
         export(EFFNET_ONNX, paths[key], info=effnet_info)
@@ -108,7 +108,7 @@ def build_models(workdir: Path, rebuild: bool) -> dict[str, Path]:
     print("exporting a random-weight ResNet-50 ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ovxai-bench-") as scratch:
         plain = to_onnx(arch.randomize(arch.resnet50()), Path(scratch) / "resnet50.onnx", 224, exporter="legacy")
-        resnet_info = ModelInfo.from_options(None, IMAGENET_MEAN, IMAGENET_SCALE, rgb=True)
+        resnet_info = ModelInfo.from_options(None, IMAGENET_MEAN, IMAGENET_SCALE, channel_order="rgb")
         export(plain, paths["resnet_xml"], info=resnet_info)
     return paths
 
@@ -272,16 +272,13 @@ def profile_post(explainer: Explainer, photos: list[Path], repeats: int, top: in
     """cProfile of everything but inference (load, preprocess, postprocess, upsampled, overlay) at batch 1."""
     stored = []
     for path in photos:  # inference once per photo, outside the profile
-        loaded = explainer._load(path)
-        batch, _ = explainer._batch([loaded])
-        stored.append(explainer.session.infer(batch))
+        stored.append(explainer.infer(explainer.prepare(path)))
 
     def work() -> None:
         for _ in range(repeats):
             for path, outputs in zip(photos, stored, strict=True):
-                chunk = [explainer._load(path)]
-                explainer._batch(chunk)
-                result: Explanation = explainer._results(chunk, outputs, "top1", 5, 0.0, 0.0)[0]
+                batch = explainer.prepare(path)
+                result: Explanation = explainer.postprocess(batch, outputs, "top1", 5)[0]
                 _ = result.upsampled
                 result.overlay(0)
 
