@@ -64,6 +64,9 @@ class ModelInfo:
             raise OvxaiError(f"unknown score= {self.score!r}", f"use one of: {', '.join(SCORES)}")
         if self.labels is not None and not self.labels:
             raise OvxaiError("labels= is empty", "give one class name per class")
+        if self.labels is not None and not all(label.strip() for label in self.labels):
+            blank = next(i for i, label in enumerate(self.labels) if not label.strip())
+            raise OvxaiError(f"labels= has a blank name at class {blank}", "give every class a name")
 
     @classmethod
     def from_options(

@@ -4,7 +4,9 @@ replaced by each masked copy through a forward hook. Shares no code with ovxai."
 from __future__ import annotations
 
 import numpy as np
-import torch
+import pytest
+
+torch = pytest.importorskip("torch")  # every oracle test needs torch: skipped, not failed, without it
 from torch import nn
 
 GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16

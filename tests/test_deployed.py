@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import openvino as ov
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")  # skipped, not failed, without torch
 from conftest import build_net, images
 from oracle import reference_saliency
 from runners import run

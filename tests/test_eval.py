@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchcam")
 
-from torch import nn  # noqa: E402
+from torch import nn
 
-from tools.eval import data, metrics  # noqa: E402
-from tools.eval.methods import (  # noqa: E402
+from tools.eval import data, metrics
+from tools.eval.methods import (
     RISE,
     IntegratedGradCAM,
     _torchcam_gradcampp,

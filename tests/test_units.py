@@ -425,7 +425,6 @@ def test_same_model_through_both_adapters(shared: tuple[GraphView, GraphView]) -
         assert plan.pool is not None and plan.pool.keepdims is False
 
 
-@pytest.mark.xfail(strict=True, reason="OpenVINO names a biased Conv/Gemm '<name>/WithoutBiases': a phantom module")
 def test_openvino_scopes_of_a_biased_conv_match_onnx(tmp_path: Path) -> None:
     """OpenVINO's ONNX reader splits a Conv with a bias into Convolution '/conv1/Conv/WithoutBiases' + Add
     '/conv1/Conv'. The view reads the first as module 'conv1.Conv', which PyTorch never had: on the IR,

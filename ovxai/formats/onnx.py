@@ -236,7 +236,10 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         raw = attrs.get("axes")
         if raw is None and len(proto.input) > 1 and proto.input[1] in values:
             raw = values[proto.input[1]].tolist()
-        axes = tuple(sorted(int(a) % rank for a in (raw if raw is not None else range(rank))))
+        if raw is None and attrs.get("noop_with_empty_axes", 0):
+            axes = ()  # no axes and "noop": the node is an identity
+        else:
+            axes = tuple(sorted(int(a) % rank for a in (raw if raw is not None else range(rank))))
     whole_window = False
     if op == "AveragePool" and rank == 4:
         shape = tensors[proto.input[0]].shape or ()
@@ -274,6 +277,8 @@ def _weight_inner(
         return weight.shape[1:]
     if op == "Gemm" and attrs.get("transB"):
         return weight.shape[1:]
+    if len(weight.shape) == 1:  # a vector: x @ w sums over its one dimension
+        return weight.shape
     return weight.shape[-2:-1]  # MatMul / Gemm: (..., K, N) sums over K
 
 

@@ -237,7 +237,7 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         ONNX_NAMES.get(kind, kind),
         inputs,
         tuple(tensor_id(o) for o in op.outputs()),
-        scope=scope_from_name(op.get_friendly_name()),
+        scope=scope_from_name(op.get_friendly_name().removesuffix("/WithoutBiases")),  # a biased op, split
         has_subgraph=kind in _SUBGRAPH_OPS,
         axes=axes,
         keepdims=bool(attrs.get("keep_dims", True)),
@@ -259,6 +259,8 @@ def _weight_inner(kind: str, attrs: dict[str, Any], inputs: list[Tensor]) -> tup
     if kind == "GroupConvolution":
         return weight[2:]  # (G, O/G, I/G, kh, kw)
     if kind == "MatMul":
+        if len(weight) == 1:  # a vector: x @ w sums over its one dimension
+            return weight
         return weight[-1:] if attrs.get("transpose_b") else weight[-2:-1]
     return None
 
