@@ -190,10 +190,12 @@ def _export_torch(args: argparse.Namespace, options: HookOptions) -> int:
 
 def _report(result: ExportResult, options: HookOptions) -> None:
     t = result.target
-    path = "exact fast path (pooled mosaic)" if result.fast_path else "general path (full mosaic)"
+    path = {"mean": "exact shortcut through the global pool", "linear": "exact shortcut through the linear layer"}.get(
+        result.path, "general path (full mosaic)"
+    )
     print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
-    extra = " + 'feature_vector' (B, C)" if result.fast_path else ""
+    extra = " + 'feature_vector' (B, C)" if result.path == "mean" else ""
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
         print(f"wrote    {f}")
@@ -302,7 +304,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ovxai.cost import macs
+    from ovxai.cost import hook_macs, macs
     from ovxai.exporter import SMOKE_SIZE, load_model
     from ovxai.graph import plan_tail
     from ovxai.target import candidates, pick_prediction, resolve
@@ -323,16 +325,16 @@ def _inspect(args: argparse.Namespace) -> int:
         found.append(default)
     total = macs(graph, graph.nodes) or 1
     print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
-    print("hook cost = extra MACs per image (N copies of the tail) relative to the model; * = default target")
+    print("hook cost = extra MACs per image relative to the model (one-hot mask); path: mean / linear shortcut or")
+    print("the full mosaic (N copies of the tail); * = default target")
     header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
     print(header)
     for cand in found:
         plan = plan_tail(graph, cand.tensor, prediction)
-        tail = [n for n in plan.nodes if plan.pool is None or n is not plan.pool.node]
         n = cand.n
-        cost = f"{100 * n * macs(graph, tail) / total:.1f} %" if n else "?"
+        cost = f"{100 * hook_macs(graph, plan, n) / total:.1f} %" if n else "?"
         mark = "*" if cand.tensor == default.tensor else " "
-        path = "fast" if plan.pool else "general"
+        path = plan.shortcut.kind if plan.shortcut else "mosaic"
         print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
     return 0
 

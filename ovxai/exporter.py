@@ -37,8 +37,9 @@ class ExportResult:
     files: list[Path]
     target: Candidate
     prediction: str
-    fast_path: bool
+    fast_path: bool  # the exact shortcut replaced the mosaic
     options: HookOptions
+    path: str = "mosaic"  # "mean" or "linear" (the shortcut's boundary), or "mosaic"
 
 
 @dataclass
@@ -101,7 +102,8 @@ def export(
             raise _write_error(destination, exc) from None
         _check_runs(output_format, written[0], graph)
         files = _move_into_place(written, destination)
-    return ExportResult(files, target, prediction, options.fast_path and plan.pool is not None, options)
+    cut = plan.shortcut if options.fast_path else None
+    return ExportResult(files, target, prediction, cut is not None, options, cut.kind if cut else "mosaic")
 
 
 def load_model(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,6 +81,9 @@ class Node:
     start: int = 0  # Shape: the first dimension it reads (negative: from the end)
     weight_inner: tuple[Dim, ...] | None = None  # Conv / MatMul / Gemm: weight dims summed per output value
     levels: int = 0  # FakeQuantize: the number of quantisation levels
+    pointwise: bool = False  # Conv whose kernel is 1 x 1 with stride 1 and no padding: it acts per position
+    transpose_b: bool = False  # Gemm (transB) / MatMul: the weight is stored (K, C) rather than (C, K)
+    plain_product: bool = False  # Gemm / MatMul that is x @ W (+ bias): no transposed x, alpha 1, beta 1
     handle: Any = field(default=None, compare=False, hash=False, repr=False)  # the format's own node
 
 
@@ -292,11 +295,34 @@ def _inherited_scopes(nodes: list[Node]) -> list[Node]:
 
 
 @dataclass(frozen=True)
-class GlobalPool:
-    """The tail's first node, when it averages the target over H and W (the exact fast path)."""
+class Shortcut:
+    """The exact shortcut past the mosaic: where the tail can be evaluated without the (B*N, C, H, W) copies.
 
-    node: Node
-    keepdims: bool
+    With a one-hot mask, copy n is T's column n at position n and zeros elsewhere. Ops that act
+    position by position (``positionwise``: 1 x 1 convolutions, BatchNorm, activations, per-channel
+    affine ops) keep that shape: column n becomes U's column n, where U is the original path's own
+    tensor (``source``), and every other position holds the same background vector z (their response
+    to a zero column). The ``boundary`` that follows is evaluated in closed form per copy:
+
+    * ``mean`` (a global average pool): (U[:, n] + (N - 1) z) / N;
+    * ``linear`` (``flatten`` then a product with a constant weight W, rows = positions' features):
+      W (flat z) + b + W_n (U[:, n] - z), a batched product over the N positions.
+
+    With the 3 x 3 Gaussian mask the same holds with up to nine scaled columns per copy. An empty
+    ``positionwise`` with a ``mean`` boundary is the classic GAP fast path (z = 0, U = T).
+    """
+
+    positionwise: tuple[Node, ...]
+    source: str
+    boundary: Node
+    kind: Literal["mean", "linear"]
+    keepdims: bool = True
+    flatten: Node | None = None
+
+    @property
+    def replaced(self) -> set[str]:
+        """Names of the tail nodes the shortcut computes (they are not copied)."""
+        return {n.name for n in (*self.positionwise, self.boundary, *([self.flatten] if self.flatten else []))}
 
 
 @dataclass(frozen=True)
@@ -307,7 +333,7 @@ class TailPlan:
     prediction: str
     nodes: list[Node]  # the tail, topologically ordered
     side_inputs: dict[str, Kind]  # inputs of tail nodes that come neither from the tail nor from T
-    pool: GlobalPool | None  # set when the exact fast path applies
+    shortcut: Shortcut | None  # set when the tail can skip the mosaic exactly
 
 
 def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
@@ -337,18 +363,87 @@ def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
                 f"the tail reads '{name}' from before the target, and its rank is unknown",
                 "give the input shape with --input-shape",
             )
-    return TailPlan(target, prediction, nodes, side, _global_pool(graph, target, nodes))
+    return TailPlan(target, prediction, nodes, side, _shortcut(graph, target, nodes))
 
 
-def _global_pool(graph: GraphView, target: str, tail: list[Node]) -> GlobalPool | None:
-    """The global average pool that all of T's data flows through first, if there is one."""
-    tail_names = {n.name for n in tail}
-    readers = [n for n in graph.consumers.get(target, []) if n.name in tail_names]
-    data_readers = [n for n in readers if n.op not in SHAPE_OPS]
-    if len(data_readers) != 1 or data_readers[0].inputs[0] != target:
+# Ops whose output at a position depends only on their input at that position (and on constants).
+PER_POSITION_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Mish",
+    "Tanh", "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Abs", "Neg", "Clip",
+    "Identity", "Cast", "Dropout", "Floor", "Ceil", "Round", "Sign", "BatchNormalization",
+    "Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "FakeQuantize", "QuantizeLinear", "DequantizeLinear",
+})  # fmt: skip
+
+
+def _shortcut(graph: GraphView, target: str, tail: list[Node]) -> Shortcut | None:
+    """The exact shortcut for this tail, if its first spatial work is a global pool or a flatten + product."""
+    region = {target}  # tensors that are position-by-position functions of T
+    positionwise: list[Node] = []
+    for node in tail:
+        reads = [i for i in node.inputs if i in region]
+        if reads and _acts_per_position(graph, node, region):
+            positionwise.append(node)
+            region.update(node.outputs)
+    inside = {n.name for n in positionwise}
+    boundary = [
+        n for n in tail if n.name not in inside and n.op not in SHAPE_OPS and any(i in region for i in n.inputs)
+    ]
+    if len(boundary) != 1 or boundary[0].inputs[0] not in region:
         return None
-    keepdims = global_pool_keepdims(graph, data_readers[0])
-    return None if keepdims is None else GlobalPool(data_readers[0], keepdims)
+    node, source = boundary[0], boundary[0].inputs[0]
+    used = _feeding(graph, source, positionwise)
+    keepdims = global_pool_keepdims(graph, node)
+    if keepdims is not None:
+        return Shortcut(used, source, node, "mean", keepdims)
+    product = _linear_after_flatten(graph, node, tail)
+    if product is not None:
+        return Shortcut(used, source, product, "linear", flatten=node)
+    return None
+
+
+def _acts_per_position(graph: GraphView, node: Node, region: set[str]) -> bool:
+    if graph.tensor(node.outputs[0]).rank != 4:
+        return False
+    if node.op in ("Conv", "AveragePool", "MaxPool"):
+        return node.pointwise and node.inputs[0] in region and all(_constant(graph, i) for i in node.inputs[1:])
+    if node.op not in PER_POSITION_OPS:
+        return False
+    # Other inputs: constants the same at every position (no spatial extent), or region tensors.
+    return all(not i or i in region or (_constant(graph, i) and _flat_in_space(graph, i)) for i in node.inputs)
+
+
+def _constant(graph: GraphView, name: str) -> bool:
+    return not name or graph.kind.get(name, Kind.CONSTANT) is Kind.CONSTANT
+
+
+def _flat_in_space(graph: GraphView, name: str) -> bool:
+    """A constant that broadcasts to (B, C, H, W) with size 1 on H and W (or has fewer than 2 dimensions)."""
+    shape = graph.tensor(name).shape
+    return shape is not None and (len(shape) < 2 or tuple(shape[-2:]) == (1, 1))
+
+
+def _feeding(graph: GraphView, source: str, positionwise: list[Node]) -> tuple[Node, ...]:
+    """The positionwise nodes that ``source`` depends on (others only feed shape reads)."""
+    needed = graph.ancestors([source])
+    return tuple(n for n in positionwise if n.name in needed)
+
+
+def _linear_after_flatten(graph: GraphView, node: Node, tail: list[Node]) -> Node | None:
+    """The product that reads ``node``'s output, when ``node`` flattens a static (B, C, H, W) map to (B, C*H*W)."""
+    before, after = graph.tensor(node.inputs[0]).shape, graph.tensor(node.outputs[0]).shape
+    if node.op not in ("Flatten", "Reshape") or before is None or after is None or len(after) != 2:
+        return None
+    if not all(isinstance(d, int) for d in (*before[1:], after[1])) or after[1] != before[1] * before[2] * before[3]:  # type: ignore[operator]
+        return None
+    in_tail = {n.name for n in tail}
+    readers = [r for r in graph.consumers.get(node.outputs[0], []) if r.name in in_tail]
+    if len(readers) != 1 or readers[0].op not in ("Gemm", "MatMul") or not readers[0].plain_product:
+        return None
+    product = readers[0]
+    if product.inputs[0] != node.outputs[0] or not all(_constant(graph, i) for i in product.inputs[1:]):
+        return None
+    weight = graph.tensor(product.inputs[1]).shape
+    return product if weight is not None and len(weight) == 2 else None
 
 
 def global_pool_keepdims(graph: GraphView, node: Node) -> bool | None:

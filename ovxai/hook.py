@@ -19,7 +19,7 @@ When the tail starts with a global pool, the original path's pooled features are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
@@ -34,7 +34,7 @@ from ovxai.conventions import (
     Score,
 )
 from ovxai.errors import OvxaiError
-from ovxai.graph import SHAPE_OPS, Dim, GraphView, Kind, Node, TailPlan
+from ovxai.graph import SHAPE_OPS, Dim, GraphView, Kind, Node, Shortcut, TailPlan
 
 T = TypeVar("T")
 _END = 2**62  # "to the end" for slices
@@ -47,7 +47,7 @@ class HookOptions:
     score: Score = "softmax"
     mask: Mask = "onehot"
     saliency_dtype: SaliencyDType = "float32"
-    fast_path: bool = True  # use the exact pooled shortcut when the tail starts with a global pool
+    fast_path: bool = True  # skip the mosaic exactly where the tail allows it (see graph.Shortcut)
 
     def __post_init__(self) -> None:
         for name, allowed in (("score", SCORES), ("mask", MASKS), ("saliency_dtype", SALIENCY_DTYPES)):
@@ -89,8 +89,8 @@ class Ops(Protocol[T]):
         """Concatenation along axis 0 (used to build shapes)."""
         ...
 
-    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater"], a: T, b: T) -> T:
-        """Element-wise with broadcasting; Greater gives booleans."""
+    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater", "Equal"], a: T, b: T) -> T:
+        """Element-wise with broadcasting; Greater and Equal give booleans."""
         ...
 
     def unary(self, op: Literal["Abs", "Floor", "Relu", "Sigmoid", "Round"], x: T) -> T:
@@ -145,7 +145,7 @@ class ReciproCamHook(Generic[T]):
 
     def __init__(self, ops: Ops[T], graph: GraphView, plan: TailPlan, options: HookOptions) -> None:
         self.ops, self.graph, self.plan, self.options = ops, graph, plan, options
-        self.pool = plan.pool if options.fast_path else None
+        self.shortcut = plan.shortcut if options.fast_path else None
         t = ops.tensor(plan.target)
         self.t = t
         self.t_shape = ops.shape(t)
@@ -158,15 +158,17 @@ class ReciproCamHook(Generic[T]):
 
     def build(self) -> T:
         """Emit the whole branch and return the saliency tensor (also exposed as ``saliency_map``)."""
-        if self.pool is not None:
-            self.mosaic_of[self.pool.node.outputs[0]] = self._pooled_mosaic(self.pool.keepdims)
+        replaced: set[str] = set()
+        if self.shortcut is not None:
+            self.mosaic_of[self.shortcut.boundary.outputs[0]] = self._shortcut(self.shortcut)
+            replaced = self.shortcut.replaced
         else:
             self.mosaic_of[self.plan.target] = self._mosaic()
         for node in self.plan.nodes:
-            if self.pool is not None and node is self.pool.node:
+            if node.name in replaced:
                 continue
             if node.op in SHAPE_OPS and node.inputs[0] not in self.mosaic_of:
-                # Shape of T when the fast path skipped the mosaic: the mosaic would have B*N rows.
+                # The shape of a tensor the shortcut skipped: its mosaic would have B*N rows.
                 outs = [self._scaled_shape(node)]
             else:
                 outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
@@ -178,11 +180,14 @@ class ReciproCamHook(Generic[T]):
         self.ops.output(
             saliency, SALIENCY_OUTPUT, (batch, prediction[1] or "classes", target[2] or "height", target[3] or "width")
         )
-        if self.plan.pool is not None:
+        pool = self.plan.shortcut
+        if pool is not None and pool.kind == "mean":
             # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
-            pooled = self.ops.tensor(self.plan.pool.node.outputs[0])
-            features = self.ops.reshape(pooled, self.ops.concat([self.batch, self.channels]))
-            self.ops.output(features, FEATURE_OUTPUT, (batch, target[1] or "channels"))
+            pooled = self.ops.tensor(pool.boundary.outputs[0])
+            channels = self.ops.slice(self.ops.shape(self.ops.tensor(pool.source)), 1, 2)
+            features = self.ops.reshape(pooled, self.ops.concat([self.batch, channels]))
+            source = self.graph.tensor(pool.source).shape or (None, None)
+            self.ops.output(features, FEATURE_OUTPUT, (batch, source[1] or "channels"))
         return saliency
 
     def _logits(self) -> str:
@@ -225,16 +230,96 @@ class ReciproCamHook(Generic[T]):
         tiled = ops.binary("Mul", flat, masks)
         return ops.reshape(tiled, ops.concat([ops.i64([-1]), ops.slice(self.t_shape, 1, 4)]))
 
-    def _pooled_mosaic(self, keepdims: bool) -> T:
-        """GAP of the mosaic without the mosaic: GAP(T * M_n) = (M @ T_flat)[n] / N."""
+    # -- the exact shortcut (see graph.Shortcut) ---------------------------------------------------
+
+    def _shortcut(self, cut: Shortcut) -> T:
+        """The boundary node's output for all B*N copies, (B*N, ...), computed without the mosaic.
+
+        Every copy is "a few scaled columns of U over a background z": ``parts`` pairs an (N, N)
+        placement matrix A with columns D (B, C', N) so that copy n's non-background content is
+        sum_j (A_j D_j^T)[n]. One-hot: A = I and D = U - z (U read from the original path).
+        Gaussian: one part per kernel weight s in {4, 2, 1}/16, D_s = P(s T) - z. With no
+        positionwise op, z = 0 and everything is linear: one part, the mask matrix itself, with D = T.
+        """
         ops = self.ops
-        flat = ops.reshape(self.t, ops.concat([self.batch, self.channels, ops.i64([-1])]))
-        pooled = ops.transpose(flat, [0, 2, 1])  # (B, N, C): one-hot masks just pick position n
-        if self.options.mask != "onehot":
-            pooled = ops.matmul(self._masks(), pooled)
-        pooled = ops.binary("Div", pooled, ops.cast(self.n, self.ops.dtype(self.plan.target)))
-        dims = [ops.i64([-1]), self.channels] + ([ops.i64([1, 1])] if keepdims else [])
-        return ops.reshape(pooled, ops.concat(dims))
+        dtype = ops.dtype(cut.source)
+        source_shape = ops.shape(ops.tensor(cut.source))
+        channels = ops.slice(source_shape, 1, 2)
+        background = self._background(cut) if cut.positionwise else None
+        parts: list[tuple[T | None, T]] = []
+        if not cut.positionwise:
+            parts.append((None if self.options.mask == "onehot" else self._masks(), self.t))
+        elif self.options.mask == "onehot":
+            parts.append((None, ops.binary("Sub", ops.tensor(cut.source), background)))  # type: ignore[arg-type]
+        else:
+            masks = self._masks()
+            for weight in (4.0, 2.0, 1.0):
+                scaled = ops.binary("Mul", self.t, ops.cast(ops.f32(weight / 16), ops.dtype(self.plan.target)))
+                column = self._positionwise(cut, scaled)
+                placement = ops.cast(ops.binary("Equal", masks, ops.cast(ops.f32(weight / 16), dtype)), dtype)
+                parts.append((placement, ops.binary("Sub", column, background)))  # type: ignore[arg-type]
+        flat_shape = ops.concat([self.batch, channels, self.n])
+        if cut.kind == "mean":
+            total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
+            n = ops.cast(self.n, dtype)
+            if background is not None:  # the N - |footprint| background positions, plus z under each column
+                total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
+            pooled = ops.binary("Div", total, n)
+            dims = [ops.i64([-1]), channels] + ([ops.i64([1, 1])] if cut.keepdims else [])
+            return ops.reshape(pooled, ops.concat(dims))
+        return self._linear(cut, parts, flat_shape, background)
+
+    def _linear(self, cut: Shortcut, parts: list[tuple[T | None, T]], flat_shape: T, background: T | None) -> T:
+        """Flatten + x @ W (+ b) of every copy: the product with the background, plus W_n (column_n - z) per n."""
+        ops = self.ops
+        assert cut.flatten is not None
+        weight = ops.tensor(cut.boundary.inputs[1])
+        channels = ops.slice(flat_shape, 1, 2)
+        if cut.boundary.transpose_b:  # (K, C'*N) -> (K, C', N) -> (N, C', K)
+            per_position = ops.transpose(ops.reshape(weight, ops.concat([ops.i64([-1]), channels, self.n])), [2, 1, 0])
+        else:  # (C'*N, K) -> (C', N, K) -> (N, C', K)
+            per_position = ops.transpose(ops.reshape(weight, ops.concat([channels, self.n, ops.i64([-1])])), [1, 0, 2])
+
+        def products(columns: T) -> T:  # (B, C', N) -> (N, B, C') @ (N, C', K) -> (B, N, K)
+            by_position = ops.transpose(ops.reshape(columns, flat_shape), [2, 0, 1])
+            return ops.transpose(ops.matmul(by_position, per_position), [1, 0, 2])
+
+        total = self._placed(parts, products)
+        # Every copy's background, through the original flatten and product (bias included): (1, K).
+        zeros = background if background is not None else self._zeros(ops.dtype(cut.source))
+        full = ops.expand(zeros, ops.concat([ops.i64([1]), channels, self.h, self.w]))
+        flat = ops.reshape(full, ops.i64([1, -1]))  # what the flatten does: channel-major, one row
+        base = ops.copy_node(cut.boundary, [flat, *(ops.tensor(i) if i else None for i in cut.boundary.inputs[1:])])[0]
+        rows = ops.binary("Add", total, ops.unsqueeze(base, 0))
+        return ops.reshape(rows, ops.concat([ops.i64([-1]), ops.slice(ops.shape(base), 1, 2)]))
+
+    def _placed(self, parts: list[tuple[T | None, T]], per_position: Callable[[T], T]) -> T:
+        """sum_j A_j @ f(D_j): each part's per-position rows (B, N, ...) placed by its (N, N) matrix (None: I)."""
+        total: T | None = None
+        for placement, columns in parts:
+            rows = per_position(columns)
+            rows = rows if placement is None else self.ops.matmul(placement, rows)
+            total = rows if total is None else self.ops.binary("Add", total, rows)
+        assert total is not None
+        return total
+
+    def _zeros(self, dtype: str) -> T:
+        """A (1, C, 1, 1) map of zeros with T's channels."""
+        ops = self.ops
+        one = ops.i64([1])
+        return ops.expand(ops.cast(ops.f32(0.0), dtype), ops.concat([one, self.channels, one, one]))
+
+    def _background(self, cut: Shortcut) -> T:
+        """z: the positionwise ops' response to a zero column, (1, C', 1, 1)."""
+        return self._positionwise(cut, self._zeros(self.ops.dtype(self.plan.target)))
+
+    def _positionwise(self, cut: Shortcut, start: T) -> T:
+        """A copy of the positionwise ops run on ``start`` in place of T: the counterpart of ``cut.source``."""
+        values: dict[str, T] = {self.plan.target: start}
+        for node in cut.positionwise:
+            inputs = [values[i] if i in values else (self.ops.tensor(i) if i else None) for i in node.inputs]
+            values.update(zip(node.outputs, self.ops.copy_node(node, inputs), strict=True))
+        return values[cut.source]
 
     # -- inputs of the copied tail ----------------------------------------------------------------
 

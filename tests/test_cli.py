@@ -49,7 +49,7 @@ def test_export_writes_onnx_and_ir(resnet: Path, tmp_path: Path, capsys: pytest.
     out.mkdir()
     assert main(["export", "--model", str(resnet), "--layer", "layer4", "--output", str(out / "r.xml")]) == 0
     printed = capsys.readouterr().out
-    assert "exact fast path" in printed and "32x4x4" in printed and "N = 16" in printed
+    assert "exact shortcut through the global pool" in printed and "32x4x4" in printed and "N = 16" in printed
     assert sorted(p.name for p in out.iterdir()) == ["r.bin", "r.xml"]  # no scratch files left
     assert main(["export", "-m", str(resnet), "-o", str(out / "r.onnx"), "--mask", "gaussian"]) == 0
     assert _digest(resnet) == before
@@ -68,7 +68,7 @@ def test_inspect_lists_candidates(resnet: Path, capsys: pytest.CaptureFixture[st
     assert main(["inspect", "--model", str(resnet)]) == 0
     lines = capsys.readouterr().out.splitlines()
     default = [line for line in lines if line.startswith("*")]
-    assert len(default) == 1 and "layer4" in default[0] and "32x4x4" in default[0] and "fast" in default[0]
+    assert len(default) == 1 and "layer4" in default[0] and "32x4x4" in default[0] and "mean" in default[0]
     assert any(line.split()[0] == "layer3" and "general" in line for line in lines)
 
 

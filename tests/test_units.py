@@ -23,7 +23,7 @@ from ovxai.cost import macs, node_macs
 from ovxai.errors import OvxaiError
 from ovxai.formats.onnx import ONNX
 from ovxai.formats.openvino import OPENVINO
-from ovxai.graph import GlobalPool, GraphView, Kind, Node, plan_free_batch, plan_tail, scope_from_name
+from ovxai.graph import GraphView, Kind, Node, Shortcut, plan_free_batch, plan_tail, scope_from_name
 from ovxai.metadata import ModelInfo, read_onnxruntime, read_openvino
 from ovxai.target import Candidate, candidates, pick_prediction, resolve
 
@@ -422,7 +422,7 @@ def test_same_model_through_both_adapters(shared: tuple[GraphView, GraphView]) -
         plan = plan_tail(graph, chosen.tensor, "logits")
         assert [n.name for n in plan.nodes] == ["/pool/ReduceMean", "logits"]
         assert set(plan.side_inputs.values()) == {Kind.CONSTANT}  # weights (and OpenVINO's axes input)
-        assert plan.pool is not None and plan.pool.keepdims is False
+        assert plan.shortcut is not None and (plan.shortcut.kind, plan.shortcut.keepdims) == ("mean", False)
 
 
 def test_openvino_scopes_of_a_biased_conv_match_onnx(tmp_path: Path) -> None:
@@ -621,11 +621,11 @@ def test_tail_plan_nodes_and_side_inputs() -> None:
         "w_fc": Kind.CONSTANT,
         "b_fc": Kind.CONSTANT,
     }
-    assert inside.pool is None  # T's first reader is the Add
+    assert inside.shortcut is None  # T's first reader is the Add
     after = plan_tail(graph, "a5", "logits")
     assert [n.op for n in after.nodes] == ["GlobalAveragePool", "Reshape", "Gemm"]
     assert after.side_inputs == {"view_shape": Kind.SHAPE, "w_fc": Kind.CONSTANT, "b_fc": Kind.CONSTANT}
-    assert after.pool == GlobalPool(_node(graph, "/avgpool/GlobalAveragePool"), True)
+    assert after.shortcut == Shortcut((), "a5", _node(graph, "/avgpool/GlobalAveragePool"), "mean", True)
     assert (after.target, after.prediction) == ("a5", "logits")
 
 
@@ -659,7 +659,7 @@ def test_fast_path_is_a_global_average_pool_over_h_and_w(pool: str) -> None:
     graph = _pooled_head(nodes, features, opset, axes=np.array([2, -1]))
     plan = plan_tail(graph, "map", "logits")
     assert [n.name for n in plan.nodes] == ["/pool", "/Flatten", "/fc/Gemm"]
-    assert plan.pool == (None if keepdims is None else GlobalPool(_node(graph, "/pool"), keepdims))
+    assert plan.shortcut == (None if keepdims is None else Shortcut((), "map", _node(graph, "/pool"), "mean", keepdims))
 
 
 def test_fast_path_needs_the_pool_to_be_the_only_reader() -> None:
@@ -673,14 +673,14 @@ def test_fast_path_needs_the_pool_to_be_the_only_reader() -> None:
     ints = {"zero": np.array([0]), "one": np.array([1]), "minus_one": np.array([-1])}
     graph = _pooled_head(pool, 4, **ints)
     plan = plan_tail(graph, "map", "logits")
-    assert plan.pool == GlobalPool(_node(graph, "/pool"), True)
+    assert plan.shortcut == Shortcut((), "map", _node(graph, "/pool"), "mean", True)
     assert plan.side_inputs["zero"] is Kind.CONSTANT and "map_shape" not in plan.side_inputs
     skip = [
         _n("GlobalAveragePool", ["map"], ["gap"], "/pool"),
         _n("ReduceMax", ["map"], ["peak"], "/peak", axes=[2, 3], keepdims=1),
         _n("Add", ["gap", "peak"], ["pooled"], "/add"),
     ]
-    assert plan_tail(_pooled_head(skip, 4), "map", "logits").pool is None
+    assert plan_tail(_pooled_head(skip, 4), "map", "logits").shortcut is None
 
 
 def test_fast_path_through_openvino() -> None:
@@ -696,7 +696,7 @@ def test_fast_path_through_openvino() -> None:
     def keepdims(pool: Any) -> bool | None:
         plan = plan_tail(head(pool), "map", "logits")
         assert [n.name for n in plan.nodes] == ["pooled", "flat", "logits"]
-        return None if plan.pool is None else plan.pool.keepdims
+        return None if plan.shortcut is None else plan.shortcut.keepdims
 
     assert keepdims(lambda m: ops.reduce_mean(m, _const([2, 3]), keep_dims=False)) is False
     assert keepdims(lambda m: ops.reduce_mean(m, _const([-1, -2]), keep_dims=True)) is True

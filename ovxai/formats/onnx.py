@@ -260,8 +260,26 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         whole_window=whole_window,
         start=int(attrs.get("start", 0)),
         weight_inner=_weight_inner(op, attrs, tensors, proto),
+        pointwise=(op == "Conv" and _pointwise(attrs, tensors.get(proto.input[1]) if len(proto.input) > 1 else None))
+        or (op in ("AveragePool", "MaxPool") and _pointwise(attrs, None)),
+        transpose_b=op == "Gemm" and bool(attrs.get("transB", 0)),
+        plain_product=op == "MatMul"
+        or (
+            op == "Gemm"
+            and not attrs.get("transA", 0)
+            and attrs.get("alpha", 1.0) == 1.0
+            and attrs.get("beta", 1.0) == 1.0
+        ),
         handle=proto,
     )
+
+
+def _pointwise(attrs: dict[str, Any], weight: Tensor | None) -> bool:
+    """A Conv or pool that maps each position to itself: 1 x 1 kernel, stride 1, no padding."""
+    kernel = list(attrs.get("kernel_shape", [])) or list((weight.shape or ())[2:] if weight else [])
+    pads, strides = list(attrs.get("pads", [])), list(attrs.get("strides", []))
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    return kernel == [1, 1] and not any(pads) and all(s == 1 for s in strides) and auto_pad in (b"NOTSET", b"VALID")
 
 
 def _weight_inner(
@@ -305,6 +323,7 @@ class OnnxOps:
         self.initializers: list[TensorProto] = []
         self.outputs: dict[str, Sequence[Dim]] = {}
         self._count = 0
+        self._copies: dict[str, int] = {}
 
     def _name(self, hint: str) -> str:
         self._count += 1
@@ -384,12 +403,15 @@ class OnnxOps:
         return self._node(op, [x], axes=[axis], keepdims=1)
 
     def copy_node(self, node: Node, inputs: Sequence[str | None]) -> list[str]:
+        copies = self._copies.get(node.name, 0)
+        self._copies[node.name] = copies + 1
+        copy = f"#{copies}" if copies else ""  # a node copied again (the shortcut's background) gets new names
         proto = onnx.NodeProto()
         proto.CopyFrom(node.handle)
-        proto.name = f"{NODE_PREFIX}tail/{node.name}"
+        proto.name = f"{NODE_PREFIX}tail/{node.name}{copy}"
         del proto.input[:]
         proto.input.extend(i or "" for i in inputs)
-        outputs = [f"{NODE_PREFIX}tail/{o}" if o else "" for o in proto.output]
+        outputs = [f"{NODE_PREFIX}tail/{o}{copy}" if o else "" for o in proto.output]
         del proto.output[:]
         proto.output.extend(outputs)
         self.nodes.append(proto)

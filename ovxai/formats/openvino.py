@@ -244,9 +244,19 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         perm=None if perm is None else tuple(int(p) for p in perm),
         whole_window=whole_window,
         weight_inner=_weight_inner(kind, attrs, [tensors[i] for i in inputs]),
+        pointwise=(kind in ("Convolution", "GroupConvolution") and _pointwise(attrs, tensors[inputs[1]].shape or ()))
+        or (kind in ("AvgPool", "MaxPool") and _pointwise(attrs, tuple(attrs.get("kernel", ())))),
+        transpose_b=kind == "MatMul" and bool(attrs.get("transpose_b", False)),
+        plain_product=kind == "MatMul" and not attrs.get("transpose_a", False),
         levels=int(attrs.get("levels", 0)) if kind == "FakeQuantize" else 0,
         handle=op,
     )
+
+
+def _pointwise(attrs: dict[str, Any], kernel: tuple[Dim, ...]) -> bool:
+    """A convolution or pool that maps each position to itself: 1 x 1 kernel, stride 1, no padding."""
+    pads = [*attrs.get("pads_begin", []), *attrs.get("pads_end", [])]
+    return tuple(kernel)[-2:] == (1, 1) and not any(pads) and all(s == 1 for s in attrs.get("strides", []))
 
 
 def _weight_inner(kind: str, attrs: dict[str, Any], inputs: list[Tensor]) -> tuple[Dim, ...] | None:
@@ -276,7 +286,9 @@ class OvOps:
         self.by_id = {tensor_id(o): o for op in model.get_ordered_ops() for o in op.outputs()}
         self.results: list[Any] = []
         self._count = 0
-        self._twins: dict[int, Any] | None = None
+        self._clones: list[dict[int, Any]] = []
+        self._copies: dict[str, int] = {}
+        self._keep_alive: list[list[Any]] = []
 
     def _named(self, node: Any) -> Any:
         self._count += 1
@@ -284,13 +296,20 @@ class OvOps:
         return node.output(0)
 
     def _twin(self, node: Node) -> Any:
-        if self._twins is None:  # clone once, lazily: only the tail's twins are ever used
-            originals = self.model.get_ordered_ops()
-            clones = self.model.clone().get_ordered_ops()
-            assert [o.get_type_name() for o in originals] == [c.get_type_name() for c in clones]
-            self._twins = {id(o): c for o, c in zip(originals, clones, strict=True)}
-            self._keep_alive = clones  # the cloned model's nodes must outlive the clone object
-        return self._twins[id(node.handle)]
+        """A fresh copy of ``node``: its twin in the first clone of the model where that twin is unused.
+
+        Clones are made lazily (most hooks copy each tail node once: one clone); only the tail's twins
+        are ever wired in, the rest of each clone is unreachable and dropped on saving."""
+        for twins in self._clones:
+            twin = twins.pop(id(node.handle), None)
+            if twin is not None:
+                return twin
+        originals = self.model.get_ordered_ops()
+        clones = self.model.clone().get_ordered_ops()
+        assert [o.get_type_name() for o in originals] == [c.get_type_name() for c in clones]
+        self._keep_alive.append(clones)  # the cloned model's nodes must outlive the clone object
+        self._clones.append({id(o): c for o, c in zip(originals, clones, strict=True)})
+        return self._clones[-1].pop(id(node.handle))
 
     def tensor(self, name: str) -> Any:
         return self.by_id[name]
@@ -315,7 +334,8 @@ class OvOps:
 
     def binary(self, op: str, a: Any, b: Any) -> Any:
         make = {"Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide}
-        return self._named(opset.greater(a, b) if op == "Greater" else make[op](a, b))
+        make |= {"Greater": opset.greater, "Equal": opset.equal}
+        return self._named(make[op](a, b))
 
     def unary(self, op: str, x: Any) -> Any:
         if op == "Round":
@@ -369,9 +389,12 @@ class OvOps:
                 # identical data once, so no weight is stored twice.
                 continue
             twin.input(port).replace_source_output(source)
-        twin.set_friendly_name(f"{NODE_PREFIX}tail/{node.name}")
+        copies = self._copies.get(node.name, 0)
+        self._copies[node.name] = copies + 1
+        copy = f"#{copies}" if copies else ""  # a node copied again (the shortcut's background) gets new names
+        twin.set_friendly_name(f"{NODE_PREFIX}tail/{node.name}{copy}")
         for out in twin.outputs():  # the clone's tensors carry the originals' names: rename them
-            out.get_tensor().set_names({f"{NODE_PREFIX}tail/{n}" for n in out.get_names()})
+            out.get_tensor().set_names({f"{NODE_PREFIX}tail/{n}{copy}" for n in out.get_names()})
         twin.validate_and_infer_types()
         return list(twin.outputs())
 
