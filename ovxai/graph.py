@@ -366,6 +366,8 @@ def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
     return TailPlan(target, prediction, nodes, side, _shortcut(graph, target, nodes))
 
 
+LINEAR_SHORTCUT_MAX_WEIGHTS = 4 * 1024 * 1024  # elements (16 MiB in f32) of a linear layer the shortcut re-lays
+
 # Ops whose output at a position depends only on their input at that position (and on constants).
 PER_POSITION_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Mish",
@@ -443,7 +445,12 @@ def _linear_after_flatten(graph: GraphView, node: Node, tail: list[Node]) -> Nod
     if product.inputs[0] != node.outputs[0] or not all(_constant(graph, i) for i in product.inputs[1:]):
         return None
     weight = graph.tensor(product.inputs[1]).shape
-    return product if weight is not None and len(weight) == 2 else None
+    if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight):
+        return None
+    # The per-position products read W position-major, (N, C', K): the engines hold that re-laid copy
+    # beside W. Past LINEAR_SHORTCUT_MAX_WEIGHTS (VGG's and AlexNet's first classifier layers: 411 and
+    # 151 MB) that copy costs more memory than the mosaic costs time, and the mosaic stays.
+    return product if weight[0] * weight[1] <= LINEAR_SHORTCUT_MAX_WEIGHTS else None  # type: ignore[operator]
 
 
 def global_pool_keepdims(graph: GraphView, node: Node) -> bool | None:

@@ -275,10 +275,13 @@ class ReciproCamHook(Generic[T]):
         assert cut.flatten is not None
         weight = ops.tensor(cut.boundary.inputs[1])
         channels = ops.slice(flat_shape, 1, 2)
+        # Static sizes (the plan requires them here): the re-laid weight is then a constant the engines fold
+        # once, rather than a transpose of the whole weight at every run.
+        _, c, h, w = self.graph.tensor(cut.source).shape  # type: ignore[misc]
         if cut.boundary.transpose_b:  # (K, C'*N) -> (K, C', N) -> (N, C', K)
-            per_position = ops.transpose(ops.reshape(weight, ops.concat([ops.i64([-1]), channels, self.n])), [2, 1, 0])
+            per_position = ops.transpose(ops.reshape(weight, ops.i64([-1, c, h * w])), [2, 1, 0])  # type: ignore[list-item, operator]
         else:  # (C'*N, K) -> (C', N, K) -> (N, C', K)
-            per_position = ops.transpose(ops.reshape(weight, ops.concat([channels, self.n, ops.i64([-1])])), [1, 0, 2])
+            per_position = ops.transpose(ops.reshape(weight, ops.i64([c, h * w, -1])), [1, 0, 2])  # type: ignore[list-item, operator]
 
         def products(columns: T) -> T:  # (B, C', N) -> (N, B, C') @ (N, C', K) -> (B, N, K)
             by_position = ops.transpose(ops.reshape(columns, flat_shape), [2, 0, 1])

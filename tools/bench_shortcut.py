@@ -1,0 +1,141 @@
+"""The exact shortcut past the mosaic (issue 12), measured by hand: plain vs patched latency and memory.
+
+Models without a global pool right after their target map, as torchvision and timm define them (random
+weights, tests/zoo.py), at the targets of the issue's table: SqueezeNet 1.1 at ``features`` (1 x 1 conv
++ ReLU before the pool), AlexNet and VGG-16-BN at ``features`` (flatten + an MLP), a conv-head hybrid
+(timm EfficientViT-B0 at its last stage: 1 x 1 conv + BN + act, pool, MLP), and ResNet-50 at ``layer4``
+(the classic fast path, which must not get slower). Each exported three ways: plain, patched with the
+shortcut, patched with the full mosaic (``fast_path=False``).
+
+OpenVINO CPU (plugin default precision and f32, ``PERFORMANCE_HINT=LATENCY``) and ONNX Runtime CPU, batch 1
+and 8, alternated rounds (tools/harness.py), medians and paired ratios to plain; peak RSS of compile + one
+inference in a fresh process (tools/bench_latency.py's child).
+
+    python -m tools.bench_shortcut [--models squeezenet1_1 vgg16_bn] [--rounds 8] [--out out/bench_shortcut.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
+
+from bench_latency import compile_model, infer_once, peak_rss  # noqa: E402
+from harness import Variant, alternate, markdown_table  # noqa: E402
+
+SIZE = 224
+MODELS: dict[str, tuple[str, str, str]] = {  # name: (library, constructor, target as in issue 12's table)
+    "squeezenet1_1": ("torchvision", "squeezenet1_1", "features"),
+    "alexnet": ("torchvision", "alexnet", "features"),
+    "vgg16_bn": ("torchvision", "vgg16_bn", "features"),
+    "efficientvit_b0": ("timm", "efficientvit_b0", "stages.3"),
+    "resnet50": ("torchvision", "resnet50", "layer4"),
+}
+VARIANTS = ("plain", "shortcut", "mosaic")
+
+
+def build(name: str, folder: Path) -> dict[str, Path]:
+    """Plain ONNX + IR, and both patched variants in both formats."""
+    import zoo
+
+    from ovxai import HookOptions, export
+    from ovxai.torch_export import to_onnx
+
+    library, constructor, layer = MODELS[name]
+    factory: Callable[..., Any] = zoo.build_torchvision if library == "torchvision" else zoo.build_timm
+    net = factory(constructor, SIZE)
+    paths = {"plain.onnx": folder / f"{name}.onnx", "plain.xml": folder / f"{name}.xml"}
+    to_onnx(net, paths["plain.onnx"], SIZE, "legacy")
+    ov.save_model(ov.convert_model(str(paths["plain.onnx"])), str(paths["plain.xml"]), compress_to_fp16=False)
+    for variant, fast in (("shortcut", True), ("mosaic", False)):
+        for suffix in ("onnx", "xml"):
+            result = export(paths["plain.onnx"], folder / f"{name}_{variant}.{suffix}", layer=layer,
+                            options=HookOptions(fast_path=fast), fp16=False)  # fmt: skip
+            paths[f"{variant}.{suffix}"] = result.files[0]
+        paths[f"{variant}.path"] = Path(result.path)
+    return paths
+
+
+def time_openvino(paths: dict[str, Path], batch: int, precision: str, rounds: int) -> dict[str, Any]:
+    core = ov.Core()
+    x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    variants = []
+    for variant in VARIANTS:
+        request = compile_model(core, paths[f"{variant}.xml"], "CPU", precision).create_infer_request()
+        variants.append(Variant(variant, partial(infer_once, request, x)))
+    return _summary(alternate(variants, rounds, warmup=2, max_rounds=2 * rounds))
+
+
+def time_onnxruntime(paths: dict[str, Path], batch: int, rounds: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    variants = []
+    for variant in VARIANTS:
+        session = ort.InferenceSession(str(paths[f"{variant}.onnx"]), providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        variants.append(Variant(variant, partial(session.run, None, feed)))
+    return _summary(alternate(variants, rounds, warmup=2, max_rounds=2 * rounds))
+
+
+def _summary(timing: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"rounds": f"{timing.clean_count}/{len(timing.rounds)}", "verdict": timing.verdict()}
+    for variant in VARIANTS:
+        s = timing.summary(variant, None if variant == "plain" else "plain")
+        out[variant] = {"median_ms": s.median * 1e3, "ratio": s.ratio}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=ROOT / "out/bench_shortcut.json")
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = {"openvino": ov.get_version(), "models": {}}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ovxai-shortcut-") as tmp:
+        for name in args.models:
+            folder = Path(tmp) / name
+            folder.mkdir()
+            paths = build(name, folder)
+            entry: dict[str, Any] = {"path": str(paths["shortcut.path"]), "timings": [], "rss_mib": {}}
+            for variant in VARIANTS:
+                entry["rss_mib"][variant] = peak_rss(sys.executable, paths[f"{variant}.xml"], 1, "CPU", "f32")
+            for batch in args.batches:
+                for engine, timing in (
+                    ("OpenVINO default", partial(time_openvino, paths, batch, "default", args.rounds)),
+                    ("OpenVINO f32", partial(time_openvino, paths, batch, "f32", args.rounds)),
+                    ("ONNX Runtime", partial(time_onnxruntime, paths, batch, args.rounds)),
+                ):
+                    result = {"batch": batch, "engine": engine, **timing()}
+                    entry["timings"].append(result)
+                    rows.append((
+                        name, entry["path"], batch, engine, f"{result['plain']['median_ms']:.1f}",
+                        f"{result['shortcut']['ratio']:.3f}", f"{result['mosaic']['ratio']:.3f}", result["rounds"],
+                    ))  # fmt: skip
+                    print(" | ".join(str(c) for c in rows[-1]), flush=True)
+            report["models"][name] = entry
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    header = ("model", "shortcut", "batch", "engine", "plain ms", "shortcut / plain", "mosaic / plain", "clean rounds")
+    print(markdown_table(header, rows, "llrlrrrl"))
+    rss = [(name, *(f"{e['rss_mib'][v]['peak_mib']:.0f}" for v in VARIANTS)) for name, e in report["models"].items()]
+    print(markdown_table(("model", "plain peak RSS MiB", "shortcut", "mosaic"), rss, "lrrr"))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
