@@ -58,6 +58,7 @@ _FLAGS = {
     "mask": "--mask",
     "saliency_dtype": "--saliency-dtype",
     "targets": "--explain",
+    "explain": "--explain",
     "top_k": "--top-k",
 }
 _PARAMETER = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")= ?")
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--score", choices=SCORES, default=SCORES[0])
     exp.add_argument("--mask", choices=MASKS, default=MASKS[0])
     exp.add_argument("--saliency-dtype", choices=SALIENCY_DTYPES, default=SALIENCY_DTYPES[0])
+    exp.add_argument(
+        "--explain", default="all", help="classes that get a map: all (default), topK of each image, or ids 281,285"
+    )
     exp.add_argument("--static-batch", type=int, metavar="N", help="fix every shape, batch N included (NPU)")
     exp.add_argument("--dynamic-size", action="store_true", help="free the input's H and W: explain any image size")
     exp.add_argument("--no-fp16", dest="fp16", action="store_false", help="keep IR weights in FP32")
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     from ovxai.exporter import export
 
-    options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype)
+    options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, explain=args.explain)
     if args.torch:
         if args.output is None or args.input_shape is None:
             raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
@@ -196,6 +200,8 @@ def _report(result: ExportResult, options: HookOptions) -> None:
     print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
     extra = " + 'feature_vector' (B, C)" if result.path == "mean" else ""
+    if options.explain != "all":
+        extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
         print(f"wrote    {f}")

@@ -27,7 +27,9 @@ SALIENCY_OUTPUT = "saliency_map"
 """(B, K, H, W) maps, one per image and class."""
 FEATURE_OUTPUT = "feature_vector"
 """(B, C) pooled features of the original path, the name OpenVINO's Model API reads."""
-HOOK_OUTPUTS = (SALIENCY_OUTPUT, FEATURE_OUTPUT)
+CLASSES_OUTPUT = "saliency_classes"
+"""(B, K') int64: the class of each map, when the model maps only some classes (``explain`` not 'all')."""
+HOOK_OUTPUTS = (SALIENCY_OUTPUT, FEATURE_OUTPUT, CLASSES_OUTPUT)
 
 NODE_PREFIX = "ovxai/"
 """Every node and tensor the hook adds is named under this prefix."""
@@ -38,8 +40,20 @@ OVXAI_SECTION = "ovxai"
 """ovxai's own metadata section: what Model API has no key for."""
 
 
-def one_of(value: object, allowed: tuple[str, ...], what: str) -> str | None:
-    """None when ``value`` is allowed, else the problem in words (for an error naming the parameter)."""
-    if value in allowed:
+def parse_explained(spec: str) -> int | tuple[int, ...] | None:
+    """Which classes a model maps: 'all' -> None, 'topK' -> K (the K best of each image's own prediction),
+    'ID,ID,...' -> those class ids. ValueError with the reason for anything else."""
+    text = spec.strip().lower()
+    if text == "all":
         return None
-    return f"unknown {what} {value!r}; use one of: {', '.join(allowed)}"
+    if text.startswith("top"):
+        if not text[3:].isdigit() or int(text[3:]) < 1:
+            raise ValueError(f"'{spec}' is not topK with K >= 1")
+        return int(text[3:])
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"'{spec}' is not 'all', 'topK' or class ids like 281,285") from None
+    if any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"'{spec}' has a negative or repeated class id")
+    return ids

@@ -85,9 +85,11 @@ def export(
         target = resolve(graph, prediction, layer)
         plan = plan_tail(graph, target.tensor, prediction)
         info = (info or ModelInfo()).replace(
-            score=options.score, probabilities=_ends_in_probabilities(graph, prediction)
+            score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
         )
-        info.check(_num_classes(graph, prediction))
+        classes = _num_classes(graph, prediction)
+        info.check(classes)
+        _check_explained(options, classes)
         emitter = source_format.hook_ops(loaded.model, graph)
         ReciproCamHook(emitter, graph, plan, options).build()
         patched = emitter.finish()
@@ -177,6 +179,18 @@ def _dims(shape: Sequence[int | str | None]) -> str:
 def _num_classes(graph: GraphView, prediction: str) -> int | None:
     shape = graph.tensor(prediction).shape
     return shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
+
+
+def _check_explained(options: HookOptions, classes: int | None) -> None:
+    picked = options.explained()
+    if classes is None or picked is None:
+        return
+    if isinstance(picked, int) and picked > classes:
+        raise OvxaiError(
+            f"explain=top{picked} asks for more classes than the model's {classes}", f"use top1..top{classes}"
+        )
+    if isinstance(picked, tuple) and max(picked) >= classes:
+        raise OvxaiError(f"explain= class id {max(picked)} is out of range", f"the model has classes 0..{classes - 1}")
 
 
 def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:

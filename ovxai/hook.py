@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from ovxai.conventions import (
+    CLASSES_OUTPUT,
     FEATURE_OUTPUT,
     MASKS,
     SALIENCY_DTYPES,
@@ -32,6 +33,7 @@ from ovxai.conventions import (
     Mask,
     SaliencyDType,
     Score,
+    parse_explained,
 )
 from ovxai.errors import OvxaiError
 from ovxai.graph import SHAPE_OPS, Dim, GraphView, Kind, Node, Shortcut, TailPlan
@@ -48,11 +50,20 @@ class HookOptions:
     mask: Mask = "onehot"
     saliency_dtype: SaliencyDType = "float32"
     fast_path: bool = True  # skip the mosaic exactly where the tail allows it (see graph.Shortcut)
+    explain: str = "all"  # which classes get a map: all, topK (of each image's prediction), or ids "281,285"
 
     def __post_init__(self) -> None:
         for name, allowed in (("score", SCORES), ("mask", MASKS), ("saliency_dtype", SALIENCY_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise OvxaiError(f"unknown {name}= {getattr(self, name)!r}", f"use one of: {', '.join(allowed)}")
+        self.explained()
+
+    def explained(self) -> int | tuple[int, ...] | None:
+        """None: every class; k: each image's k best classes; a tuple: those class ids."""
+        try:
+            return parse_explained(self.explain)
+        except ValueError as exc:
+            raise OvxaiError(f"explain= {exc}", "use all, top5, or class ids like explain=281,285") from None
 
 
 class Ops(Protocol[T]):
@@ -131,6 +142,18 @@ class Ops(Protocol[T]):
         """Reduction over one axis, keeping it (size 1)."""
         ...
 
+    def topk(self, x: T, k: int) -> T:
+        """int64 indices of the ``k`` largest values along the last axis, largest first."""
+        ...
+
+    def gather(self, x: T, indices: T, axis: int) -> T:
+        """numpy ``take``: the entries of ``x`` at ``indices`` along ``axis`` (ONNX Gather)."""
+        ...
+
+    def gather_elements(self, x: T, indices: T, axis: int) -> T:
+        """numpy ``take_along_axis`` (ONNX GatherElements); ``indices`` has ``x``'s rank."""
+        ...
+
     def copy_node(self, node: Node, inputs: Sequence[T | None]) -> list[T]:
         """A copy of an original node reading ``inputs`` (None: an omitted optional input); its outputs."""
         ...
@@ -155,6 +178,7 @@ class ReciproCamHook(Generic[T]):
         self.w = ops.slice(self.t_shape, 3, 4)
         self.n = ops.binary("Mul", self.h, self.w)
         self.mosaic_of: dict[str, T] = {}  # original tensor name -> its counterpart in the mosaic branch
+        self._classes: T | None = None  # (B, K') class ids of the maps, when explain is not 'all'
 
     def build(self) -> T:
         """Emit the whole branch and return the saliency tensor (also exposed as ``saliency_map``)."""
@@ -177,9 +201,13 @@ class ReciproCamHook(Generic[T]):
         target = self.graph.tensor(self.plan.target).shape or (None,) * 4
         prediction = self.graph.tensor(self.plan.prediction).shape or (None, None)
         batch = target[0] or prediction[0] or "batch"
+        picked = self.options.explained()
+        count = prediction[1] if picked is None else (picked if isinstance(picked, int) else len(picked))
         self.ops.output(
-            saliency, SALIENCY_OUTPUT, (batch, prediction[1] or "classes", target[2] or "height", target[3] or "width")
+            saliency, SALIENCY_OUTPUT, (batch, count or "classes", target[2] or "height", target[3] or "width")
         )
+        if self._classes is not None:
+            self.ops.output(self._classes, CLASSES_OUTPUT, (batch, count or "classes"))
         pool = self.plan.shortcut
         if pool is not None and pool.kind == "mean":
             # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
@@ -189,6 +217,24 @@ class ReciproCamHook(Generic[T]):
             source = self.graph.tensor(pool.source).shape or (None, None)
             self.ops.output(features, FEATURE_OUTPUT, (batch, source[1] or "channels"))
         return saliency
+
+    def _selected(self, maps: T) -> T:
+        """The maps of the classes ``explain`` asks for, and their ids as ``self._classes`` (B, K').
+
+        topK takes each image's K best classes by the model's own prediction output; fixed ids are
+        the same for every image."""
+        ops = self.ops
+        picked = self.options.explained()
+        if picked is None:
+            return maps
+        if isinstance(picked, int):
+            scores = ops.reshape(ops.tensor(self.plan.prediction), ops.concat([self.batch, ops.i64([-1])]))
+            self._classes = ops.topk(scores, picked)  # (B, K')
+            spread = ops.expand(ops.unsqueeze(self._classes, 2), ops.concat([self.batch, ops.i64([picked]), self.n]))
+            return ops.gather_elements(maps, spread, 1)
+        ids = ops.i64(list(picked))
+        self._classes = ops.expand(ops.unsqueeze(ids, 0), ops.concat([self.batch, ops.i64([len(picked)])]))
+        return ops.gather(maps, ids, 1)
 
     def _logits(self) -> str:
         """The tensor holding the class logits: a model that ends in Softmax or Sigmoid already
@@ -383,7 +429,7 @@ class ReciproCamHook(Generic[T]):
             per_image = ops.softmax(per_image, -1)
         elif self.options.score == "sigmoid":
             per_image = ops.unary("Sigmoid", per_image)
-        maps = ops.transpose(per_image, [0, 2, 1])  # (B, K, N)
+        maps = self._selected(ops.transpose(per_image, [0, 2, 1]))  # (B, K, N), or (B, K', N)
         low = ops.reduce("ReduceMin", maps, 2)
         span = ops.binary("Sub", ops.reduce("ReduceMax", maps, 2), low)
         # A constant map has span 0 and maps - low == 0 everywhere: dividing by 1 gives zeros, not NaN.

@@ -43,6 +43,7 @@ class ModelInfo:
     channel_order: ChannelOrder | None = None  # what the network expects (Model API feeds BGR, reverses for rgb)
     score: Score | None = None  # how the hook scored each masked copy
     probabilities: bool | None = None  # the prediction output is already softmax/sigmoid probabilities
+    explained: str | None = None  # which classes have maps: 'all', 'topK' or ids '281,285' (saliency_classes)
 
     def __post_init__(self) -> None:
         for name in ("mean", "scale"):
@@ -106,6 +107,8 @@ class ModelInfo:
             out[OVXAI_SECTION, "score"] = self.score
         if self.probabilities is not None:
             out[OVXAI_SECTION, "probabilities"] = str(self.probabilities)
+        if self.explained is not None:
+            out[OVXAI_SECTION, "explain"] = self.explained
         return out
 
     @classmethod
@@ -131,6 +134,7 @@ class ModelInfo:
             channel_order=None if reverse is None else ("rgb" if _true(reverse) else "bgr"),
             score=next((s for s in SCORES if s == score), None),
             probabilities=None if probabilities is None else _true(probabilities),
+            explained=get(OVXAI_SECTION, "explain"),
         )
 
     def replace(self, **changes: Any) -> ModelInfo:

@@ -402,6 +402,17 @@ class OnnxOps:
             return self._node(op, [x, self.i64([axis])], keepdims=1)
         return self._node(op, [x], axes=[axis], keepdims=1)
 
+    def topk(self, x: str, k: int) -> str:
+        out, indices = self._name("TopK_values"), self._name("TopK_indices")
+        self.nodes.append(helper.make_node("TopK", [x, self.i64([k])], [out, indices], name=out, axis=-1))
+        return indices
+
+    def gather(self, x: str, indices: str, axis: int) -> str:
+        return self._node("Gather", [x, indices], axis=axis)
+
+    def gather_elements(self, x: str, indices: str, axis: int) -> str:
+        return self._node("GatherElements", [x, indices], axis=axis)
+
     def copy_node(self, node: Node, inputs: Sequence[str | None]) -> list[str]:
         copies = self._copies.get(node.name, 0)
         self._copies[node.name] = copies + 1

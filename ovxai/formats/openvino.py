@@ -23,7 +23,7 @@ from ovxai.metadata import Entries
 try:
     import openvino as ov
     import openvino.opset13 as opset
-    from openvino import opset3, opset4, opset8
+    from openvino import opset3, opset4, opset6, opset8, opset11
 except ImportError:  # pragma: no cover - openvino is a dependency; the message is for broken installs
     ov = None
 
@@ -378,6 +378,17 @@ class OvOps:
     def reduce(self, op: str, x: Any, axis: int) -> Any:
         make = opset.reduce_min if op == "ReduceMin" else opset.reduce_max
         return self._named(make(x, self.i64([axis]), keep_dims=True))
+
+    def topk(self, x: Any, k: int) -> Any:
+        node = opset11.topk(x, self._scalar(k), -1, "max", "value", "i64")
+        self._named(node)
+        return node.output(1)
+
+    def gather(self, x: Any, indices: Any, axis: int) -> Any:
+        return self._named(opset8.gather(x, indices, self._scalar(axis)))
+
+    def gather_elements(self, x: Any, indices: Any, axis: int) -> Any:
+        return self._named(opset6.gather_elements(x, indices, axis))
 
     def copy_node(self, node: Node, inputs: Sequence[Any]) -> list[Any]:
         twin = self._twin(node)

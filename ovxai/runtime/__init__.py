@@ -30,7 +30,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image
 
-from ovxai.conventions import HOOK_OUTPUTS, SALIENCY_OUTPUT, ChannelOrder
+from ovxai.conventions import CLASSES_OUTPUT, HOOK_OUTPUTS, SALIENCY_OUTPUT, ChannelOrder
 from ovxai.errors import OvxaiError
 from ovxai.metadata import read_labels
 from ovxai.runtime import pictures
@@ -213,6 +213,7 @@ class Explainer:
         score: str = "softmax",
         probabilities: bool | None = None,
         preprocessing_source: dict[str, str] | None = None,
+        explained: str | None = None,
     ) -> None:
         self.session = session
         self.preprocessing = preprocessing
@@ -227,6 +228,7 @@ class Explainer:
             )
         self.score = score
         self.probabilities = probabilities  # None: not recorded at export, guessed from the values
+        self.explained = explained  # which classes the model maps (recorded at export): all, topK or ids
         self.static_batch = session.input_shape[0]
 
     @classmethod
@@ -285,7 +287,8 @@ class Explainer:
         if order is None:
             order, source["channel_order"] = "rgb", "default, none recorded"
         prep = Preprocessing(hw, mean_v, scale_v, order)  # type: ignore[arg-type]
-        return cls(session, prep, labels or info.labels, info.score or "softmax", info.probabilities, source)
+        score = info.score or "softmax"
+        return cls(session, prep, labels or info.labels, score, info.probabilities, source, info.explained)
 
     def describe_preprocessing(self) -> str:
         """What ``prepare`` does to each image and where each setting came from, in one line."""
@@ -418,17 +421,31 @@ class Explainer:
         if saliency.dtype == np.uint8:
             saliency = saliency.astype(np.float32) / 255
         top_k = min(top_k, scores.shape[1])
+        mapped = outputs.get(CLASSES_OUTPUT)  # a model exported with explain= topK or ids maps only those
         results = []
         for i in range(count):
             order = _top(scores[i], max(top_k, wanted if isinstance(wanted, int) else 1))
             ids = [int(k) for k in order[:wanted]] if isinstance(wanted, int) else wanted
             top = [self._prediction(int(k), scores[i]) for k in order[:top_k]]
             explained = [self._prediction(k, scores[i]) for k in ids]
-            results.append(Explanation(batch.sources[i], batch.images[i], scores[i], top, explained, saliency[i, ids]))
+            rows = ids if mapped is None else self._rows(mapped[i], ids)
+            results.append(Explanation(batch.sources[i], batch.images[i], scores[i], top, explained, saliency[i, rows]))
         post_s = (time.perf_counter() - start) / count
         for result, timings in zip(results, batch.timings, strict=True):
             result.timings = {**timings, "inference": inference_s / count, "postprocess": post_s}
         return results
+
+    def _rows(self, mapped: np.ndarray, ids: list[int]) -> list[int]:
+        """Where each wanted class's map is in a model that maps only some classes."""
+        where = {int(k): row for row, k in enumerate(mapped)}
+        missing = [k for k in ids if k not in where]
+        if missing:
+            raise OvxaiError(
+                f"class {missing[0]} has no map: the model maps only classes {sorted(where)} of this image "
+                f"(exported with explain {self.explained or 'topK'})",
+                "ask for those classes (targets=top1 ...), or re-export with --explain all",
+            )
+        return [where[k] for k in ids]
 
     def _probabilities(self, raw: np.ndarray) -> np.ndarray:
         raw = raw.astype(np.float64)
@@ -472,7 +489,7 @@ def _given(argument: Any, recorded: Any) -> tuple[Any, str]:
 def _num_classes(session: Session, prediction: str) -> int | None:
     """K from the saliency map (B, K, H, W) or the prediction's non-batch dimensions, when static."""
     saliency = session.output_shapes.get(SALIENCY_OUTPUT, [])
-    if len(saliency) > 1 and saliency[1]:
+    if len(saliency) > 1 and saliency[1] and CLASSES_OUTPUT not in session.output_names:
         return saliency[1]
     dims = session.output_shapes.get(prediction, [])[1:]
     return int(np.prod(dims)) if dims and all(dims) else None  # type: ignore[arg-type]
