@@ -318,11 +318,18 @@ class Shortcut:
     kind: Literal["mean", "linear"]
     keepdims: bool = True
     flatten: Node | None = None
+    after: tuple[Node, ...] = ()  # per-position ops right after a mean pool (a quantiser before an INT8 layer)
 
     @property
     def replaced(self) -> set[str]:
         """Names of the tail nodes the shortcut computes (they are not copied)."""
-        return {n.name for n in (*self.positionwise, self.boundary, *([self.flatten] if self.flatten else []))}
+        nodes = (*self.positionwise, self.boundary, *([self.flatten] if self.flatten else []), *self.after)
+        return {n.name for n in nodes}
+
+    @property
+    def output(self) -> str:
+        """The tail tensor whose counterpart the shortcut computes for all copies."""
+        return (self.after[-1] if self.after else self.boundary).outputs[0]
 
 
 @dataclass(frozen=True)
@@ -396,11 +403,27 @@ def _shortcut(graph: GraphView, target: str, tail: list[Node]) -> Shortcut | Non
     used = _feeding(graph, source, positionwise)
     keepdims = global_pool_keepdims(graph, node)
     if keepdims is not None:
-        return Shortcut(used, source, node, "mean", keepdims)
+        return Shortcut(used, source, node, "mean", keepdims, after=_after_pool(graph, node, tail) if keepdims else ())
     product = _linear_after_flatten(graph, node, tail)
     if product is not None:
         return Shortcut(used, source, product, "linear", flatten=node)
     return None
+
+
+def _after_pool(graph: GraphView, pool: Node, tail: list[Node]) -> tuple[Node, ...]:
+    """The chain of per-position ops that reads a (B, C, 1, 1) pool's output, one reader after another.
+
+    The hook runs them on the pooled values laid out as a (B, C, H, W) map, before turning the
+    copies into rows: engines run such ops (a FakeQuantize) far faster on a map than on B*N 1 x 1 rows."""
+    in_tail = {n.name for n in tail}
+    chain: list[Node] = []
+    current = pool.outputs[0]
+    while True:
+        readers = [r for r in graph.consumers.get(current, []) if r.name in in_tail and r.op not in SHAPE_OPS]
+        if len(readers) != 1 or readers[0].inputs[0] != current or not _acts_per_position(graph, readers[0], {current}):
+            return tuple(chain)
+        chain.append(readers[0])
+        current = readers[0].outputs[0]
 
 
 def _acts_per_position(graph: GraphView, node: Node, region: set[str]) -> bool:

@@ -184,7 +184,7 @@ class ReciproCamHook(Generic[T]):
         """Emit the whole branch and return the saliency tensor (also exposed as ``saliency_map``)."""
         replaced: set[str] = set()
         if self.shortcut is not None:
-            self.mosaic_of[self.shortcut.boundary.outputs[0]] = self._shortcut(self.shortcut)
+            self.mosaic_of[self.shortcut.output] = self._shortcut(self.shortcut)
             replaced = self.shortcut.replaced
         else:
             self.mosaic_of[self.plan.target] = self._mosaic()
@@ -305,15 +305,40 @@ class ReciproCamHook(Generic[T]):
                 placement = ops.cast(ops.binary("Equal", masks, ops.cast(ops.f32(weight / 16), dtype)), dtype)
                 parts.append((placement, ops.binary("Sub", column, background)))  # type: ignore[arg-type]
         flat_shape = ops.concat([self.batch, channels, self.n])
-        if cut.kind == "mean":
-            total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
-            n = ops.cast(self.n, dtype)
-            if background is not None:  # the N - |footprint| background positions, plus z under each column
-                total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
-            pooled = ops.binary("Div", total, n)
-            dims = [ops.i64([-1]), channels] + ([ops.i64([1, 1])] if cut.keepdims else [])
-            return ops.reshape(pooled, ops.concat(dims))
-        return self._linear(cut, parts, flat_shape, background)
+        if cut.kind == "linear":
+            return self._linear(cut, parts, flat_shape, background)
+        n = ops.cast(self.n, dtype)
+        if cut.after:
+            return self._after_pool(cut, self._pooled_map(parts, background, flat_shape, n))
+        total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
+        if background is not None:  # the N - |footprint| background positions, plus z under each column
+            total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
+        pooled = ops.binary("Div", total, n)
+        dims = [ops.i64([-1]), channels] + ([ops.i64([1, 1])] if cut.keepdims else [])
+        return ops.reshape(pooled, ops.concat(dims))
+
+    def _pooled_map(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
+        """Copy n's pooled features laid out at position n of a (B, C', H, W) map."""
+        ops = self.ops
+        map_shape = ops.concat([ops.slice(flat_shape, 0, 2), self.h, self.w])
+        if len(parts) == 1 and parts[0][0] is None and background is None:  # one-hot, nothing before the pool
+            return ops.binary("Div", ops.reshape(parts[0][1], map_shape), n)
+        total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
+        if background is not None:
+            total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
+        return ops.reshape(ops.transpose(ops.binary("Div", total, n), [0, 2, 1]), map_shape)
+
+    def _after_pool(self, cut: Shortcut, pooled_map: T) -> T:
+        """The per-position ops after the pool run on the pooled map, then the copies become (B*N, C'', 1, 1) rows."""
+        ops = self.ops
+        values = {cut.boundary.outputs[0]: pooled_map}
+        for node in cut.after:
+            inputs = [values[i] if i in values else (ops.tensor(i) if i else None) for i in node.inputs]
+            values.update(zip(node.outputs, ops.copy_node(node, inputs), strict=True))
+        result = values[cut.output]
+        channels = ops.slice(ops.shape(result), 1, 2)
+        rows = ops.transpose(ops.reshape(result, ops.concat([self.batch, channels, self.n])), [0, 2, 1])
+        return ops.reshape(rows, ops.concat([ops.i64([-1]), channels, ops.i64([1, 1])]))
 
     def _linear(self, cut: Shortcut, parts: list[tuple[T | None, T]], flat_shape: T, background: T | None) -> T:
         """Flatten + x @ W (+ b) of every copy: the product with the background, plus W_n (column_n - z) per n."""

@@ -202,3 +202,15 @@ def test_fx_converted_ir_without_module_paths(resnet: nn.Module, tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "carries no PyTorch module paths" in err
     assert main(["export", "-m", str(path), "-o", str(tmp_path / "p.xml")]) == 0  # the automatic target still works
+
+
+def test_int8_shortcut_equals_its_mosaic(int8: Path, tmp_path: Path) -> None:
+    """The quantiser after the pool runs on the pooled map (graph.Shortcut.after): the same values as the mosaic."""
+    options = HookOptions(score="logits")
+    cut = export(int8, tmp_path / "cut.xml", layer="layer4", options=options)
+    assert cut.path == "mean"
+    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", fast_path=False))
+    x = images(2, SIZE, seed=3)
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    a, b = _outputs(cut.files[0], x, config), _outputs(mosaic.files[0], x, config)
+    np.testing.assert_allclose(a["saliency_map"], b["saliency_map"], atol=1e-4)
