@@ -1,10 +1,23 @@
-"""Run an exported model in ONNX Runtime or OpenVINO and return its outputs by name."""
+"""Run an exported model in ONNX Runtime or OpenVINO and return its outputs by name; run the CLI expecting a
+one-line error."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from ovxai.cli import main
+
+
+def cli_fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run the CLI, expect exit 2 and exactly one line on stderr naming the command, return that line."""
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"ovxai {argv[0]}: error: "), err
+    return err
 
 
 def run(path: Path, x: np.ndarray, backend: str, exact: bool = True) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import onnx
 import pytest
 from conftest import NETS, build_net, export_onnx, images
 from oracle import reference_saliency
+from runners import cli_fails as _fails
 from runners import run
 
 from ovxai.cli import main
@@ -20,15 +21,6 @@ from ovxai.cli import main
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run the CLI, expect exit 2 and exactly one line on stderr, return that line."""
-    assert main(list(argv)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("ovxai ") and "error:" in err
-    return err
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")  # skipped, not failed, without torch
 from conftest import build_net, export_onnx, images
 from oracle import reference_saliency
+from runners import cli_fails as _fails
 from runners import run
 from torch import nn
 
@@ -27,15 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """Run the CLI, expect exit 2 and exactly one line on stderr, return that line."""
-    assert main(list(argv)) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("ovxai ") and "error:" in err
-    return err
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import NETS
 from PIL import Image
-from runners import run
+from runners import cli_fails, run
 
 from ovxai import export
 from ovxai.cli import main
@@ -53,10 +53,7 @@ def _direct(model: Path, image: Image.Image, backend: str) -> dict[str, np.ndarr
 
 def _fails(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """Run ``ovxai explain``, expect exit 2 and exactly one line on stderr, return that line."""
-    assert main(["explain", *argv]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("ovxai explain: error: "), err
-    return err
+    return cli_fails(capsys, "explain", *argv)
 
 
 # -- predictions and maps -----------------------------------------------------------------------------
