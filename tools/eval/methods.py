@@ -40,11 +40,9 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin would pick bf16 here
 
 
 def to_onnx(net: nn.Module, path: Path, size: int, exporter: str = "dynamo") -> Path:
-    """The project's torch -> ONNX helper (input 'input', output 'logits', dynamic batch), wherever it lives."""
-    try:
-        from ovxai.torch_export import to_onnx as export_onnx
-    except ImportError:  # older layout
-        from models.onnx_export import to_onnx as export_onnx
+    """The project's torch -> ONNX helper (input 'input', output 'logits', dynamic batch)."""
+    from ovxai.torch_export import to_onnx as export_onnx
+
     return export_onnx(net, path, size, exporter)
 
 
