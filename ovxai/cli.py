@@ -6,7 +6,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -33,6 +33,11 @@ def _shape(text: str) -> list[int | str]:
         else:
             raise argparse.ArgumentTypeError(f"bad dimension '{part}' in '{text}' (use e.g. ?,3,224,224)")
     return dims
+
+
+def _model_source(text: str) -> str | Path:
+    """A model file, or the URL of a served model (kept as text: a Path would fold its '//')."""
+    return text if re.match(r"(?i)https?://", text) else Path(text)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -88,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--static-batch", type=int, metavar="N", help="fix every shape, batch N included (NPU)")
     exp.add_argument("--dynamic-size", action="store_true", help="free the input's H and W: explain any image size")
     exp.add_argument("--no-fp16", dest="fp16", action="store_false", help="keep IR weights in FP32")
+    exp.add_argument(
+        "--repository",
+        type=Path,
+        metavar="DIR",
+        help="write DIR/NAME/1/model.xml|onnx and Triton's DIR/NAME/config.pbtxt (NAME: output's stem)",
+    )
     meta = exp.add_argument_group("metadata written into the model (OpenVINO Model API's model_info)")
     meta.add_argument("--labels", type=Path, help="class names, one per line (line i = class i)")
     meta.add_argument("--mean", help="per-channel mean subtracted from 0..255 pixels, e.g. 123.675,116.28,103.53")
@@ -96,7 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(exp)
 
     exp2 = sub.add_parser("explain", help="predict and explain images with a patched model (no torch needed)")
-    exp2.add_argument("--model", "-m", type=Path, required=True, help="patched model (.xml or .onnx)")
+    exp2.add_argument(
+        "--model",
+        "-m",
+        type=_model_source,
+        required=True,
+        help="patched model (.xml or .onnx), or a served one: http://HOST:PORT/v2/models/NAME",
+    )
     exp2.add_argument("--image", "-i", type=Path, nargs="+", required=True, help="image files and/or folders")
     exp2.add_argument("--out", "-o", type=Path, default=Path("ovxai-out"), help="folder for overlays and summary.json")
     exp2.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (default CPU)")
@@ -110,6 +127,31 @@ def _parser() -> argparse.ArgumentParser:
     exp2.add_argument("--jobs", type=int, default=2, help="inference requests in flight (default 2)")
     exp2.add_argument("--colormap", choices=("turbo", "jet", "gray"), default="turbo")
     exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity from 0 to 1 (default 0.5)")
+
+    srv = sub.add_parser("serve", help="serve a patched model on Ray Serve (Open Inference Protocol, /v1/explain)")
+    srv.add_argument("--model", "-m", type=Path, required=True, help="patched model (.xml or .onnx)")
+    srv.add_argument("--name", help="the model's name in the protocol's URLs (default: the file's stem)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    srv.add_argument("--device", default="CPU", help="OpenVINO device of each replica: CPU, GPU, NPU, AUTO")
+    srv.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
+    srv.add_argument("--replicas", type=int, default=1, help="replicas, each with the model loaded (default 1)")
+    srv.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
+    srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
+    srv.add_argument("--max-batch-size", type=int, default=8, help="dynamic batching: most requests per batch; 1: off")
+    srv.add_argument("--batch-wait-ms", type=float, default=5.0, help="dynamic batching: longest wait to fill a batch")
+    srv.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
+    srv.add_argument(
+        "--proxy-location",
+        choices=("HeadOnly", "EveryNode"),
+        default="HeadOnly",
+        help="where Ray Serve's HTTP proxies run (default HeadOnly: one address)",
+    )
+    srv.add_argument("--node-ip-address", help="the IP of the local Ray instance's node (as ray start's flag)")
+    srv.add_argument("--labels", type=Path, help="class names file, if the model carries none")
+    srv.add_argument("--mean", help="per-channel mean (default: the model's; required if it has none), e.g. 0")
+    srv.add_argument("--scale", help="per-channel scale (default: the model's; required if it has none), e.g. 1")
+    srv.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="default: the model's, else rgb")
 
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
     ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx, or .xml IR)")
@@ -126,7 +168,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"export": _export, "inspect": _inspect, "explain": _explain}[args.command](args)
+        return {"export": _export, "inspect": _inspect, "explain": _explain, "serve": _serve}[args.command](args)
     except OvxaiError as exc:
         print(f"ovxai {args.command}: error: {in_cli_terms(str(exc))}", file=sys.stderr)
         return 2
@@ -140,8 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ovxai.exporter import export
-
     options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, explain=args.explain)
     if args.torch:
         if args.output is None or args.input_shape is None:
@@ -151,9 +191,21 @@ def _export(args: argparse.Namespace) -> int:
                 f"--torch needs a 4-D --input-shape (B, C, H, W), got {len(args.input_shape)} dimensions",
                 "e.g. --input-shape ?,3,224,224",
             )
-        return _export_torch(args, options)
+        if args.repository is not None:
+            return _export_repository(args, args.output, options, lambda path: _export_torch_file(args, options, path))
+        _report(_export_torch_file(args, options, args.output), options)
+        return 0
     output = args.output or args.model.with_name(f"{args.model.stem}_xai{args.model.suffix or '.onnx'}")
-    result = export(
+    if args.repository is not None:
+        return _export_repository(args, output, options, lambda path: _export_file(args, options, path))
+    _report(_export_file(args, options, output), options)
+    return 0
+
+
+def _export_file(args: argparse.Namespace, options: HookOptions, output: Path) -> ExportResult:
+    from ovxai.exporter import export
+
+    return export(
         args.model,
         output,
         layer=args.layer,
@@ -165,21 +217,33 @@ def _export(args: argparse.Namespace) -> int:
         fp16=args.fp16,
         info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.channel_order),
     )
+
+
+def _export_repository(
+    args: argparse.Namespace, output: Path, options: HookOptions, write: Callable[[Path], ExportResult]
+) -> int:
+    """``--repository DIR``: the model as ``DIR/NAME/1/model.*`` and Triton's ``DIR/NAME/config.pbtxt``."""
+    from ovxai.repository import folders, model_file, write_config
+
+    path = model_file(args.repository, output)
+    with folders(path):
+        result = write(path)
+        result.files.append(write_config(path))
     _report(result, options)
     return 0
 
 
-def _export_torch(args: argparse.Namespace, options: HookOptions) -> int:
+def _export_torch_file(args: argparse.Namespace, options: HookOptions, output: Path) -> ExportResult:
     import torch
 
     from ovxai.torch_export import export_torch, load_factory
 
     shape = [d if isinstance(d, int) else (2 if i == 0 else 224) for i, d in enumerate(args.input_shape)]
     dynamic = [not isinstance(d, int) for d in args.input_shape]
-    result = export_torch(
+    return export_torch(
         load_factory(args.torch),
         torch.rand(*shape),
-        args.output,
+        output,
         exporter="dynamo",
         layer=args.layer,
         options=options,
@@ -188,8 +252,6 @@ def _export_torch(args: argparse.Namespace, options: HookOptions) -> int:
         fp16=args.fp16,
         info=ModelInfo.from_options(args.labels, args.mean, args.scale, args.channel_order),
     )
-    _report(result, options)
-    return 0
 
 
 def _report(result: ExportResult, options: HookOptions) -> None:
@@ -212,7 +274,6 @@ def _explain(args: argparse.Namespace) -> int:
     import os
     import re
     import time
-    from collections.abc import Callable
 
     from tqdm import tqdm
 
@@ -307,6 +368,42 @@ def _explain(args: argparse.Namespace) -> int:
     write(out / "summary.json", lambda path: path.write_text(json.dumps(report, indent=2)))
     print(f"explained {len(results)} image(s), skipped {len(skipped)}; wrote {out / 'summary.json'}")
     return 1 if skipped else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import ray.serve  # noqa: F401
+    except ImportError:
+        raise OvxaiError("ovxai serve needs Ray Serve and FastAPI", "pip install 'ovxai[serve]'") from None
+    from ovxai.serve import ServeOptions, check, serve_model
+
+    flags = {"name": "--name", "max_batch_size": "--max-batch-size", "batch_wait_ms": "--batch-wait-ms",
+             "replicas": "--replicas", "max_replicas": "--max-replicas", "cpus_per_replica": "--replica-cpus",
+             "mean": "--mean", "scale": "--scale", "labels": "--labels",
+             "channel_order": "--channel-order"}  # fmt: skip
+    if not 0 < args.port < 65536:
+        raise OvxaiError(f"--port {args.port} is not a TCP port", "use 1..65535, e.g. 8000")
+    try:
+        given = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
+        options = ServeOptions(
+            str(args.model), args.name or "", args.device, args.backend, given.labels, given.mean, given.scale,
+            args.channel_order, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+            replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
+        )  # fmt: skip
+        preprocessing = check(options)
+    except OvxaiError as exc:  # the library names its parameters (max_batch_size=): say the flags
+        text = re.sub(r"\b(\w+)=\s*", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(exc))
+        raise OvxaiError(text) from None
+    print(f"preprocessing: {preprocessing}", flush=True)
+
+    def ready(url: str) -> None:
+        base = url.split("/v2/")[0]
+        print(f"serving {options.name} at {url} (POST {base}/v1/explain, GET {base}/v1/info)", flush=True)
+
+    serve_model(options, args.host, args.port, args.address, args.proxy_location, ready, args.node_ip_address)
+    print("ovxai serve: stopped", file=sys.stderr)
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

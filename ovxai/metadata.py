@@ -158,6 +158,17 @@ def _from_onnx_props(props: Mapping[str, str]) -> Entries:
     return entries
 
 
+def as_parameters(info: ModelInfo) -> dict[str, str]:
+    """The entries as flat text parameters keyed like ONNX ``metadata_props`` (``"model_info labels"``): what
+    ``ovxai serve`` puts in the ``parameters`` of its Open Inference Protocol model metadata."""
+    return {onnx_key(section, key): value for (section, key), value in info.entries().items()}
+
+
+def read_parameters(parameters: Mapping[str, object]) -> ModelInfo:
+    """The inverse of :func:`as_parameters`, from a served model's metadata (other parameters are ignored)."""
+    return ModelInfo.from_entries(_from_onnx_props({k: v for k, v in parameters.items() if isinstance(v, str)}))
+
+
 def read_onnxruntime(session: Any) -> ModelInfo:
     """From an ``onnxruntime.InferenceSession``."""
     return ModelInfo.from_entries(_from_onnx_props(dict(session.get_modelmeta().custom_metadata_map)))

@@ -246,14 +246,17 @@ class Explainer:
         channel_order: ChannelOrder | None = None,
         config: dict[str, Any] | None = None,
     ) -> Explainer:
-        """Load ``path`` (.xml or .onnx). Labels and preprocessing come from the model's metadata (written
-        by ``ovxai export --labels --mean --scale --channel-order``); arguments given here win.
+        """Load ``path`` (.xml or .onnx), or use the model an inference server serves at a URL
+        (``http://host:port/v2/models/NAME``: any Open Inference Protocol server, through ``tritonclient``;
+        images are preprocessed here). Labels and preprocessing come from the model's metadata (written
+        by ``ovxai export --labels --mean --scale --channel-order``; ``ovxai serve`` passes them on in its
+        model metadata); arguments given here win.
 
         Preprocessing is never guessed: a model that records neither mean nor scale needs ``mean=`` and
         ``scale=`` (``mean=0, scale=1`` for a network that takes raw 0..255 pixels). One recorded alone
         gets the neutral value for the other, as OpenVINO's Model API does. ``preprocessing_source`` and
         :meth:`describe_preprocessing` say where each value came from."""
-        session = open_session(Path(path), backend, device, providers, config)
+        session = open_session(path, backend, device, providers, config)  # a file, or a model URL
         _prediction_output(session)  # not a patched model: say so before asking for its preprocessing
         info = session.info
         if isinstance(labels, (str, Path)):

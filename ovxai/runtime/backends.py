@@ -1,22 +1,25 @@
-"""Inference backends: OpenVINO (CPU, GPU, NPU, AUTO) and ONNX Runtime (execution providers)."""
+"""Inference backends: OpenVINO (CPU, GPU, NPU, AUTO), ONNX Runtime (execution providers), and a model
+served by any Open Inference Protocol server (``http://host:port/v2/models/NAME``, through tritonclient)."""
 
 from __future__ import annotations
 
 import atexit
 import os
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from ovxai.conventions import HOOK_OUTPUTS
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.metadata import ModelInfo, read_onnxruntime, read_openvino
+from ovxai.metadata import ModelInfo, read_onnxruntime, read_openvino, read_parameters
 
 K = TypeVar("K")
 Outputs = dict[str, np.ndarray]
@@ -41,9 +44,12 @@ def _drain_at_exit() -> None:
 class Session(Protocol):
     """One loaded model, ready to run."""
 
+    input_name: str
     input_shape: list[int | None]  # None for a dynamic dimension
+    input_dtype: str  # numpy's name: 'float32'
     output_names: list[str]
     output_shapes: dict[str, list[int | None]]
+    output_dtypes: dict[str, str]  # numpy's names: 'float32', 'uint8', 'int64'
     info: ModelInfo  # what the exporter recorded: labels, preprocessing, score
 
     def infer(self, x: np.ndarray) -> Outputs: ...
@@ -57,10 +63,20 @@ class Session(Protocol):
         ...
 
 
+def is_model_url(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a served model (``http://`` or ``https://``) rather than a file."""
+    return isinstance(path, str) and re.match(r"(?i)https?://", path) is not None
+
+
 def open_session(
-    path: Path, backend: str = "auto", device: str = "CPU", providers: Sequence[str] | None = None,
+    path: str | os.PathLike[str], backend: str = "auto", device: str = "CPU", providers: Sequence[str] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Session:  # fmt: skip
+    if is_model_url(path):
+        if backend not in ("auto", "remote"):
+            raise OvxaiError(f"backend '{backend}' cannot run a model URL", "leave the backend auto for a served model")
+        return RemoteSession(str(path))
+    path = Path(path)
     if not path.is_file():
         raise OvxaiError(f"model file '{path}' not found", "check the --model path")
     if path.suffix.lower() not in (".xml", ".onnx"):
@@ -99,9 +115,12 @@ class OpenVinoSession:
         except RuntimeError as exc:
             raise OvxaiError(f"cannot read '{path}': {engine_reason(exc)}", "re-export the model") from None
         self.info = read_openvino(model)  # rt_info of an IR, or an ONNX file's metadata_props
+        self.input_name = model.inputs[0].get_any_name()
         self.input_shape = _dims(model.inputs[0].get_partial_shape())
+        self.input_dtype = _ov_dtype(model.inputs[0])
         self.output_names = [_name(o) for o in model.outputs]
         self.output_shapes = {_name(o): _dims(o.get_partial_shape()) for o in model.outputs}
+        self.output_dtypes = {_name(o): _ov_dtype(o) for o in model.outputs}
         if config is None:
             # Min-max normalisation magnifies rounding: CPU plugins that default to bf16 get f32.
             config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
@@ -185,6 +204,10 @@ def _name(output: Any) -> str:
     return next((n for n in HOOK_OUTPUTS if n in names), None) or output.get_any_name()
 
 
+def _ov_dtype(port: Any) -> str:
+    return str(np.dtype(port.get_element_type().to_dtype()).name)
+
+
 def _dims(shape: Any) -> list[int | None]:
     """An OpenVINO partial shape as a list, None for each dynamic dimension."""
     return [d.get_length() if d.is_static else None for d in shape]
@@ -225,31 +248,183 @@ class OnnxRuntimeSession:
         image = self.session.get_inputs()[0]
         self.input_name = image.name
         self.input_shape = [d if isinstance(d, int) else None for d in image.shape]
+        self.input_dtype = _ort_dtype(image.type)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = {
             o.name: [d if isinstance(d, int) else None for d in o.shape] for o in self.session.get_outputs()
         }
+        self.output_dtypes = {o.name: _ort_dtype(o.type) for o in self.session.get_outputs()}
 
     def infer(self, x: np.ndarray) -> Outputs:
         return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
 
-    def _timed(self, x: np.ndarray) -> tuple[Outputs, float]:
-        start = time.perf_counter()
-        return self.infer(x), time.perf_counter() - start
-
     def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Stream[K]:
         # One session, several threads: ONNX Runtime's run() is thread-safe and releases the GIL.
-        pending: deque[tuple[K, Future[tuple[Outputs, float]]]] = deque()
-        pool = ThreadPoolExecutor(jobs, thread_name_prefix="ovxai-ort")
+        return _threaded(self.infer, batches, jobs, "ovxai-ort")
+
+
+_ORT_TYPES = {"float": "float32", "float16": "float16", "double": "float64", "uint8": "uint8", "int8": "int8",
+              "int32": "int32", "int64": "int64", "bool": "bool"}  # fmt: skip
+
+
+def _ort_dtype(kind: str) -> str:
+    """ONNX Runtime's 'tensor(float)' as numpy's 'float32' (unknown kinds keep ORT's word)."""
+    inner = kind[len("tensor(") : -1] if kind.startswith("tensor(") else kind
+    return _ORT_TYPES.get(inner, inner)
+
+
+_RETRY_PAUSES_S = (0.25, 1.0)  # a served model's inference is tried again after these pauses
+_MODEL_URL = re.compile(r"(?P<prefix>.*?)/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?")
+
+
+class RemoteSession:
+    """A patched model served by an Open Inference Protocol (KServe v2 REST) server: ``ovxai serve``, OpenVINO
+    Model Server, Triton, KServe. Requests go through ``tritonclient.http`` with binary tensors; the model's
+    metadata (``GET /v2/models/NAME``) gives its tensors, and its ``parameters`` (which ``ovxai serve`` fills
+    from the model file's metadata) labels and preprocessing.
+
+    tritonclient's client serves one thread: each thread that calls ``infer`` gets its own."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
         try:
-            for key, x in batches:
-                pending.append((key, pool.submit(self._timed, x)))
-                if len(pending) > jobs:
-                    key_done, future = pending.popleft()
-                    yield key_done, *future.result()
-            while pending:
+            import tritonclient.http as triton_http
+            from tritonclient.utils import InferenceServerException
+        except ImportError:
+            raise OvxaiError(
+                "a model URL needs the 'tritonclient[http]' package", "pip install 'ovxai[serve]'"
+            ) from None
+        parts = urlsplit(url)
+        match = _MODEL_URL.fullmatch(parts.path)
+        if not parts.hostname or match is None or parts.query or parts.fragment:
+            raise OvxaiError(f"'{url}' is not a model URL", "use http://HOST:PORT/v2/models/NAME")
+        self.url = url
+        self.model_name = unquote(match["name"])
+        self.model_version = unquote(match["version"] or "")
+        self._address = parts.netloc + match["prefix"]
+        self._ssl = parts.scheme.lower() == "https"
+        self._timeout = timeout
+        self._http = triton_http
+        self._error_type: type[Exception] = InferenceServerException
+        self._local = threading.local()
+        name, version = self.model_name, self.model_version
+        metadata = self._call(f"read the metadata of '{name}'", lambda c: c.get_model_metadata(name, version))
+        if not self._call(f"say whether '{name}' is ready", lambda c: c.is_model_ready(name, version)):
+            raise OvxaiError(f"model '{name}' at {self._address} is not ready", "wait for the server to load it")
+        inputs, outputs = metadata.get("inputs") or [], metadata.get("outputs") or []
+        if len(inputs) != 1:
+            raise OvxaiError(
+                f"the served model '{self.model_name}' takes {len(inputs)} inputs, not one image tensor",
+                "serve the model written by ovxai export",
+            )
+        self.input_name = str(inputs[0]["name"])
+        self.input_datatype = str(inputs[0]["datatype"])
+        self.input_shape = _remote_dims(inputs[0].get("shape"))
+        self.input_dtype = _numpy_name(self.input_datatype)
+        self.output_names = [str(o["name"]) for o in outputs]
+        self.output_shapes = {str(o["name"]): _remote_dims(o.get("shape")) for o in outputs}
+        self.output_dtypes = {str(o["name"]): _numpy_name(str(o["datatype"])) for o in outputs}
+        parameters = metadata.get("parameters")
+        self.info = read_parameters(parameters) if isinstance(parameters, dict) else ModelInfo()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._http.InferenceServerClient(
+                self._address, connection_timeout=self._timeout, network_timeout=self._timeout, ssl=self._ssl
+            )
+            self._local.client = client
+        return client
+
+    def _call(self, what: str, call: Any, retries: int = 0) -> Any:
+        """``call(client)``; ``retries`` more tries, after a pause, where the failure was the way there (a 503,
+        a 500 that is not the server's own JSON error, as when a replica dies mid-request, a dropped
+        connection) and not the request: inference is idempotent."""
+        for attempt in range(retries + 1):
+            try:
+                return call(self._client())
+            except self._error_type as exc:
+                status = str(exc.status()) if hasattr(exc, "status") else ""
+                passing = status == "503" or (status == "500" and getattr(exc, "debug_details", lambda: None)())
+                if passing and attempt < retries:
+                    time.sleep(_RETRY_PAUSES_S[attempt])
+                    continue
+                message = exc.message() if hasattr(exc, "message") else str(exc)  # the server's own error line
+                raise OvxaiError(
+                    f"the server at {self._address} could not {what}: {message}",
+                    "check the model name and the server's log",
+                ) from None
+            except (OSError, TimeoutError) as exc:  # refused, reset, unreachable, timed out
+                self._local.client = None  # a broken connection pool: start afresh on the next call
+                if attempt < retries:
+                    time.sleep(_RETRY_PAUSES_S[attempt])
+                    continue
+                raise OvxaiError(
+                    f"cannot reach {self._address} to {what} ({type(exc).__name__}: {engine_reason(exc)})",
+                    "check the URL and that the server is up",
+                ) from None
+        raise AssertionError("unreachable")
+
+    def infer(self, x: np.ndarray) -> Outputs:
+        tensor = self._http.InferInput(self.input_name, list(x.shape), self.input_datatype)
+        tensor.set_data_from_numpy(np.ascontiguousarray(x, dtype=self.input_dtype), binary_data=True)
+        wanted = [self._http.InferRequestedOutput(name, binary_data=True) for name in self.output_names]
+        result = self._call(
+            f"run '{self.model_name}'",
+            lambda c: c.infer(self.model_name, [tensor], model_version=self.model_version, outputs=wanted),
+            retries=len(_RETRY_PAUSES_S),
+        )
+        outputs: Outputs = {}
+        for name in self.output_names:
+            array = result.as_numpy(name)
+            if array is None:
+                raise OvxaiError(f"the server's answer has no output '{name}'", "check the server's log")
+            outputs[name] = np.array(array, copy=True)  # writable, like the local engines' outputs
+        return outputs
+
+    def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Stream[K]:
+        # Requests in flight on `jobs` threads, each with its own client (one connection each).
+        return _threaded(self.infer, batches, jobs, "ovxai-remote")
+
+
+def _threaded(
+    infer: Callable[[np.ndarray], Outputs], batches: Iterable[tuple[K, np.ndarray]], jobs: int, name: str
+) -> Stream[K]:
+    """``jobs`` calls of ``infer`` in flight on a thread pool; results in submission order, each with its
+    own run time. Early exit: calls not yet started are dropped, running ones finish before returning."""
+
+    def timed(x: np.ndarray) -> tuple[Outputs, float]:
+        start = time.perf_counter()
+        return infer(x), time.perf_counter() - start
+
+    pending: deque[tuple[K, Future[tuple[Outputs, float]]]] = deque()
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix=name)
+    try:
+        for key, x in batches:
+            pending.append((key, pool.submit(timed, x)))
+            if len(pending) > jobs:
                 key_done, future = pending.popleft()
                 yield key_done, *future.result()
-        finally:
-            # Early exit: runs not yet started are dropped, running ones finish before we return.
-            pool.shutdown(wait=True, cancel_futures=True)
+        while pending:
+            key_done, future = pending.popleft()
+            yield key_done, *future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# The Open Inference Protocol's tensor datatypes (the ones a patched model can have) -> numpy's names.
+OIP_DATATYPES = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "UINT8": "uint8", "INT8": "int8",
+                 "UINT16": "uint16", "INT16": "int16", "UINT32": "uint32", "INT32": "int32", "UINT64": "uint64",
+                 "INT64": "int64", "BOOL": "bool"}  # fmt: skip
+
+
+def _numpy_name(datatype: str) -> str:
+    if datatype not in OIP_DATATYPES:
+        raise OvxaiError(f"the served model has a tensor of datatype '{datatype}'", "serve what ovxai export wrote")
+    return OIP_DATATYPES[datatype]
+
+
+def _remote_dims(shape: Any) -> list[int | None]:
+    """A metadata shape ([-1, 3, 224, 224]) as a list, None for each dynamic dimension."""
+    if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+        raise OvxaiError(f"the served model's metadata has the shape {shape!r}", "check the server")
+    return [None if d < 0 else d for d in shape]
