@@ -42,9 +42,15 @@ def scope_from_name(name: str) -> str:
         return name.split("/", 1)[0].removeprefix("__module.")
     if not name.startswith("/"):
         return ""
-    path = ""
+    path, previous = "", ""
     for segment in name.split("/")[1:-1]:
-        path = segment if not path or segment.startswith(path + ".") else f"{path}.{segment}"
+        if not path or segment.startswith(path + "."):  # a full path: 'layer4' then 'layer4.1'
+            path = segment
+        elif previous and segment.startswith(previous + ".") and path.endswith(previous):
+            path = path[: len(path) - len(previous)] + segment  # a nested container's item: 'blocks' then 'blocks.0'
+        else:
+            path = f"{path}.{segment}"
+        previous = segment
     return path
 
 
@@ -72,7 +78,8 @@ class Node:
     op: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    scope: str = ""  # PyTorch module path, '' if unknown
+    scope: str = ""  # PyTorch module path ('' for the root, or unknown)
+    scoped: bool = False  # the name or metadata placed the node in the module tree ('' then means the root)
     has_subgraph: bool = False  # If / Loop / Scan: the hook cannot copy it
     axes: tuple[int, ...] | None = None  # ReduceMean: the reduced axes, non-negative
     keepdims: bool = True  # ReduceMean
@@ -273,9 +280,9 @@ def keeps_zero(graph: GraphView, node: Node) -> bool:
 def _inherited_scopes(nodes: list[Node]) -> list[Node]:
     """Module paths for the nodes whose names carry none, so that a module has one leaving map.
 
-    A quantiser (FakeQuantize, Q/DQ) takes the module of the tensor it quantises; any other unnamed
-    node (a convolution OpenVINO fused with its BatchNorm, named 'Multiply_123') takes the common
-    module of its readers.
+    A quantiser (FakeQuantize, Q/DQ) takes the module of the tensor it quantises; any other node whose
+    name carries no module path (a convolution OpenVINO fused with its BatchNorm, named 'Multiply_123')
+    takes the common module of its readers. A root-level op of the torch model ('/Relu') stays at the root.
     """
     scope = {n.name: n.scope for n in nodes}
     readers: dict[str, list[str]] = {}
@@ -283,7 +290,7 @@ def _inherited_scopes(nodes: list[Node]) -> list[Node]:
         for i in n.inputs:
             readers.setdefault(i, []).append(n.name)
     for n in reversed(nodes):
-        if not scope[n.name] and n.op not in QUANTIZERS:
+        if not scope[n.name] and not n.scoped and n.op not in QUANTIZERS:
             around = [scope[r] for o in n.outputs for r in readers.get(o, [])]
             if around and all(around):
                 scope[n.name] = _common_scope(around)

@@ -158,6 +158,30 @@ def test_scope_from_torchscript_node_names() -> None:
     assert scope_from_name("/fc/Gemm") == "fc"
     assert scope_from_name("/Flatten") == ""
     assert scope_from_name("Conv_12") == ""
+    # a Sequential inside a module: torch.onnx names its item 'blocks.0' after the container 'blocks'
+    assert scope_from_name("/stages/stages.3/blocks/blocks.0/conv1/Conv") == "stages.3.blocks.0.conv1"
+    # ov.convert_model(module): the module path before the first '/'
+    assert scope_from_name("__module.layer4.2.relu/aten::relu/Relu_2/fq_output_0") == "layer4.2.relu"
+
+
+def test_root_level_ops_stay_at_the_root() -> None:
+    """F.relu / flatten in a model's forward are named '/Relu', '/Flatten': the root, not their reader's module."""
+    nodes = [
+        _n("Conv", ["x", "w"], ["c"], "/features/conv/Conv"),
+        _n("Relu", ["c"], ["r"], "/Relu"),
+        _n("GlobalAveragePool", ["r"], ["p"], "/GlobalAveragePool"),
+        _n("Flatten", ["p"], ["f"], "/Flatten"),
+        _n("Gemm", ["f", "fc"], ["logits"], "/classifier/Gemm", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5])],
+        [numpy_helper.from_array(_weights(4, 3, 3, 3), "w"), numpy_helper.from_array(_weights(5, 4), "fc")],
+    )  # fmt: skip
+    view = ONNX.view(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert {n.name: n.scope for n in view.nodes}["/Relu"] == ""
+    assert resolve(view, "logits", None).tensor == "r"
+    assert "classifier" not in {c.layer for c in candidates(view, "logits", None)}
 
 
 def test_onnx_view_nodes_scopes_and_inputs(resnet: GraphView) -> None:

@@ -253,6 +253,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         tuple(proto.input),
         tuple(proto.output),
         scope=_scope(proto),
+        scoped=proto.name.startswith("/") or any(p.key == "pkg.torch.onnx.name_scopes" for p in proto.metadata_props),
         has_subgraph=any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute),
         axes=axes,
         keepdims=bool(attrs.get("keepdims", 1)),

@@ -238,6 +238,7 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         inputs,
         tuple(tensor_id(o) for o in op.outputs()),
         scope=scope_from_name(op.get_friendly_name().removesuffix("/WithoutBiases")),  # a biased op, split
+        scoped=op.get_friendly_name().startswith(("__module.", "/", "aten::")),
         has_subgraph=kind in _SUBGRAPH_OPS,
         axes=axes,
         keepdims=bool(attrs.get("keep_dims", True)),
