@@ -76,11 +76,11 @@ def export(
     API's layout, with the hook's score convention.
     """
     options = options or HookOptions()
-    source, destination = _checked_paths(Path(model), Path(output))
-    source_format, output_format = format_for(source), format_for(destination, "output")
+    source, destination = Path(model), Path(output)
+    output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
         loaded = load_model(source, input_shape, static_batch, dynamic_size)
-        graph = loaded.graph
+        graph, source_format = loaded.graph, loaded.format
         prediction = pick_prediction(graph, prediction)
         target = resolve(graph, prediction, layer)
         plan = plan_tail(graph, target.tensor, prediction)
@@ -219,8 +219,9 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView) -> None:
         raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
 
 
-def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
-    """Validate the paths before any work; the output may never be (or share a file with) the input."""
+def _checked_paths(source: Path, destination: Path) -> Format:
+    """Validate the paths before any work (the output may never be, or share a file with, the input);
+    the output's format."""
     if not source.is_file():
         raise OvxaiError(f"model file '{source}' not found", "check the model= path")
     if destination.is_dir():
@@ -240,7 +241,7 @@ def _checked_paths(source: Path, destination: Path) -> tuple[Path, Path]:
                 f"writing '{destination}' would overwrite the input '{source}' ('{written.name}' is one of its files)",
                 "write the patched model to a new file name",
             )
-    return source, destination
+    return output_format
 
 
 def _model_files(path: Path) -> list[Path]:

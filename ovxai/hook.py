@@ -310,12 +310,17 @@ class ReciproCamHook(Generic[T]):
         n = ops.cast(self.n, dtype)
         if cut.after:
             return self._after_pool(cut, self._pooled_map(parts, background, flat_shape, n))
+        pooled = self._pooled_rows(parts, background, flat_shape, n)
+        dims = [ops.i64([-1]), channels] + ([ops.i64([1, 1])] if cut.keepdims else [])
+        return ops.reshape(pooled, ops.concat(dims))
+
+    def _pooled_rows(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
+        """(B, N, C'): row n is copy n's pooled features, (sum of its columns + N z) / N."""
+        ops = self.ops
         total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
         if background is not None:  # the N - |footprint| background positions, plus z under each column
             total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
-        pooled = ops.binary("Div", total, n)
-        dims = [ops.i64([-1]), channels] + ([ops.i64([1, 1])] if cut.keepdims else [])
-        return ops.reshape(pooled, ops.concat(dims))
+        return ops.binary("Div", total, n)
 
     def _pooled_map(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
         """Copy n's pooled features laid out at position n of a (B, C', H, W) map."""
@@ -323,19 +328,12 @@ class ReciproCamHook(Generic[T]):
         map_shape = ops.concat([ops.slice(flat_shape, 0, 2), self.h, self.w])
         if len(parts) == 1 and parts[0][0] is None and background is None:  # one-hot, nothing before the pool
             return ops.binary("Div", ops.reshape(parts[0][1], map_shape), n)
-        total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
-        if background is not None:
-            total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
-        return ops.reshape(ops.transpose(ops.binary("Div", total, n), [0, 2, 1]), map_shape)
+        return ops.reshape(ops.transpose(self._pooled_rows(parts, background, flat_shape, n), [0, 2, 1]), map_shape)
 
     def _after_pool(self, cut: Shortcut, pooled_map: T) -> T:
         """The per-position ops after the pool run on the pooled map, then the copies become (B*N, C'', 1, 1) rows."""
         ops = self.ops
-        values = {cut.boundary.outputs[0]: pooled_map}
-        for node in cut.after:
-            inputs = [values[i] if i in values else (ops.tensor(i) if i else None) for i in node.inputs]
-            values.update(zip(node.outputs, ops.copy_node(node, inputs), strict=True))
-        result = values[cut.output]
+        result = self._copied(cut.after, {cut.boundary.outputs[0]: pooled_map})[cut.output]
         channels = ops.slice(ops.shape(result), 1, 2)
         rows = ops.transpose(ops.reshape(result, ops.concat([self.batch, channels, self.n])), [0, 2, 1])
         return ops.reshape(rows, ops.concat([ops.i64([-1]), channels, ops.i64([1, 1])]))
@@ -389,11 +387,14 @@ class ReciproCamHook(Generic[T]):
 
     def _positionwise(self, cut: Shortcut, start: T) -> T:
         """A copy of the positionwise ops run on ``start`` in place of T: the counterpart of ``cut.source``."""
-        values: dict[str, T] = {self.plan.target: start}
-        for node in cut.positionwise:
+        return self._copied(cut.positionwise, {self.plan.target: start})[cut.source]
+
+    def _copied(self, nodes: Sequence[Node], values: dict[str, T]) -> dict[str, T]:
+        """Copies of a chain of nodes reading ``values`` for the tensors given there, the originals' otherwise."""
+        for node in nodes:
             inputs = [values[i] if i in values else (self.ops.tensor(i) if i else None) for i in node.inputs]
             values.update(zip(node.outputs, self.ops.copy_node(node, inputs), strict=True))
-        return values[cut.source]
+        return values
 
     # -- inputs of the copied tail ----------------------------------------------------------------
 
