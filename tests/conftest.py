@@ -69,5 +69,27 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., tuple[to
     return get
 
 
+LABELS = tuple(f"thing {i}, kind {i}" for i in range(10))  # commas and spaces, like ImageNet's names
+MEAN, SCALE = (120.0, 110.0, 100.0), (60.0, 60.0, 60.0)
+
+
+@pytest.fixture(scope="session")
+def patched(exported, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny ResNet patched at layer4 as IR ('xml') and ONNX ('onnx') with labels and preprocessing
+    (LABELS, MEAN, SCALE, RGB) inside, and as IR without them ('bare'). Built once per session."""
+    from ovxai import export
+    from ovxai.metadata import ModelInfo
+
+    _, onnx_path = exported("resnet", "legacy")
+    folder = tmp_path_factory.mktemp("patched")
+    info = ModelInfo(LABELS, MEAN, SCALE, "rgb")
+    models = {
+        s: export(onnx_path, folder / f"resnet_xai.{s}", layer="layer4", fp16=False, info=info).files[0]
+        for s in ("xml", "onnx")
+    }
+    models["bare"] = export(onnx_path, folder / "bare_xai.xml", layer="layer4", fp16=False).files[0]
+    return models
+
+
 def images(batch: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32)

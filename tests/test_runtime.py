@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NETS
+from conftest import LABELS, MEAN, NETS, SCALE
 from PIL import Image
 from runners import cli_fails, run
 
@@ -27,21 +27,7 @@ from ovxai.runtime.pictures import COLORMAPS, upsample
 
 PHOTOS = Path(__file__).resolve().parents[1] / "samples/photos"
 SIZE = NETS["resnet"][1]
-LABELS = tuple(f"thing {i}, kind {i}" for i in range(10))
-INFO = ModelInfo(LABELS, (120.0, 110.0, 100.0), (60.0, 60.0, 60.0), "rgb")
-
-
-@pytest.fixture(scope="module")
-def patched(exported, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The ResNet exported as IR and as ONNX with labels and preprocessing inside, and as IR without."""
-    _, onnx_path = exported("resnet", "legacy")
-    folder = tmp_path_factory.mktemp("patched")
-    models = {
-        s: export(onnx_path, folder / f"resnet_xai.{s}", layer="layer4", fp16=False, info=INFO).files[0]
-        for s in ("xml", "onnx")
-    }
-    models["bare"] = export(onnx_path, folder / "bare_xai.xml", layer="layer4", fp16=False).files[0]
-    return models
+INFO = ModelInfo(LABELS, MEAN, SCALE, "rgb")  # what the shared ``patched`` models carry
 
 
 def _direct(model: Path, image: Image.Image, backend: str) -> dict[str, np.ndarray]:

@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import NETS
+from conftest import LABELS, MEAN, NETS, SCALE
 from PIL import Image
 from runners import run
 
-from ovxai import export
 from ovxai.cli import main
 from ovxai.errors import OvxaiError
 from ovxai.metadata import ModelInfo, read_parameters
@@ -51,8 +50,7 @@ from ovxai.serve import HttpError, ModelService, ServeOptions
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "samples/photos"
 SIZE = NETS["resnet"][1]
-LABELS = tuple(f"thing {i}" for i in range(10))
-INFO = ModelInfo(LABELS, (120.0, 110.0, 100.0), (60.0, 60.0, 60.0), "rgb")
+INFO = ModelInfo(LABELS, MEAN, SCALE, "rgb")  # what the shared ``patched`` models carry
 RAY_NODE_IP = "127.0.0.2"
 OVXAI = [sys.executable, "-m", "ovxai.cli"]
 
@@ -61,19 +59,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def models(exported, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The tiny ResNet patched as IR and ONNX with labels and preprocessing, and as IR without them."""
-    _, onnx_path = exported("resnet", "legacy")
-    folder = tmp_path_factory.mktemp("served")
-    found = {
-        suffix: export(onnx_path, folder / f"resnet_xai.{suffix}", layer="layer4", fp16=False, info=INFO).files[0]
-        for suffix in ("xml", "onnx")
-    }
-    found["bare"] = export(onnx_path, folder / "bare_xai.xml", layer="layer4", fp16=False).files[0]
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +77,11 @@ def cluster() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def server(cluster: None, models: dict[str, Path]) -> str:
+def server(cluster: None, patched: dict[str, Path]) -> str:
     """The IR served with batches of up to 4 and a 1.5 s body deadline; its base URL."""
     from ovxai.serve import deploy
 
-    options = ServeOptions(str(models["xml"]), max_batch_size=4, batch_wait_ms=20, read_timeout_s=1.5)
+    options = ServeOptions(str(patched["xml"]), max_batch_size=4, batch_wait_ms=20, read_timeout_s=1.5)
     url = deploy(options, "127.0.0.1", free_port())
     return url.split("/v2/")[0]
 
@@ -152,9 +137,9 @@ def bomb_png(width: int, height: int) -> bytes:
 # -- the protocol without Ray ---------------------------------------------------------------------------
 
 
-def test_metadata_carries_tensors_and_the_models_metadata(models: dict[str, Path]) -> None:
+def test_metadata_carries_tensors_and_the_models_metadata(patched: dict[str, Path]) -> None:
     for kind, platform in (("xml", "openvino"), ("onnx", "onnxruntime_onnx")):
-        service = ModelService(ServeOptions(str(models[kind]), backend="auto" if kind == "xml" else "onnxruntime"))
+        service = ModelService(ServeOptions(str(patched[kind]), backend="auto" if kind == "xml" else "onnxruntime"))
         meta = service.model_metadata()
         assert meta["name"] == "resnet_xai" and meta["platform"] == platform and meta["versions"] == ["1"]
         assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, SIZE, SIZE]}]
@@ -165,20 +150,20 @@ def test_metadata_carries_tensors_and_the_models_metadata(models: dict[str, Path
         assert (info.labels, info.mean, info.scale, info.channel_order) == (LABELS, INFO.mean, INFO.scale, "rgb")
 
 
-def test_batched_run_gives_each_request_its_own_results(models: dict[str, Path]) -> None:
-    service = ModelService(ServeOptions(str(models["onnx"]), backend="onnxruntime"))
+def test_batched_run_gives_each_request_its_own_results(patched: dict[str, Path]) -> None:
+    service = ModelService(ServeOptions(str(patched["onnx"]), backend="onnxruntime"))
     rng = np.random.default_rng(0)
     tensors = [rng.random((n, 3, SIZE, SIZE), dtype=np.float32) for n in (1, 2, 1)]
     together = service.run(tensors)
     for tensor, outputs in zip(tensors, together, strict=True):
-        alone = run(models["onnx"], tensor, "onnxruntime")
+        alone = run(patched["onnx"], tensor, "onnxruntime")
         assert outputs.keys() == alone.keys()
         for name in alone:
             np.testing.assert_allclose(outputs[name], alone[name], atol=1e-5)
 
 
-def test_infer_requests_are_checked(models: dict[str, Path]) -> None:
-    service = ModelService(ServeOptions(str(models["xml"])))
+def test_infer_requests_are_checked(patched: dict[str, Path]) -> None:
+    service = ModelService(ServeOptions(str(patched["xml"])))
     x = np.zeros((1, 3, SIZE, SIZE), np.float32)
 
     def body(spec: dict[str, Any], extra: bytes = b"", **request: Any) -> tuple[bytes, str]:
@@ -217,8 +202,8 @@ def test_infer_requests_are_checked(models: dict[str, Path]) -> None:
         assert caught.value.status == status and message in str(caught.value), (message, str(caught.value))
 
 
-def test_png_resizes_only_the_drawn_map(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    service = ModelService(ServeOptions(str(models["xml"])))
+def test_png_resizes_only_the_drawn_map(patched: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    service = ModelService(ServeOptions(str(patched["xml"])))
     resized: list[int] = []
     real = pictures.upsample
 
@@ -238,7 +223,7 @@ def test_png_resizes_only_the_drawn_map(models: dict[str, Path], monkeypatch: py
 
 
 @pytest.mark.slow
-def test_tritonclient_with_binary_and_json_tensors(server: str, models: dict[str, Path]) -> None:
+def test_tritonclient_with_binary_and_json_tensors(server: str, patched: dict[str, Path]) -> None:
     tc = client(server)
     assert tc.is_server_live() and tc.is_server_ready() and tc.is_model_ready("resnet_xai")
     assert tc.is_model_ready("resnet_xai", "1") and not tc.is_model_ready("other")
@@ -246,7 +231,7 @@ def test_tritonclient_with_binary_and_json_tensors(server: str, models: dict[str
     meta = tc.get_model_metadata("resnet_xai")
     assert meta["inputs"][0]["shape"] == [-1, 3, SIZE, SIZE]
     x = np.random.default_rng(1).random((2, 3, SIZE, SIZE), dtype=np.float32)
-    direct = run(models["xml"], x, "openvino")
+    direct = run(patched["xml"], x, "openvino")
     for binary_in in (True, False):
         tensor = triton_http.InferInput("input", list(x.shape), "FP32")
         tensor.set_data_from_numpy(x, binary_data=binary_in)
@@ -291,8 +276,8 @@ def test_bad_tensors_are_refused_and_the_server_keeps_serving(server: str) -> No
 
 
 @pytest.mark.slow
-def test_explain_answers_json_and_png(server: str, models: dict[str, Path]) -> None:
-    local = Explainer.load(models["xml"])
+def test_explain_answers_json_and_png(server: str, patched: dict[str, Path]) -> None:
+    local = Explainer.load(patched["xml"])
     data = (PHOTOS / "coffee.jpg").read_bytes()
     status, kind, body = request(f"{server}/v1/explain?top_k=3&targets=top2", data)
     assert status == 200 and kind == "application/json"
@@ -362,9 +347,9 @@ def test_a_stalled_body_gets_408_and_blocks_no_one(server: str) -> None:
 
 
 @pytest.mark.slow
-def test_remote_explainer_matches_the_local_one(server: str, models: dict[str, Path], tmp_path: Path) -> None:
+def test_remote_explainer_matches_the_local_one(server: str, patched: dict[str, Path], tmp_path: Path) -> None:
     url = f"{server}/v2/models/resnet_xai"
-    remote, local = Explainer.load(url), Explainer.load(models["xml"])
+    remote, local = Explainer.load(url), Explainer.load(patched["xml"])
     assert remote.labels == list(LABELS) and remote.preprocessing == local.preprocessing
     assert "model metadata" in remote.describe_preprocessing()
     photos = sorted(PHOTOS.glob("*.jpg"))
@@ -505,18 +490,18 @@ def _wait_for(proc: subprocess.Popen[str], text: str, seconds: float) -> str:
     raise AssertionError(f"no '{text}' within {seconds} s; output: {''.join(lines)[-2000:]}")
 
 
-def test_serve_refuses_a_model_without_preprocessing(models: dict[str, Path], capsys) -> None:
-    assert main(["serve", "--model", str(models["bare"]), "--port", "1"]) == 2  # before Ray is started
+def test_serve_refuses_a_model_without_preprocessing(patched: dict[str, Path], capsys) -> None:
+    assert main(["serve", "--model", str(patched["bare"]), "--port", "1"]) == 2  # before Ray is started
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "records no preprocessing" in err and "--mean" in err, err
-    assert main(["serve", "--model", str(models["xml"]), "--max-batch-size", "0"]) == 2
+    assert main(["serve", "--model", str(patched["xml"]), "--max-batch-size", "0"]) == 2
     assert "--max-batch-size 0 is not a whole number" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_serve_command_stops_its_ray_on_sigterm(models: dict[str, Path]) -> None:
+def test_serve_command_stops_its_ray_on_sigterm(patched: dict[str, Path]) -> None:
     port = free_port()
-    argv = [*OVXAI, "serve", "--model", str(models["bare"]), "--mean", "0", "--scale", "1", "--port", str(port)]
+    argv = [*OVXAI, "serve", "--model", str(patched["bare"]), "--mean", "0", "--scale", "1", "--port", str(port)]
     proc = subprocess.Popen(
         [*argv, "--name", "plain", "--node-ip-address", RAY_NODE_IP, "--max-batch-size", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_ray_env(), start_new_session=True,
@@ -541,7 +526,7 @@ def test_serve_command_stops_its_ray_on_sigterm(models: dict[str, Path]) -> None
 
 
 @pytest.mark.slow
-def test_two_node_cluster_spreads_replicas(models: dict[str, Path]) -> None:
+def test_two_node_cluster_spreads_replicas(patched: dict[str, Path]) -> None:
     """`ray start --head` and a second `ray start --address` on loopback, `ovxai serve --address` with two
     replicas of one CPU each on nodes of one CPU: one replica per node. Every process is ours to stop."""
     gcs, http = free_port(), free_port()
@@ -568,7 +553,7 @@ def test_two_node_cluster_spreads_replicas(models: dict[str, Path]) -> None:
         start([*ray_cli, "start", "--address", address, "--dashboard-agent-listen-port", str(free_port()), *common],
               **quiet)  # fmt: skip
         serving = start(
-            [*OVXAI, "serve", "--model", str(models["xml"]), "--address", address, "--port", str(http),
+            [*OVXAI, "serve", "--model", str(patched["xml"]), "--address", address, "--port", str(http),
              "--replicas", "2", "--replica-cpus", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
