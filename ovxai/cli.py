@@ -16,7 +16,9 @@ from ovxai.hook import HookOptions
 from ovxai.metadata import ModelInfo
 
 if TYPE_CHECKING:
+    from ovxai.collection import CollectionOptions
     from ovxai.exporter import ExportResult
+    from ovxai.graph import GraphView
 
 
 def _shape(text: str) -> list[int | str]:
@@ -114,7 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="patched model (.xml or .onnx), or a served one: http://HOST:PORT/v2/models/NAME",
     )
-    exp2.add_argument("--image", "-i", type=Path, nargs="+", required=True, help="image files and/or folders")
+    exp2.add_argument(
+        "--image", "-i", type=Path, nargs="+", required=True,
+        help="image files, folders and/or list files (.txt, .lst: one path per line, relative to the list's folder)",
+    )  # fmt: skip
     exp2.add_argument("--out", "-o", type=Path, default=Path("ovxai-out"), help="folder for overlays and summary.json")
     exp2.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (default CPU)")
     exp2.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
@@ -127,6 +132,19 @@ def _parser() -> argparse.ArgumentParser:
     exp2.add_argument("--jobs", type=int, default=2, help="inference requests in flight (default 2)")
     exp2.add_argument("--colormap", choices=("turbo", "jet", "gray"), default="turbo")
     exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity from 0 to 1 (default 0.5)")
+    ray = exp2.add_argument_group("a large collection on Ray Data (pip install 'ovxai[ray]'); writes results.jsonl")
+    ray.add_argument("--ray", action="store_true", help="explain with a pool of Ray actors, each with the model")
+    # No defaults here (absent unless given, so that they are refused without --ray): CollectionOptions has them.
+    unset = argparse.SUPPRESS
+    ray.add_argument("--actors", type=int, default=unset, help="actors, each loading the model once (default 2)")
+    ray.add_argument("--batch-size", type=int, default=unset, help="images per actor call (default 8)")
+    ray.add_argument("--actor-cpus", type=float, default=unset, help="CPUs Ray reserves per actor (default 1)")
+    ray.add_argument(
+        "--address", default=unset, help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray instance)"
+    )
+    ray.add_argument(
+        "--node-ip-address", default=unset, help="the IP of the local Ray instance's node (as ray start's flag)"
+    )
 
     srv = sub.add_parser("serve", help="serve a patched model on Ray Serve (Open Inference Protocol, /v1/explain)")
     srv.add_argument("--model", "-m", type=Path, required=True, help="patched model (.xml or .onnx)")
@@ -256,10 +274,16 @@ def _export_torch_file(args: argparse.Namespace, options: HookOptions, output: P
 
 def _report(result: ExportResult, options: HookOptions) -> None:
     t = result.target
-    path = {"mean": "exact shortcut through the global pool", "linear": "exact shortcut through the linear layer"}.get(
-        result.path, "general path (full mosaic)"
-    )
-    print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
+    path = {
+        "mean": "exact shortcut through the global pool",
+        "linear": "exact shortcut through the linear layer",
+        "tokens": "ViT-ReciproCAM, exact short sequence",
+    }.get(result.path, "general path (full mosaic)" if result.grid is None else "ViT-ReciproCAM, general path")
+    if result.grid is None:
+        print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
+    else:
+        h, w = result.grid
+        print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
     extra = " + 'feature_vector' (B, C)" if result.path == "mean" else ""
     if options.explain != "all":
@@ -277,12 +301,14 @@ def _explain(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from ovxai.collection import expand_lists
     from ovxai.metadata import ModelInfo
     from ovxai.runtime import Explainer, ImageError, check_targets, contact_sheet, named_image_files, parse_targets
     from ovxai.runtime.pictures import check_overlay
 
     flags = {"targets": "--explain", "top_k": "--top-k", "jobs": "--jobs", "alpha": "--alpha", "mean": "--mean",
-             "scale": "--scale", "labels": "--labels", "channel_order": "--channel-order"}  # fmt: skip
+             "scale": "--scale", "labels": "--labels", "channel_order": "--channel-order", "actors": "--actors",
+             "batch_size": "--batch-size", "cpus_per_actor": "--actor-cpus"}  # fmt: skip
 
     def in_flags(exc: OvxaiError) -> OvxaiError:
         """The library names its parameters (``mean=``); say the flags instead."""
@@ -299,6 +325,9 @@ def _explain(args: argparse.Namespace) -> int:
             raise OvxaiError(f"jobs= {args.jobs} runs no request", "use jobs=1 or more")
         check_overlay(args.alpha, args.colormap)
         override = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
+        if not args.ray:
+            _no_ray_flags(args)
+        collection = _collection_options(args, targets, override) if args.ray else None
     except OvxaiError as exc:
         raise in_flags(exc) from None
     out: Path = args.out
@@ -309,10 +338,12 @@ def _explain(args: argparse.Namespace) -> int:
         raise OvxaiError(f"--out '{out}' lies under the file '{parent}'", "give a folder path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OvxaiError(f"--out '{out}' cannot be written: '{parent}' is read-only", "choose a writable folder")
-    names = named_image_files(args.image)  # file -> a unique name for its outputs
+    names = named_image_files(expand_lists(args.image))  # file -> a unique name for its outputs
     files = list(names)
     if not files:
         raise OvxaiError("no images found in the given folders", "pass image files or folders with images")
+    if collection is not None:
+        return _explain_collection(args, collection, names, in_flags)
     try:
         explainer = Explainer.load(
             args.model, args.backend, args.device, labels=override.labels, mean=override.mean,
@@ -370,6 +401,52 @@ def _explain(args: argparse.Namespace) -> int:
     return 1 if skipped else 0
 
 
+_RAY_FLAGS = {"actors": "actors", "batch_size": "batch_size", "actor_cpus": "cpus_per_actor"}  # -> CollectionOptions
+
+
+def _no_ray_flags(args: argparse.Namespace) -> None:
+    """Without ``--ray``, its flags would be ignored without a word: refuse them."""
+    given = [name for name in (*_RAY_FLAGS, "address", "node_ip_address") if name in vars(args)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise OvxaiError(f"{flag} applies to --ray only", f"add --ray, or drop {flag}")
+
+
+def _collection_options(args: argparse.Namespace, targets: str | list[int], given: ModelInfo) -> CollectionOptions:
+    """``--ray``: Ray Data must be there (checked before anything is loaded), then its options."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise OvxaiError("ovxai explain --ray needs Ray Data", "pip install 'ovxai[ray]'") from None
+    from ovxai.collection import CollectionOptions
+
+    pool = {field: getattr(args, name) for name, field in _RAY_FLAGS.items() if name in vars(args)}
+    return CollectionOptions(
+        str(args.model), args.device, args.backend, given.labels, given.mean, given.scale, args.channel_order,
+        targets, args.top_k, args.alpha, args.colormap, jobs=args.jobs, **pool,
+    )  # fmt: skip
+
+
+def _explain_collection(
+    args: argparse.Namespace,
+    options: CollectionOptions,
+    names: dict[Path, str],
+    in_flags: Callable[[OvxaiError], OvxaiError],
+) -> int:
+    """``ovxai explain --ray``: exit 0 when every image was explained, 1 when some were skipped."""
+    from ovxai.collection import RESULTS, explain_collection
+
+    try:
+        done = explain_collection(
+            options, names, args.out, vars(args).get("address"), vars(args).get("node_ip_address")
+        )
+    except OvxaiError as exc:
+        raise in_flags(exc) from None
+    rate = f" ({done.images_per_second:.1f} images/s)" if done.explained else ""
+    print(f"explained {done.explained} image(s){rate}, skipped {done.skipped}; wrote {args.out / RESULTS}")
+    return 1 if done.skipped else 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
@@ -422,6 +499,8 @@ def _inspect(args: argparse.Namespace) -> int:
         note = f" (at {SMOKE_SIZE} x {SMOKE_SIZE}: the model takes any size; choose with --input-shape)"
     graph = loaded.graph
     prediction = pick_prediction(graph, args.prediction)
+    if _inspect_blocks(args.model, graph, prediction, note):
+        return 0
     default = resolve(graph, prediction, None)
     found = candidates(graph, prediction, args.depth)
     if default.tensor not in {c.tensor for c in found}:
@@ -440,6 +519,37 @@ def _inspect(args: argparse.Namespace) -> int:
         path = plan.shortcut.kind if plan.shortcut else "mosaic"
         print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
     return 0
+
+
+def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) -> bool:
+    """A vision transformer's blocks with the hook's cost at each (False: not a transformer)."""
+    from ovxai.cost import macs
+    from ovxai.vit import hook_macs, plan_tokens, transformer_blocks
+
+    blocks = transformer_blocks(graph, prediction)
+    if not blocks:
+        return False
+    total = macs(graph, graph.nodes) or 1
+    print(f"model {model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
+    print("vision transformer: ViT-ReciproCAM explains a block's input tokens (--layer BLOCK); hook cost = extra")
+    print("MACs per image relative to the model (one-hot / Gaussian mask) on the exact short sequence, and on the")
+    print("general path (every copy on all tokens); * = default target")
+    print(f"  {'block':<36} {'tokens x D':<12} {'h x w':<7} {'short':>15} {'general':>9}  tensor")
+    for block in blocks:
+        plan = plan_tokens(graph, prediction, block)
+        assert plan is not None
+        _, count, depth = graph.tensor(plan.target).shape or (None, None, None)
+        if plan.short is None:
+            short = "/".join(f"{100 * hook_macs(graph, plan, m) / total:.1f}" for m in ("onehot", "gaussian")) + " %"
+        else:
+            short = "n/a"
+        general = f"{100 * hook_macs(graph, plan, fast_path=False) / total:.0f} %"
+        mark = "*" if block == blocks[-1] else " "
+        grid = f"{plan.grid[0]}x{plan.grid[1]}"
+        print(f"{mark} {block:<36} {f'{count}x{depth}':<12} {grid:<7} {short:>15} {general:>9}  {plan.target}")
+        if plan.short is not None:
+            print(f"      general path only: {plan.short}")
+    return True
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from ovxai.graph import GraphView, Node, TailPlan
+from ovxai.graph import GraphView, Node, TailPlan, final_classifier
 
 
 def node_macs(graph: GraphView, node: Node) -> int:
@@ -22,19 +22,37 @@ def macs(graph: GraphView, nodes: Iterable[Node]) -> int:
     return sum(node_macs(graph, n) for n in nodes)
 
 
-def hook_macs(graph: GraphView, plan: TailPlan, n: int, mask: str = "onehot", shortcut: bool = True) -> int:
+def hook_macs(
+    graph: GraphView, plan: TailPlan, n: int, mask: str = "onehot", shortcut: bool = True, selected: int | None = None
+) -> int:
+    """MACs per image of the hook (see :func:`_path_macs`); ``selected``: the maps' class count where only the
+    chosen classes' rows of the final classifier run on the copies (score logits or sigmoid, explain topK or ids)."""
+    total = _path_macs(graph, plan, n, mask, shortcut)
+    logits = plan.prediction
+    final = graph.producer.get(logits)
+    if final is not None and final.op in ("Softmax", "Sigmoid") and final in plan.nodes:
+        logits = final.inputs[0]
+    classifier = None if selected is None else final_classifier(graph, plan.nodes, logits)
+    cut = plan.shortcut if shortcut else None
+    if classifier is None or (cut is not None and classifier.product.name in cut.replaced):
+        return total
+    return total - n * node_macs(graph, classifier.product) * (classifier.classes - selected) // classifier.classes  # type: ignore[operator]
+
+
+def _path_macs(graph: GraphView, plan: TailPlan, n: int, mask: str, shortcut: bool) -> int:
     """MACs per image that the hook adds on the path it takes for ``plan`` with N = ``n`` positions.
 
-    Mosaic: the whole tail N times. Shortcut: the rest of the tail N times, plus, for a linear
-    boundary, one pass of its weight per mask weight (the per-position products), plus, for the
-    Gaussian mask, the positionwise ops once per mask weight (on the full map)."""
+    Mosaic: the whole tail N times. Shortcut: the rest of the tail N times, plus, for the Gaussian mask,
+    the positionwise ops once per mask weight (on the full map). A linear boundary's per-position products
+    replace the original product (the same multiply-adds) and give the one-hot copies too; the Gaussian mask
+    through positionwise ops that do not commute with its scales needs one more pass of the weight per mask weight."""
     cut = plan.shortcut if shortcut else None
     if cut is None:
         return n * macs(graph, plan.nodes)
-    passes = 1 if mask == "onehot" or not cut.positionwise else 3
     total = n * macs(graph, [node for node in plan.nodes if node.name not in cut.replaced])
-    if cut.kind == "linear":
-        total += passes * node_macs(graph, cut.boundary)
-    if mask != "onehot":
-        total += passes * macs(graph, cut.positionwise)
-    return total
+    if mask == "onehot" or not cut.positionwise or cut.homogeneous:
+        return total
+    passes = 3  # the Gaussian kernel's weights 4, 2, 1 / 16, each through the positionwise ops
+    return total + passes * (
+        macs(graph, cut.positionwise) + (node_macs(graph, cut.boundary) if cut.kind == "linear" else 0)
+    )

@@ -26,6 +26,7 @@ from ovxai.graph import GraphView, plan_free_batch, plan_tail
 from ovxai.hook import HookOptions, ReciproCamHook
 from ovxai.metadata import ModelInfo
 from ovxai.target import Candidate, pick_prediction, resolve
+from ovxai.vit import ViTReciproCamHook, plan_tokens
 
 SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
 
@@ -39,7 +40,8 @@ class ExportResult:
     prediction: str
     fast_path: bool  # the exact shortcut replaced the mosaic
     options: HookOptions
-    path: str = "mosaic"  # "mean" or "linear" (the shortcut's boundary), or "mosaic"
+    path: str = "mosaic"  # "mean" or "linear" (the shortcut's boundary), "tokens" (a ViT's short sequence), or "mosaic"
+    grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
 
 
 @dataclass
@@ -82,8 +84,13 @@ def export(
         loaded = load_model(source, input_shape, static_batch, dynamic_size)
         graph, source_format = loaded.graph, loaded.format
         prediction = pick_prediction(graph, prediction)
-        target = resolve(graph, prediction, layer)
-        plan = plan_tail(graph, target.tensor, prediction)
+        tokens = plan_tokens(graph, prediction, layer)
+        if tokens is None:
+            target = resolve(graph, prediction, layer)
+            plan = plan_tail(graph, target.tensor, prediction)
+        else:
+            target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
+            plan = tokens.tail
         info = (info or ModelInfo()).replace(
             score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
         )
@@ -91,7 +98,10 @@ def export(
         info.check(classes)
         _check_explained(options, classes)
         emitter = source_format.hook_ops(loaded.model, graph)
-        ReciproCamHook(emitter, graph, plan, options).build()
+        if tokens is None:
+            ReciproCamHook(emitter, graph, plan, options).build()
+        else:
+            ViTReciproCamHook(emitter, graph, tokens, options).build()
         patched = emitter.finish()
         try:
             if output_format is not source_format:
@@ -104,6 +114,10 @@ def export(
             raise _write_error(destination, exc) from None
         _check_runs(output_format, written[0], graph)
         files = _move_into_place(written, destination)
+    if tokens is not None:
+        short = options.fast_path and tokens.short is None
+        path = "tokens" if short else "mosaic"
+        return ExportResult(files, target, prediction, short, options, path, tokens.grid)
     cut = plan.shortcut if options.fast_path else None
     return ExportResult(files, target, prediction, cut is not None, options, cut.kind if cut else "mosaic")
 

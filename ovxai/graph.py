@@ -6,6 +6,7 @@ Both graph formats (ONNX, OpenVINO) are read into :class:`GraphView`; everything
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -313,7 +314,8 @@ class Shortcut:
 
     * ``mean`` (a global average pool): (U[:, n] + (N - 1) z) / N;
     * ``linear`` (``flatten`` then a product with a constant weight W, rows = positions' features):
-      W (flat z) + b + W_n (U[:, n] - z), a batched product over the N positions.
+      W (flat z) + b + W_n (U[:, n] - z), from the per-position products W_n U[:, n], which also give the
+      original path's product (their sum over n): the hook replaces it, so W is stored once, re-laid.
 
     With the 3 x 3 Gaussian mask the same holds with up to nine scaled columns per copy. An empty
     ``positionwise`` with a ``mean`` boundary is the classic GAP fast path (z = 0, U = T).
@@ -326,6 +328,7 @@ class Shortcut:
     keepdims: bool = True
     flatten: Node | None = None
     after: tuple[Node, ...] = ()  # per-position ops right after a mean pool (a quantiser before an INT8 layer)
+    homogeneous: bool = False  # the positionwise ops commute with scaling, f(s x) = s f(x) for s > 0: z = 0
 
     @property
     def replaced(self) -> set[str]:
@@ -380,8 +383,6 @@ def plan_tail(graph: GraphView, target: str, prediction: str) -> TailPlan:
     return TailPlan(target, prediction, nodes, side, _shortcut(graph, target, nodes))
 
 
-LINEAR_SHORTCUT_MAX_WEIGHTS = 4 * 1024 * 1024  # elements (16 MiB in f32) of a linear layer the shortcut re-lays
-
 # Ops whose output at a position depends only on their input at that position (and on constants).
 PER_POSITION_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Mish",
@@ -413,8 +414,22 @@ def _shortcut(graph: GraphView, target: str, tail: list[Node]) -> Shortcut | Non
         return Shortcut(used, source, node, "mean", keepdims, after=_after_pool(graph, node, tail) if keepdims else ())
     product = _linear_after_flatten(graph, node, tail)
     if product is not None:
-        return Shortcut(used, source, product, "linear", flatten=node)
+        homogeneous = all(_homogeneous(graph, n) for n in used)
+        return Shortcut(used, source, product, "linear", flatten=node, homogeneous=homogeneous)
     return None
+
+
+# Per-position ops with f(s x) = s f(x) for s > 0 whatever their constants (a 1 x 1 pool is the identity).
+_HOMOGENEOUS_OPS = frozenset({"Relu", "LeakyRelu", "PRelu", "Identity", "Dropout", "MaxPool", "AveragePool"})
+
+
+def _homogeneous(graph: GraphView, node: Node) -> bool:
+    """Whether a positionwise op commutes with a positive scale (so it maps a zero column to zero)."""
+    if node.op == "Conv":
+        return len(node.inputs) < 3 or not node.inputs[2]  # no bias
+    if node.op in ("Mul", "Div"):
+        return _constant(graph, node.inputs[1])  # by a constant
+    return node.op in _HOMOGENEOUS_OPS
 
 
 def _after_pool(graph: GraphView, pool: Node, tail: list[Node]) -> tuple[Node, ...]:
@@ -477,10 +492,69 @@ def _linear_after_flatten(graph: GraphView, node: Node, tail: list[Node]) -> Nod
     weight = graph.tensor(product.inputs[1]).shape
     if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight):
         return None
-    # The per-position products read W position-major, (N, C', K): the engines hold that re-laid copy
-    # beside W. Past LINEAR_SHORTCUT_MAX_WEIGHTS (VGG's and AlexNet's first classifier layers: 411 and
-    # 151 MB) that copy costs more memory than the mosaic costs time, and the mosaic stays.
-    return product if weight[0] * weight[1] <= LINEAR_SHORTCUT_MAX_WEIGHTS else None  # type: ignore[operator]
+    # Any size: the hook computes the original product from the per-position one too, so the file (and the
+    # engine) holds only the re-laid weight (N, C', K), never a second copy.
+    return product
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The tail's last product, rows (B*N, D) @ a constant weight (+ a constant bias): the class logits.
+
+    Where only some classes get a map and each class's score needs only its own logit (logits, sigmoid),
+    the copies run only those classes' rows of the weight (``nodes`` are then not copied)."""
+
+    product: Node
+    bias: str | None  # a constant with one value per class
+    classes: int
+
+    @property
+    def nodes(self) -> set[str]:
+        return {self.product.name} | ({self.bias_node} if self.bias_node else set())
+
+    bias_node: str = ""  # the Add of the bias, when it is a node of its own (OpenVINO: MatMul, then Add)
+
+
+def final_classifier(graph: GraphView, tail: list[Node], logits: str) -> Classifier | None:
+    """The classifier that computes ``logits`` from (B, D) rows, if it is a plain product with a stored weight."""
+    node = graph.producer.get(logits)
+    in_tail = {n.name for n in tail}
+    if node is None or node.name not in in_tail:
+        return None
+    bias, bias_node = None, ""
+    if node.op == "Add":
+        product = next((graph.producer.get(i) for i in node.inputs if graph.kind.get(i) is Kind.ACTIVATION), None)
+        others = [i for i in node.inputs if product is None or i not in product.outputs]
+        if product is None or len(others) != 1 or not _constant(graph, others[0]):
+            return None
+        bias, bias_node, node = others[0], node.name, product
+    if node.op not in ("Gemm", "MatMul") or not node.plain_product or node.name not in in_tail:
+        return None
+    if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2]:
+        if bias is not None:
+            return None
+        bias = node.inputs[2]
+    weight = graph.tensor(node.inputs[1]).shape
+    rows = graph.tensor(node.inputs[0]).rank
+    if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight) or rows != 2:
+        return None
+    if not _stored(graph, node.inputs[1]) or (bias_node and len(graph.consumers.get(node.outputs[0], [])) != 1):
+        return None  # a quantised weight, or a product that something besides its bias reads
+    classes = weight[0] if node.transpose_b else weight[1]
+    if (
+        bias is not None
+        and math.prod(d if isinstance(d, int) else 0 for d in graph.tensor(bias).shape or (0,)) != classes
+    ):
+        return None
+    return Classifier(node, bias, classes, bias_node)  # type: ignore[arg-type]
+
+
+def _stored(graph: GraphView, name: str) -> bool:
+    """A weight stored as is (or in FP16 and converted): not quantised, which an engine runs in its own kernels."""
+    producer = graph.producer.get(name)
+    return name in graph.constants or (
+        producer is not None and producer.op == "Cast" and producer.inputs[0] in graph.constants
+    )
 
 
 def global_pool_keepdims(graph: GraphView, node: Node) -> bool | None:

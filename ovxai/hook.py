@@ -36,7 +36,7 @@ from ovxai.conventions import (
     parse_explained,
 )
 from ovxai.errors import OvxaiError
-from ovxai.graph import SHAPE_OPS, Dim, GraphView, Kind, Node, Shortcut, TailPlan
+from ovxai.graph import SHAPE_OPS, Classifier, Dim, GraphView, Kind, Node, Shortcut, TailPlan, final_classifier
 
 T = TypeVar("T")
 _END = 2**62  # "to the end" for slices
@@ -138,7 +138,7 @@ class Ops(Protocol[T]):
 
     def softmax(self, x: T, axis: int) -> T: ...
 
-    def reduce(self, op: Literal["ReduceMin", "ReduceMax"], x: T, axis: int) -> T:
+    def reduce(self, op: Literal["ReduceMin", "ReduceMax", "ReduceSum"], x: T, axis: int) -> T:
         """Reduction over one axis, keeping it (size 1)."""
         ...
 
@@ -152,6 +152,16 @@ class Ops(Protocol[T]):
 
     def gather_elements(self, x: T, indices: T, axis: int) -> T:
         """numpy ``take_along_axis`` (ONNX GatherElements); ``indices`` has ``x``'s rank."""
+        ...
+
+    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> T:
+        """The constant ``name`` reshaped to ``shape`` (-1 inferred) and transposed by ``perm``, stored re-laid
+        (where it is computed from constants, e.g. dequantised, the re-layout is emitted for the engine to fold)."""
+        ...
+
+    def replace(self, name: str, x: T) -> None:
+        """``x`` takes the place of the original tensor ``name`` for all its readers (an output keeps its name);
+        the node that produced it, and whatever only that node read (a weight), leave the model."""
         ...
 
     def copy_node(self, node: Node, inputs: Sequence[T | None]) -> list[T]:
@@ -185,9 +195,12 @@ class ReciproCamHook(Generic[T]):
         replaced: set[str] = set()
         if self.shortcut is not None:
             self.mosaic_of[self.shortcut.output] = self._shortcut(self.shortcut)
-            replaced = self.shortcut.replaced
+            replaced = set(self.shortcut.replaced)
         else:
             self.mosaic_of[self.plan.target] = self._mosaic()
+        classifier = self._prunable()
+        if classifier is not None:
+            replaced |= classifier.nodes
         for node in self.plan.nodes:
             if node.name in replaced:
                 continue
@@ -197,7 +210,10 @@ class ReciproCamHook(Generic[T]):
             else:
                 outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
             self.mosaic_of.update(zip(node.outputs, outs, strict=True))
-        saliency = self._saliency(self.mosaic_of[self._logits()])
+        if classifier is None:
+            saliency = self._saliency(self.mosaic_of[self._logits()])
+        else:
+            saliency = self._saliency(self._pruned_scores(classifier), selected=True)
         target = self.graph.tensor(self.plan.target).shape or (None,) * 4
         prediction = self.graph.tensor(self.plan.prediction).shape or (None, None)
         batch = target[0] or prediction[0] or "batch"
@@ -227,14 +243,59 @@ class ReciproCamHook(Generic[T]):
         picked = self.options.explained()
         if picked is None:
             return maps
+        chosen = self._chosen()
+        if isinstance(picked, int):
+            spread = ops.expand(ops.unsqueeze(chosen, 2), ops.concat([self.batch, ops.i64([picked]), self.n]))
+            return ops.gather_elements(maps, spread, 1)
+        return ops.gather(maps, chosen, 1)
+
+    def _chosen(self) -> T:
+        """The classes ``explain`` asks for: (B, K') by each image's prediction (topK) or the ids (K',);
+        their (B, K') ids become ``self._classes``."""
+        ops = self.ops
+        picked = self.options.explained()
+        assert picked is not None
         if isinstance(picked, int):
             scores = ops.reshape(ops.tensor(self.plan.prediction), ops.concat([self.batch, ops.i64([-1])]))
             self._classes = ops.topk(scores, picked)  # (B, K')
-            spread = ops.expand(ops.unsqueeze(self._classes, 2), ops.concat([self.batch, ops.i64([picked]), self.n]))
-            return ops.gather_elements(maps, spread, 1)
+            return self._classes
         ids = ops.i64(list(picked))
         self._classes = ops.expand(ops.unsqueeze(ids, 0), ops.concat([self.batch, ops.i64([len(picked)])]))
-        return ops.gather(maps, ids, 1)
+        return ids
+
+    def _prunable(self) -> Classifier | None:
+        """The final classifier, when each map needs only its own class's logit (score logits or sigmoid) and
+        only some classes get a map: the copies then run only those classes' rows of its weight."""
+        if self.options.score == "softmax" or self.options.explained() is None:
+            return None
+        logits = self.plan.prediction
+        final = self.graph.producer.get(logits)
+        if final is not None and final.op in ("Softmax", "Sigmoid") and final in self.plan.nodes:
+            logits = final.inputs[0]  # as _logits: the probabilities' own logits
+        found = final_classifier(self.graph, self.plan.nodes, logits)
+        if found is None or (self.shortcut is not None and found.product.name in self.shortcut.replaced):
+            return None  # the linear shortcut already gives every class's copies from the original product
+        return found
+
+    def _pruned_scores(self, classifier: Classifier) -> T:
+        """The copies' logits of the chosen classes only: (B*N, D) rows times those classes' weight rows."""
+        ops = self.ops
+        picked = self.options.explained()
+        product = classifier.product
+        chosen = self._chosen()
+        rows = self._input(product.inputs[0])
+        assert rows is not None
+        weight = ops.gather(ops.tensor(product.inputs[1]), chosen, 0 if product.transpose_b else 1)
+        if isinstance(picked, int):  # per image: (B, N, D) @ (B, D, K')
+            rows = ops.reshape(rows, ops.concat([self.batch, self.n, ops.i64([-1])]))
+            weight = ops.transpose(weight, [0, 2, 1] if product.transpose_b else [1, 0, 2])
+        elif product.transpose_b:  # (K', D) -> (D, K')
+            weight = ops.transpose(weight, [1, 0])
+        scores = ops.matmul(rows, weight)
+        if classifier.bias is not None:
+            bias = ops.gather(ops.reshape(ops.tensor(classifier.bias), ops.i64([-1])), chosen, 0)
+            scores = ops.binary("Add", scores, ops.unsqueeze(bias, 1) if isinstance(picked, int) else bias)
+        return scores
 
     def _logits(self) -> str:
         """The tensor holding the class logits: a model that ends in Softmax or Sigmoid already
@@ -287,6 +348,8 @@ class ReciproCamHook(Generic[T]):
         Gaussian: one part per kernel weight s in {4, 2, 1}/16, D_s = P(s T) - z. With no
         positionwise op, z = 0 and everything is linear: one part, the mask matrix itself, with D = T.
         """
+        if cut.kind == "linear":
+            return self._linear(cut)
         ops = self.ops
         dtype = ops.dtype(cut.source)
         source_shape = ops.shape(ops.tensor(cut.source))
@@ -298,15 +361,8 @@ class ReciproCamHook(Generic[T]):
         elif self.options.mask == "onehot":
             parts.append((None, ops.binary("Sub", ops.tensor(cut.source), background)))  # type: ignore[arg-type]
         else:
-            masks = self._masks()
-            for weight in (4.0, 2.0, 1.0):
-                scaled = ops.binary("Mul", self.t, ops.cast(ops.f32(weight / 16), ops.dtype(self.plan.target)))
-                column = self._positionwise(cut, scaled)
-                placement = ops.cast(ops.binary("Equal", masks, ops.cast(ops.f32(weight / 16), dtype)), dtype)
-                parts.append((placement, ops.binary("Sub", column, background)))  # type: ignore[arg-type]
+            parts.extend((placement, ops.binary("Sub", column, background)) for placement, column in self._scaled(cut))  # type: ignore[arg-type]
         flat_shape = ops.concat([self.batch, channels, self.n])
-        if cut.kind == "linear":
-            return self._linear(cut, parts, flat_shape, background)
         n = ops.cast(self.n, dtype)
         if cut.after:
             return self._after_pool(cut, self._pooled_map(parts, background, flat_shape, n))
@@ -338,32 +394,87 @@ class ReciproCamHook(Generic[T]):
         rows = ops.transpose(ops.reshape(result, ops.concat([self.batch, channels, self.n])), [0, 2, 1])
         return ops.reshape(rows, ops.concat([ops.i64([-1]), channels, ops.i64([1, 1])]))
 
-    def _linear(self, cut: Shortcut, parts: list[tuple[T | None, T]], flat_shape: T, background: T | None) -> T:
-        """Flatten + x @ W (+ b) of every copy: the product with the background, plus W_n (column_n - z) per n."""
+    def _scaled(self, cut: Shortcut) -> list[tuple[T, T]]:
+        """Gaussian mask through positionwise ops: per kernel weight s in {4, 2, 1}/16, the (N, N) placement of
+        s (where mask n holds s) and the positionwise ops' response to s T, (B, C', H, W)."""
         ops = self.ops
-        assert cut.flatten is not None
-        weight = ops.tensor(cut.boundary.inputs[1])
-        channels = ops.slice(flat_shape, 1, 2)
-        # Static sizes (the plan requires them here): the re-laid weight is then a constant the engines fold
-        # once, rather than a transpose of the whole weight at every run.
-        _, c, h, w = self.graph.tensor(cut.source).shape  # type: ignore[misc]
-        if cut.boundary.transpose_b:  # (K, C'*N) -> (K, C', N) -> (N, C', K)
-            per_position = ops.transpose(ops.reshape(weight, ops.i64([-1, c, h * w])), [2, 1, 0])  # type: ignore[list-item, operator]
+        dtype = ops.dtype(cut.source)
+        masks = self._masks()
+        parts = []
+        for weight in (4.0, 2.0, 1.0):
+            scaled = ops.binary("Mul", self.t, ops.cast(ops.f32(weight / 16), ops.dtype(self.plan.target)))
+            placement = ops.cast(ops.binary("Equal", masks, ops.cast(ops.f32(weight / 16), dtype)), dtype)
+            parts.append((placement, self._positionwise(cut, scaled)))
+        return parts
+
+    def _linear(self, cut: Shortcut) -> T:
+        """Flatten + x @ W (+ b) for the original path and for every copy, from one per-position product.
+
+        P_n = W_n U[:, n] (W_n: W's columns of position n) for all n in one batched product with the re-laid
+        weight (N, C', K), the only copy of W left in the model: the original output becomes sum_n P_n + b (the
+        same multiply-adds as before, summed in another order), and copy n is
+        P_n + b + sum_{m != n} W_m z (one-hot; the Gaussian mask places several positions' products)."""
+        ops = self.ops
+        product = cut.boundary
+        _, c, h, w = self._static(cut.source)
+        n = h * w
+        if product.transpose_b:  # (K, C'*N) -> (K, C', N) -> (N, C', K)
+            weight = ops.relaid(product.inputs[1], [-1, c, n], [2, 1, 0])
+            classes = self._static(product.inputs[1])[0]
         else:  # (C'*N, K) -> (C', N, K) -> (N, C', K)
-            per_position = ops.transpose(ops.reshape(weight, ops.i64([c, h * w, -1])), [1, 0, 2])  # type: ignore[list-item, operator]
+            weight = ops.relaid(product.inputs[1], [c, n, -1], [1, 0, 2])
+            classes = self._static(product.inputs[1])[1]
+        columns_shape = ops.i64([-1, c, n])
 
-        def products(columns: T) -> T:  # (B, C', N) -> (N, B, C') @ (N, C', K) -> (B, N, K)
-            by_position = ops.transpose(ops.reshape(columns, flat_shape), [2, 0, 1])
-            return ops.transpose(ops.matmul(by_position, per_position), [1, 0, 2])
+        def products(columns: T) -> T:  # (B, C', H, W) -> (N, B, C') @ (N, C', K) -> (N, B, K)
+            return ops.matmul(ops.transpose(ops.reshape(columns, columns_shape), [2, 0, 1]), weight)
 
-        total = self._placed(parts, products)
-        # Every copy's background, through the original flatten and product (bias included): (1, K).
-        zeros = background if background is not None else self._zeros(ops.dtype(cut.source))
-        full = ops.expand(zeros, ops.concat([ops.i64([1]), channels, self.h, self.w]))
-        flat = ops.reshape(full, ops.i64([1, -1]))  # what the flatten does: channel-major, one row
-        base = ops.copy_node(cut.boundary, [flat, *(ops.tensor(i) if i else None for i in cut.boundary.inputs[1:])])[0]
-        rows = ops.binary("Add", total, ops.unsqueeze(base, 0))
-        return ops.reshape(rows, ops.concat([ops.i64([-1]), ops.slice(ops.shape(base), 1, 2)]))
+        bias = ops.tensor(product.inputs[2]) if len(product.inputs) > 2 and product.inputs[2] else None
+        per_position = products(ops.tensor(cut.source))
+        original = ops.reshape(ops.reduce("ReduceSum", per_position, 0), ops.i64([-1, classes]))
+        ops.replace(product.outputs[0], original if bias is None else ops.binary("Add", original, bias))
+
+        def rows(x: T) -> T:  # (N, B, K) -> (B, N, K)
+            return ops.transpose(x, [1, 0, 2])
+
+        if self.options.mask == "onehot":
+            copies = rows(per_position)
+        elif cut.homogeneous or not cut.positionwise:  # copy n at p is m_n(p) U[:, p]: the masks place P
+            copies = ops.matmul(self._masks(), rows(per_position))
+        else:
+            placed: list[tuple[T | None, T]] = [(a, products(column)) for a, column in self._scaled(cut)]
+            copies = self._placed(placed, rows)
+        offset = bias if cut.homogeneous or not cut.positionwise else self._linear_background(cut, products, bias)
+        if offset is not None:
+            copies = ops.binary("Add", copies, offset)
+        return ops.reshape(copies, ops.i64([-1, classes]))
+
+    def _static(self, name: str) -> tuple[int, ...]:
+        """The dimensions of a tensor the plan requires to be static (beyond its batch)."""
+        shape = self.graph.tensor(name).shape or ()
+        return tuple(d if isinstance(d, int) else -1 for d in shape)
+
+    def _linear_background(self, cut: Shortcut, products: Callable[[T], T], bias: T | None) -> T:
+        """(N, K): what the background adds to copy n, b + sum_m W_m z - sum_{p in n's footprint} W_p z.
+
+        Built from constants only (static shapes): the engines fold it once, at load."""
+        ops = self.ops
+        _, c, h, w = self._static(cut.source)
+        channels = (*self._static(self.plan.target), -1, -1)[1]  # -1: unknown, read at run time
+        static = ops.i64([channels]) if channels > 0 else self.channels
+        z = self._positionwise(cut, self._zeros(ops.dtype(self.plan.target), static))
+        full = ops.expand(z, ops.i64([1, c, h, w]))
+        per_position = ops.reshape(products(full), ops.i64([h * w, -1]))  # (N, K): W_n z
+        inside = per_position
+        if self.options.mask != "onehot":  # the footprint of mask n: the positions it does not leave at z
+            masks = self._masks()
+            dtype = ops.dtype(cut.source)
+            footprint = ops.cast(
+                ops.binary("Greater", masks, ops.cast(ops.f32(0.0), ops.dtype(self.plan.target))), dtype
+            )
+            inside = ops.matmul(footprint, per_position)
+        offset = ops.binary("Sub", ops.reduce("ReduceSum", per_position, 0), inside)
+        return offset if bias is None else ops.binary("Add", offset, bias)
 
     def _placed(self, parts: list[tuple[T | None, T]], per_position: Callable[[T], T]) -> T:
         """sum_j A_j @ f(D_j): each part's per-position rows (B, N, ...) placed by its (N, N) matrix (None: I)."""
@@ -375,11 +486,13 @@ class ReciproCamHook(Generic[T]):
         assert total is not None
         return total
 
-    def _zeros(self, dtype: str) -> T:
-        """A (1, C, 1, 1) map of zeros with T's channels."""
+    def _zeros(self, dtype: str, channels: T | None = None) -> T:
+        """A (1, C, 1, 1) map of zeros with T's channels (``channels``: that count, as a 1-element tensor)."""
         ops = self.ops
         one = ops.i64([1])
-        return ops.expand(ops.cast(ops.f32(0.0), dtype), ops.concat([one, self.channels, one, one]))
+        return ops.expand(
+            ops.cast(ops.f32(0.0), dtype), ops.concat([one, self.channels if channels is None else channels, one, one])
+        )
 
     def _background(self, cut: Shortcut) -> T:
         """z: the positionwise ops' response to a zero column, (1, C', 1, 1)."""
@@ -447,15 +560,17 @@ class ReciproCamHook(Generic[T]):
 
     # -- scores to saliency -----------------------------------------------------------------------
 
-    def _saliency(self, scores: T) -> T:
-        """(B*N, K...) scores -> (B, K, H, W) maps, min-max normalised per image and class."""
+    def _saliency(self, scores: T, selected: bool = False) -> T:
+        """(B*N, K...) scores -> (B, K, H, W) maps, min-max normalised per image and class; ``selected``: the
+        scores are already those of the classes ``explain`` asks for."""
         ops = self.ops
         per_image = ops.cast(ops.reshape(scores, ops.concat([self.batch, self.n, ops.i64([-1])])), "float32")
         if self.options.score == "softmax":
             per_image = ops.softmax(per_image, -1)
         elif self.options.score == "sigmoid":
             per_image = ops.unary("Sigmoid", per_image)
-        maps = self._selected(ops.transpose(per_image, [0, 2, 1]))  # (B, K, N), or (B, K', N)
+        maps = ops.transpose(per_image, [0, 2, 1])  # (B, K, N), or (B, K', N)
+        maps = maps if selected else self._selected(maps)
         low = ops.reduce("ReduceMin", maps, 2)
         span = ops.binary("Sub", ops.reduce("ReduceMax", maps, 2), low)
         # A constant map has span 0 and maps - low == 0 everywhere: dividing by 1 gives zeros, not NaN.

@@ -24,6 +24,8 @@ class Candidate:
 
     @property
     def n(self) -> int | None:
+        if len(self.shape) != 4:
+            return None
         h, w = self.shape[2], self.shape[3]
         return h * w if isinstance(h, int) and isinstance(w, int) else None
 

@@ -12,7 +12,10 @@ from runners import run
 
 from ovxai import HookOptions, export
 from ovxai.cli import main
+from ovxai.exporter import load_model
+from ovxai.graph import final_classifier, plan_tail
 from ovxai.runtime import Explainer
+from ovxai.target import resolve
 
 pytestmark = pytest.mark.slow
 PHOTOS = sorted((Path(__file__).resolve().parents[1] / "samples/photos").glob("*.jpg"))
@@ -82,3 +85,36 @@ def test_bad_explain_is_one_line(resnet: Path, tmp_path: Path, capsys, explain: 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and "--explain" in err
     assert not (tmp_path / "p.onnx").exists()
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".xml"])
+@pytest.mark.parametrize("score", ["logits", "sigmoid"])
+def test_only_the_chosen_classes_rows_run_on_the_copies(resnet: Path, tmp_path: Path, suffix: str, score: str) -> None:
+    """With scores that need only their own logit, the copies multiply by the chosen classes' weight rows only
+    (the classifier is not copied); the maps equal the unpruned model's maps of those classes."""
+    import onnx
+
+    backend = "onnxruntime" if suffix == ".onnx" else "openvino"
+    source = resnet
+    if suffix == ".xml":  # IR in: the classifier is OpenVINO's MatMul, then an Add of the bias
+        import openvino as ov
+
+        source = tmp_path / "plain.xml"
+        ov.save_model(ov.convert_model(str(resnet)), str(source), compress_to_fp16=False)
+        graph = load_model(source).graph
+        plan = plan_tail(graph, resolve(graph, "logits", None).tensor, "logits")
+        found = final_classifier(graph, plan.nodes, "logits")
+        assert found is not None and found.bias_node and found.classes == 10
+    everything = export(source, tmp_path / f"all{suffix}", options=HookOptions(score=score), fp16=False)
+    for explain in ("top3", "7,2"):
+        pruned = export(source, tmp_path / f"p{suffix}", options=HookOptions(score=score, explain=explain), fp16=False)
+        if suffix == ".onnx":
+            copied = [n.op_type for n in onnx.load(str(pruned.files[0])).graph.node if n.name.startswith("ovxai/tail/")]
+            assert "Gemm" not in copied and "MatMul" not in copied, copied
+        for batch in (1, 3):
+            x = images(batch, 128, seed=batch)
+            full, picked = run(everything.files[0], x, backend), run(pruned.files[0], x, backend)
+            np.testing.assert_array_equal(picked["logits"], full["logits"])
+            classes = picked["saliency_classes"]
+            want = np.take_along_axis(full["saliency_map"], classes[:, :, None, None], axis=1)
+            np.testing.assert_allclose(picked["saliency_map"], want, atol=1e-5)

@@ -70,6 +70,23 @@ class VGGHead(nn.Module):
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
+class AlexNetHead(nn.Module):
+    """AlexNet: max pool, a shape-keeping adaptive pool, flatten, Dropout -> Linear -> ReLU -> ... -> Linear,
+    with a first weight large enough (512 x 256) that a second copy of it would show in the file's size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*_features(32), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
+        self.avgpool = nn.AdaptiveAvgPool2d((4, 4))
+        self.classifier = nn.Sequential(
+            nn.Dropout(), nn.Linear(32 * 16, 256), nn.ReLU(), nn.Dropout(), nn.Linear(256, 64), nn.ReLU(),
+            nn.Linear(64, 10),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 class ReluThenLinear(VGGHead):
     """A per-position op between the map and the flatten: the linear layer sees ReLU(BN(T))."""
 
@@ -97,6 +114,7 @@ CASES = {
     "squeezenet": (SqueezeNetHead, "mean"),
     "hybrid": (ConvHeadHybrid, "mean"),
     "vgg": (VGGHead, "linear"),
+    "alexnet": (AlexNetHead, "linear"),
     "relu-linear": (ReluThenLinear, "linear"),
 }
 
@@ -138,9 +156,48 @@ def test_shortcut_equals_the_mosaic_and_the_oracle(models, tmp_path: Path, name:
             got["saliency_map"], run(mosaic.files[0], x, "onnxruntime")["saliency_map"], atol=1e-4
         )
         np.testing.assert_allclose(got["saliency_map"], expected, atol=2e-4)  # float32 engines, float64 scores
-        np.testing.assert_array_equal(got["logits"], run(path, x, "onnxruntime")["logits"])
-        np.testing.assert_allclose(run(ir.files[0], x, "openvino")["saliency_map"], expected, atol=2e-4)
+        _same_prediction(got["logits"], run(path, x, "onnxruntime")["logits"], cut.path)
+        from_ir = run(ir.files[0], x, "openvino")
+        np.testing.assert_allclose(from_ir["saliency_map"], expected, atol=2e-4)
+        _same_prediction(from_ir["logits"], run(path, x, "openvino")["logits"], cut.path)
     assert expected is not None and expected.std() > 0.1  # the maps are not flat: the comparison means something
+
+
+def _same_prediction(got: np.ndarray, plain: np.ndarray, path: str) -> None:
+    """Bit for bit, except past a linear shortcut: there the original product is summed position by position."""
+    if path == "linear":
+        np.testing.assert_allclose(got, plain, rtol=1e-5, atol=1e-5 * float(np.abs(plain).max()))
+    else:
+        np.testing.assert_array_equal(got, plain)
+
+
+def _weight_bytes(path: Path) -> dict[str, tuple[tuple[int, ...], int]]:
+    import onnx
+
+    return {i.name: (tuple(i.dims), len(i.raw_data)) for i in onnx.load(str(path)).graph.initializer}
+
+
+def test_the_file_holds_one_copy_of_the_linear_weight(models, tmp_path: Path) -> None:
+    """The first linear layer's weight is stored once, re-laid (N, C', K), in ONNX and in IR (FP32 and FP16)."""
+    import openvino as ov
+
+    _, path = models["alexnet"]
+    plain = _weight_bytes(path)
+    weight = next(name for name, (dims, _) in plain.items() if dims == (256, 512))  # the Gemm's (K, C' N)
+    cut = export(path, tmp_path / "cut.onnx", layer="features")
+    patched = _weight_bytes(cut.files[0])
+    assert weight not in patched and [d for d, _ in patched.values()].count((16, 32, 256)) == 1
+    size = plain[weight][1]
+    extra = sum(b for _, b in patched.values()) - sum(b for _, b in plain.values())
+    assert abs(extra) < size // 10, (extra, size)  # a second copy would add `size`
+    for fp16 in (False, True):
+        plain_ir = tmp_path / f"plain{int(fp16)}.xml"
+        ov.save_model(ov.convert_model(str(path)), str(plain_ir), compress_to_fp16=fp16)
+        for source in (path, plain_ir):  # ONNX converted to IR, and IR in (FP16 weights re-laid as FP16)
+            out = export(source, tmp_path / f"cut{int(fp16)}_{source.suffix[1:]}.xml", layer="features", fp16=fp16)
+            assert out.path == "linear"
+            grown = out.files[1].stat().st_size - plain_ir.with_suffix(".bin").stat().st_size
+            assert grown < size // (20 if fp16 else 10), (fp16, source, grown, size)
 
 
 def test_no_mosaic_in_the_shortcut_graph(models, tmp_path: Path) -> None:
@@ -167,4 +224,6 @@ def test_inspect_reports_the_cost_of_the_chosen_path(models) -> None:
     cut, mosaic = hook_macs(graph, plan, n), hook_macs(graph, plan, n, shortcut=False)
     first, second = 256 * 32, 32 * 10
     assert mosaic == n * (first + second)
-    assert cut == first + n * second  # one pass of the first layer's weight, the rest on N rows
+    assert cut == n * second  # the per-position products replace the first layer's own: the rest on N rows
+    # The Gaussian mask through the shape-keeping pool (it commutes with the mask's scales): no extra pass.
+    assert plan.shortcut.homogeneous and hook_macs(graph, plan, n, mask="gaussian") == n * second

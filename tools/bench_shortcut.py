@@ -67,6 +67,31 @@ def build(name: str, folder: Path) -> dict[str, Path]:
     return paths
 
 
+def check(paths: dict[str, Path]) -> dict[str, float]:
+    """The shortcut against the mosaic (maps) and the plain model (prediction), ONNX Runtime, batch 2; and the
+    weight files' sizes: the shortcut's IR holds its re-laid weight instead of the original, never both."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
+    out = {}
+    for variant in VARIANTS:
+        session = ort.InferenceSession(str(paths[f"{variant}.onnx"]), providers=["CPUExecutionProvider"])
+        out[variant] = dict(
+            zip(
+                [o.name for o in session.get_outputs()],
+                session.run(None, {session.get_inputs()[0].name: x}),
+                strict=True,
+            )
+        )
+    logits = next(name for name in out["plain"])
+    plain = out["plain"][logits]
+    return {
+        "max_map_diff_vs_mosaic": float(np.abs(out["shortcut"]["saliency_map"] - out["mosaic"]["saliency_map"]).max()),
+        "max_prediction_diff_rel": float(np.abs(out["shortcut"][logits] - plain).max() / np.abs(plain).max()),
+        **{f"{v}_bin_mib": paths[f"{v}.xml"].with_suffix(".bin").stat().st_size / 2**20 for v in VARIANTS},
+    }
+
+
 def time_openvino(paths: dict[str, Path], batch: int, precision: str, rounds: int) -> dict[str, Any]:
     core = ov.Core()
     x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
@@ -97,13 +122,71 @@ def _summary(timing: Any) -> dict[str, Any]:
     return out
 
 
+def pruning(name: str, folder: Path, rounds: int) -> list[tuple[Any, ...]]:
+    """Issue 13 part 1: ``--score logits`` maps for every class vs the top 5 only (the copies then run only those
+    classes' classifier rows): hook MACs per image (cost.py) and OpenVINO f32 batch 1 latency vs plain."""
+    import zoo
+
+    from ovxai import HookOptions, export
+    from ovxai.cost import hook_macs, macs
+    from ovxai.exporter import load_model
+    from ovxai.graph import plan_tail
+    from ovxai.target import pick_prediction, resolve
+    from ovxai.torch_export import to_onnx
+
+    library, constructor, layer = MODELS[name]
+    factory: Callable[..., Any] = zoo.build_torchvision if library == "torchvision" else zoo.build_timm
+    plain = folder / f"{name}.onnx"
+    to_onnx(factory(constructor, SIZE), plain, SIZE, "legacy")
+    graph = load_model(plain).graph
+    prediction = pick_prediction(graph, None)
+    plan = plan_tail(graph, resolve(graph, prediction, layer).tensor, prediction)
+    total, n = macs(graph, graph.nodes), int(np.prod((graph.tensor(plan.target).shape or (1, 1, 1, 1))[2:]))
+    paths = {"plain": folder / f"{name}.xml"}
+    ov.save_model(ov.convert_model(str(plain)), str(paths["plain"]), compress_to_fp16=False)
+    for variant, explain in (("all", "all"), ("top5", "top5")):
+        options = HookOptions(score="logits", explain=explain)
+        paths[variant] = export(
+            plain, folder / f"{name}_{variant}.xml", layer=layer, options=options, fp16=False
+        ).files[0]
+    x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    core = ov.Core()
+    variants = []
+    for variant, path in paths.items():
+        request = compile_model(core, path, "CPU", "f32").create_infer_request()
+        variants.append(Variant(variant, partial(infer_once, request, x)))
+    timing = alternate(variants, rounds, warmup=2, max_rounds=2 * rounds)
+    rows = []
+    for variant, selected in (("all", None), ("top5", 5)):
+        cost = hook_macs(graph, plan, n, selected=selected)
+        s = timing.summary(variant, "plain")
+        rows.append(
+            (
+                name,
+                variant,
+                f"{cost / 1e6:.1f}",
+                f"{1 + cost / total:.3f}",
+                f"{s.ratio:.3f}",
+                f"{timing.clean_count}/{len(timing.rounds)}",
+            )
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "out/bench_shortcut.json")
+    parser.add_argument("--pruning", action="store_true", help="measure logits-row pruning (issue 13) instead")
     args = parser.parse_args(argv)
+    if args.pruning:
+        with tempfile.TemporaryDirectory(prefix="ovxai-pruning-") as tmp:
+            rows = [row for name in args.models for row in pruning(name, Path(tmp), args.rounds)]
+        header = ("model", "maps", "hook MMACs/image", "x plain by MACs", "x plain OpenVINO f32 b1", "clean rounds")
+        print(markdown_table(header, rows, "llrrrl"))
+        return
     report: dict[str, Any] = {"openvino": ov.get_version(), "models": {}}
     rows = []
     with tempfile.TemporaryDirectory(prefix="ovxai-shortcut-") as tmp:
@@ -112,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             folder.mkdir()
             paths = build(name, folder)
             entry: dict[str, Any] = {"path": str(paths["shortcut.path"]), "timings": [], "rss_mib": {}}
+            entry["check"] = check(paths)
+            print(name, entry["check"], flush=True)
             for variant in VARIANTS:
                 entry["rss_mib"][variant] = peak_rss(sys.executable, paths[f"{variant}.xml"], 1, "CPU", "f32")
             for batch in args.batches:
@@ -132,8 +217,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.write_text(json.dumps(report, indent=2))
     header = ("model", "shortcut", "batch", "engine", "plain ms", "shortcut / plain", "mosaic / plain", "clean rounds")
     print(markdown_table(header, rows, "llrlrrrl"))
-    rss = [(name, *(f"{e['rss_mib'][v]['peak_mib']:.0f}" for v in VARIANTS)) for name, e in report["models"].items()]
-    print(markdown_table(("model", "plain peak RSS MiB", "shortcut", "mosaic"), rss, "lrrr"))
+    rss = [
+        (
+            name,
+            *(f"{e['rss_mib'][v]['peak_mib']:.0f}" for v in VARIANTS),
+            *(f"{e['check'][f'{v}_bin_mib']:.0f}" for v in VARIANTS),
+        )
+        for name, e in report["models"].items()
+    ]
+    header = ("model", "plain peak RSS MiB", "shortcut", "mosaic", "plain .bin MiB", "shortcut", "mosaic")
+    print(markdown_table(header, rss, "lrrrrrr"))
     print(f"wrote {args.out}")
 
 

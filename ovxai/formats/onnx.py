@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import heapq
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -325,6 +326,7 @@ class OnnxOps:
         self.outputs: dict[str, Sequence[Dim]] = {}
         self._count = 0
         self._copies: dict[str, int] = {}
+        self.replaced: set[str] = set()  # original tensors now computed by hook nodes
 
     def _name(self, hint: str) -> str:
         self._count += 1
@@ -399,7 +401,7 @@ class OnnxOps:
         return self._node("Softmax", [x], axis=axis)
 
     def reduce(self, op: str, x: str, axis: int) -> str:
-        if self.opset >= 18:
+        if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):  # axes became an input (Sum first)
             return self._node(op, [x, self.i64([axis])], keepdims=1)
         return self._node(op, [x], axes=[axis], keepdims=1)
 
@@ -413,6 +415,23 @@ class OnnxOps:
 
     def gather_elements(self, x: str, indices: str, axis: int) -> str:
         return self._node("GatherElements", [x, indices], axis=axis)
+
+    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> str:
+        value = self._constant_value(name)
+        if value is None:  # computed from constants (a DequantizeLinear): ONNX Runtime folds the re-layout at load
+            return self.transpose(self.reshape(name, self.i64(shape)), perm)
+        return self._const(np.ascontiguousarray(value.reshape(shape).transpose(perm)))
+
+    def _constant_value(self, name: str) -> np.ndarray | None:
+        for init in self.model.graph.initializer:
+            if init.name == name:
+                return numpy_helper.to_array(init)
+        node = next((n for n in self.model.graph.node if name in n.output), None)
+        return _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+
+    def replace(self, name: str, x: str) -> None:
+        self.replaced.add(name)
+        self.nodes.append(helper.make_node("Identity", [x], [name], name=self._name("replaced")))
 
     def copy_node(self, node: Node, inputs: Sequence[str | None]) -> list[str]:
         copies = self._copies.get(node.name, 0)
@@ -438,6 +457,8 @@ class OnnxOps:
         patched = self.model
         patched.graph.node.extend(self.nodes)
         patched.graph.initializer.extend(self.initializers)
+        if self.replaced:
+            _drop_replaced(patched.graph, self.replaced, set(self.outputs))
         inferred = ONNX.view(patched).tensors
         for name, expected in self.outputs.items():
             t = inferred[name]
@@ -447,3 +468,60 @@ class OnnxOps:
             elem = helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype or "float32"))
             patched.graph.output.append(helper.make_tensor_value_info(name, elem, list(shape)))
         return patched
+
+
+def _drop_replaced(graph: onnx.GraphProto, replaced: set[str], new_outputs: set[str]) -> None:
+    """Remove the original producers of ``replaced`` (hook nodes now compute them), the nodes and weights
+    that nothing reads any more, and sort the nodes topologically (the new producers come last)."""
+    nodes = [n for n in graph.node if not (set(n.output) & replaced and not n.name.startswith(NODE_PREFIX))]
+    outputs = {o.name for o in graph.output} | new_outputs
+    while True:  # nodes whose every output went unread
+        read = outputs | {i for n in nodes for i in _reads(n)}
+        alive = [n for n in nodes if any(o in read for o in n.output)]
+        if len(alive) == len(nodes):
+            break
+        nodes = alive
+    unused = {i.name for i in graph.initializer} - read
+    kept = [i for i in graph.initializer if i.name not in unused]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    inputs = [i for i in graph.input if i.name not in unused]  # old IRs list weights as inputs too
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.node[:]
+    graph.node.extend(_sorted(nodes, {i.name for i in graph.input} | {i.name for i in graph.initializer}))
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The tensors a node reads: its inputs and any outer tensor its subgraphs name."""
+    names = set(node.input)
+    for attr in node.attribute:
+        for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            for inner in sub.node:
+                names |= _reads(inner)
+    return names
+
+
+def _sorted(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """A topological order: the earliest ready node first (Kahn), so an already sorted part keeps its order."""
+    producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+    readers: list[list[int]] = [[] for _ in nodes]
+    pending = []
+    for k, node in enumerate(nodes):
+        needs = {producer[i] for i in _reads(node) if i in producer and i not in available}
+        pending.append(len(needs))
+        for j in needs:
+            readers[j].append(k)
+    ready = [k for k, count in enumerate(pending) if count == 0]
+    heapq.heapify(ready)
+    order: list[onnx.NodeProto] = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(nodes[k])
+        for r in readers[k]:
+            pending[r] -= 1
+            if pending[r] == 0:
+                heapq.heappush(ready, r)
+    if len(order) != len(nodes):
+        raise RuntimeError("ovxai produced a graph with a cycle, please report")
+    return order

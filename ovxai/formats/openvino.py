@@ -284,7 +284,9 @@ class OvOps:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.by_id = {tensor_id(o): o for op in model.get_ordered_ops() for o in op.outputs()}
+        # A Result's own output carries its input's names: it is never the tensor asked for.
+        ops = [op for op in model.get_ordered_ops() if op.get_type_name() != "Result"]
+        self.by_id = {tensor_id(o): o for op in ops for o in op.outputs()}
         self.results: list[Any] = []
         self._count = 0
         self._clones: list[dict[int, Any]] = []
@@ -377,7 +379,7 @@ class OvOps:
         return self._named(opset8.softmax(x, axis))
 
     def reduce(self, op: str, x: Any, axis: int) -> Any:
-        make = opset.reduce_min if op == "ReduceMin" else opset.reduce_max
+        make = {"ReduceMin": opset.reduce_min, "ReduceMax": opset.reduce_max, "ReduceSum": opset.reduce_sum}[op]
         return self._named(make(x, self.i64([axis]), keep_dims=True))
 
     def topk(self, x: Any, k: int) -> Any:
@@ -390,6 +392,25 @@ class OvOps:
 
     def gather_elements(self, x: Any, indices: Any, axis: int) -> Any:
         return self._named(opset6.gather_elements(x, indices, axis))
+
+    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> Any:
+        source = self.by_id[name]
+        producer = source.get_node()
+        decompressed = producer.get_type_name() == "Convert" and _is_constant(producer.input_value(0))
+        stored = producer.input_value(0) if decompressed else source  # FP16 weights: re-lay the FP16 data
+        if not _is_constant(stored):  # computed from constants (dequantised): the plugin folds the re-layout
+            return self.transpose(self.reshape(source, self.i64(shape)), perm)
+        data = stored.get_node().get_data()
+        relaid = self._named(opset.constant(np.ascontiguousarray(data.reshape(shape).transpose(perm))))
+        return self._named(opset.convert(relaid, source.get_element_type())) if decompressed else relaid
+
+    def replace(self, name: str, x: Any) -> None:
+        original = self.by_id[name]
+        names = original.get_names()
+        original.replace(x)
+        original.get_tensor().set_names(set())
+        x.get_tensor().set_names(names)
+        self.by_id[name] = x
 
     def copy_node(self, node: Node, inputs: Sequence[Any]) -> list[Any]:
         twin = self._twin(node)
