@@ -157,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
     srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
     srv.add_argument("--max-batch-size", type=int, default=8, help="dynamic batching: most requests per batch; 1: off")
-    srv.add_argument("--batch-wait-ms", type=float, default=5.0, help="dynamic batching: longest wait to fill a batch")
+    srv.add_argument(
+        "--batch-wait-ms", type=float, default=0.0, help="dynamic batching: longest wait for more requests (0: take the queued ones)"
+    )
     srv.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
     srv.add_argument(
         "--proxy-location",
@@ -538,7 +540,7 @@ def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) ->
     for block in blocks:
         plan = plan_tokens(graph, prediction, block)
         assert plan is not None
-        _, count, depth = graph.tensor(plan.target).shape or (None, None, None)
+        tokens = "x".join(str(d) for d in (graph.tensor(plan.target).shape or ("?", "?"))[1:])
         if plan.short is None:
             short = "/".join(f"{100 * hook_macs(graph, plan, m) / total:.1f}" for m in ("onehot", "gaussian")) + " %"
         else:
@@ -546,7 +548,7 @@ def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) ->
         general = f"{100 * hook_macs(graph, plan, fast_path=False) / total:.0f} %"
         mark = "*" if block == blocks[-1] else " "
         grid = f"{plan.grid[0]}x{plan.grid[1]}"
-        print(f"{mark} {block:<36} {f'{count}x{depth}':<12} {grid:<7} {short:>15} {general:>9}  {plan.target}")
+        print(f"{mark} {block:<36} {tokens:<12} {grid:<7} {short:>15} {general:>9}  {plan.target}")
         if plan.short is not None:
             print(f"      general path only: {plan.short}")
     return True

@@ -37,6 +37,7 @@ from ovxai.hook import HookOptions, Ops, ReciproCamHook
 from ovxai.target import leaving_tensors, scope_paths
 
 T = TypeVar("T")
+_END = 2**62  # "to the end" for slices
 
 ATTENTION_OPS = frozenset({"Softmax", "ScaledDotProductAttention"})
 # Gaussian slots: (row offset, column offset, weight x 16); one-hot keeps the centre only.
@@ -76,15 +77,41 @@ def block_of(scope: str) -> str | None:
 
 
 def transformer_blocks(graph: GraphView, prediction: str) -> list[str]:
-    """Blocks holding an attention (a softmax over keys) that feeds the prediction, in graph order."""
+    """Blocks holding an attention (a softmax over keys) that feeds the prediction and reading tokens, in
+    graph order. Attention inside a convolutional network (blocks reading (B, C, H, W) maps) is not one:
+    the CNN path explains those."""
     feeding = graph.ancestors([prediction])
     blocks: dict[str, None] = {}
     for node in graph.nodes:
-        if node.name in feeding and node.op in ATTENTION_OPS:
+        if node.name in feeding and node.op in ATTENTION_OPS and _over_keys(graph, node):
             block = block_of(node.scope)
             if block is not None:
                 blocks[block] = None
-    return list(blocks)
+    return [b for b in blocks if any(_is_tokens(graph, i) for i in _entering(graph, b))]
+
+
+def _over_keys(graph: GraphView, node: Node) -> bool:
+    """An attention's softmax: (..., queries, keys) scores, not a classifier's (B, K) probabilities."""
+    shape = graph.tensor(node.outputs[0]).shape
+    return node.op != "Softmax" or (shape is not None and len(shape) >= 3 and shape[-1] == shape[-2])
+
+
+def _entering(graph: GraphView, block: str) -> set[str]:
+    """Activations read inside ``block`` and produced before it."""
+    inside = {n.name for n in graph.nodes if block in scope_paths(n.scope)}
+    return {
+        i
+        for n in graph.nodes
+        if n.name in inside
+        for i in n.inputs
+        if i and graph.kind.get(i) is Kind.ACTIVATION and graph.producer.get(i, n).name not in inside
+    }
+
+
+def _is_tokens(graph: GraphView, name: str) -> bool:
+    """(B, tokens, D), or a (B, h, w, D) token map -- not a (B, C, H, W) feature map."""
+    t = graph.tensor(name)
+    return t.is_float and (t.rank == 3 or (t.rank == 4 and graph.spatial_axes.get(name) != (2, 3)))
 
 
 def plan_tokens(graph: GraphView, prediction: str, layer: str | None) -> TokenPlan | None:
@@ -92,6 +119,17 @@ def plan_tokens(graph: GraphView, prediction: str, layer: str | None) -> TokenPl
     model, or for a ``layer`` outside the blocks (then the CNN path explains that feature map)."""
     blocks = transformer_blocks(graph, prediction)
     if not blocks:
+        feeding = graph.ancestors([prediction])
+        unplaced = [
+            n
+            for n in graph.nodes
+            if n.name in feeding and n.op in ATTENTION_OPS and not block_of(n.scope) and _over_keys(graph, n)
+        ]
+        if unplaced and layer is None:
+            raise OvxaiError(
+                f"the model has attention ('{unplaced[0].name}') but no module paths that place it in blocks",
+                "export it with torch.onnx.export or ov.convert_model(module, example_input=...), which keep them",
+            )
         return None
     if layer is None:
         block = blocks[-1]
@@ -121,17 +159,12 @@ def _listed(blocks: list[str]) -> str:
 def _plan_block(graph: GraphView, prediction: str, block: str, blocks: tuple[str, ...]) -> TokenPlan:
     inside = [n for n in graph.nodes if block in scope_paths(n.scope)]
     names = {n.name for n in inside}
-    entering = {
-        i
-        for n in inside
-        for i in n.inputs
-        if i and graph.kind.get(i) is Kind.ACTIVATION and graph.producer.get(i, n).name not in names
-    }
-    tokens = [i for i in entering if graph.tensor(i).rank == 3]
+    entering = _entering(graph, block)
+    tokens = [i for i in entering if _is_tokens(graph, i)]
     if len(tokens) != 1:
         found = ", ".join(f"'{i}' ({graph.tensor(i).describe()})" for i in sorted(entering)) or "none"
         raise OvxaiError(
-            f"block '{block}' does not read one (B, tokens, D) tensor from before it (found: {found})",
+            f"block '{block}' does not read one (B, tokens, D) or (B, h, w, D) tensor from before it (found: {found})",
             f"name another block: {_listed(list(blocks))}",
         )
     target = tokens[0]
@@ -148,7 +181,7 @@ def _plan_block(graph: GraphView, prediction: str, block: str, blocks: tuple[str
         )
     (scope,) = norm_scopes
     h, w = _grid(graph, target)
-    count = shape[1]
+    count = shape[1] if len(shape) == 3 else h * w
     if not isinstance(count, int) or count < h * w:
         raise OvxaiError(
             f"block '{block}' reads {count} tokens, which is not A + h*w for the {h} x {w} patch grid",
@@ -200,7 +233,16 @@ def _affine_projections(graph: GraphView, plan: TokenPlan) -> tuple[Node, ...]:
 
 
 def _grid(graph: GraphView, target: str) -> tuple[int, int]:
-    """h, w of the patch grid: the last (B, D, h, w) map before the tokens (the patch embedding)."""
+    """h, w of the token grid: the map's own (B, h, w, D), or the last (B, D, h, w) map before a token
+    sequence (the patch embedding)."""
+    shape = graph.tensor(target).shape
+    if shape is not None and len(shape) == 4:
+        if isinstance(shape[1], int) and isinstance(shape[2], int):
+            return shape[1], shape[2]
+        raise OvxaiError(
+            f"the tokens '{target}' ({graph.tensor(target).describe()}) have no fixed grid",
+            "export the model with a fixed image size (--input-shape)",
+        )
     feeding = graph.ancestors([target])
     maps = [
         shape
@@ -220,12 +262,14 @@ def _grid(graph: GraphView, target: str) -> tuple[int, int]:
 def _short_refusal(graph: GraphView, plan: TokenPlan) -> str | None:
     """Why the short sequence cannot represent this tail exactly (None: it can)."""
     n = plan.grid[0] * plan.grid[1]
+    if graph.tensor(plan.target).rank == 4:
+        return "the tokens stay an h x w map (windowed attention, as in Swin): a token's window depends on its place"
     if n <= 9:
         return f"a {plan.grid[0]} x {plan.grid[1]} grid is smaller than the mask"
     for node in plan.tail.nodes:
-        target = graph.values.get(node.inputs[1]) if node.op == "Reshape" and len(node.inputs) > 1 else None
-        if target is not None and target.tolist().count(plan.tokens) > 1:
-            return f"reshape '{node.name}' to {target.tolist()} names the token count {plan.tokens} twice"
+        if _token_entry(graph, node, plan.tokens) == _AMBIGUOUS:
+            target = graph.values[node.inputs[1]].tolist()
+            return f"reshape '{node.name}' to {target} names the token count {plan.tokens} where its axis is unclear"
         if node.op == "Softmax":
             scores = graph.tensor(node.outputs[0]).shape or ()
             if tuple(scores[-2:]) != (plan.tokens, plan.tokens):
@@ -313,6 +357,36 @@ def _per_token(graph: GraphView, node: Node, plan: TokenPlan) -> bool:
     return True
 
 
+_AMBIGUOUS = -1
+
+
+def _token_entry(graph: GraphView, node: Node, tokens: int) -> int | None:
+    """Which entry of a reshape's constant target is the token axis (None: none; _AMBIGUOUS: cannot tell).
+
+    Where the count appears more than once ([-1, 16, 3, 2, 16]: 16 tokens, head size 16), the token entry
+    is the one whose preceding dimensions are the input's before its token axis (the same fixed product
+    and the same number of free ones: the batch)."""
+    if node.op != "Reshape" or len(node.inputs) < 2 or node.inputs[1] not in graph.values:
+        return None
+    target = [int(d) for d in graph.values[node.inputs[1]].reshape(-1).tolist()]
+    hits = [i for i, d in enumerate(target) if d == tokens]
+    if len(hits) <= 1:
+        return hits[0] if hits else None
+    source = graph.tensor(node.inputs[0]).shape or ()
+    axes = [k for k, d in enumerate(source) if d == tokens]
+    if len(axes) != 1:
+        return _AMBIGUOUS
+
+    def signature(dims: list[int | str | None]) -> tuple[int, int]:
+        fixed = [d for d in dims if isinstance(d, int) and d > 0]
+        return math.prod(fixed), len(dims) - len(fixed)
+
+    copied = [source[i] if d == 0 and i < len(source) else (None if d == -1 else d) for i, d in enumerate(target)]
+    wanted = signature(list(source[: axes[0]]))
+    matches = [i for i in hits if signature(copied[:i]) == wanted]
+    return matches[0] if len(matches) == 1 else _AMBIGUOUS
+
+
 def _pooled_length(graph: GraphView, node: Node) -> int | None:
     shape = graph.tensor(node.inputs[0]).shape
     return shape[1] if shape is not None and len(shape) == 3 and isinstance(shape[1], int) else None
@@ -388,15 +462,19 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         return index, weight
 
     def _copies(self, name: str) -> T:
-        """(B*N, L, D): every copy's tokens, gathered from ``name`` (B, T, D) and weighted by the mask."""
+        """(B*N, L, D) -- or (B*N, h, w, D) for a token map -- every copy's tokens, gathered from ``name``
+        and weighted by the mask."""
         ops = self.ops
         index, weight = self._layout()
         x = ops.tensor(name)
-        gathered = ops.gather(x, ops.i64(index.reshape(-1).tolist()), 1)  # (B, N*L, D)
+        rank = self.graph.tensor(name).rank
+        depth = ops.slice(ops.shape(x), -1, _END)
+        sequence = ops.reshape(x, ops.concat([self.batch, ops.i64([-1]), depth]))  # a token map as (B, h*w, D)
+        gathered = ops.gather(sequence, ops.i64(index.reshape(-1).tolist()), 1)  # (B, N*L, D)
         scale = ops.binary("Div", ops.cast(ops.i64(weight.reshape(-1).tolist()), "float32"), ops.f32(16.0))
         scale = ops.cast(ops.reshape(scale, ops.i64([-1, 1])), ops.dtype(name))
-        depth = ops.slice(ops.shape(x), 2, 3)
-        return ops.reshape(ops.binary("Mul", gathered, scale), ops.concat([ops.i64([-1, self.length]), depth]))
+        per_copy = [self.length] if rank == 3 else list(self.tokens.grid)
+        return ops.reshape(ops.binary("Mul", gathered, scale), ops.concat([ops.i64([-1, *per_copy]), depth]))
 
     def _projected(self, chain: tuple[Node, ...]) -> dict[str, T]:
         """The copies of the affine projections' outputs read by the rest: g f(y) + (1 - g) f(0) per token,
@@ -470,15 +548,16 @@ class ViTReciproCamHook(ReciproCamHook[T]):
 
     def _reshape(self, node: Node) -> list[T] | None:
         """A reshape whose target spells out the token count: the copy spells the short length."""
-        target = self.graph.values.get(node.inputs[1])
-        if target is None or self.tokens.tokens not in target.tolist():
+        entry = _token_entry(self.graph, node, self.tokens.tokens)
+        if entry is None:
             return None
         ops = self.ops
         x = self._input(node.inputs[0])
         assert x is not None
+        target = self.graph.values[node.inputs[1]].reshape(-1).tolist()
         dims = [
-            ops.slice(ops.shape(x), i, i + 1) if d == 0 else ops.i64([self.length if d == self.tokens.tokens else d])
-            for i, d in enumerate(int(d) for d in target.tolist())
+            ops.slice(ops.shape(x), i, i + 1) if d == 0 else ops.i64([self.length if i == entry else int(d)])
+            for i, d in enumerate(target)
         ]  # 0 copies the input's dimension in both formats' Reshape; Ops.reshape reads it literally
         return [ops.reshape(x, ops.concat(dims))]
 

@@ -72,3 +72,135 @@ def _capture_shape(module: nn.Module, call: int, into: list[int]) -> _replace_ou
         into.extend(out.shape)
 
     return _replace_output(module, call, grab)
+
+
+# ------------------------------------------------------------------------------------------ ViT-ReciproCAM
+
+
+def token_masks(h: int, w: int, kind: str, aux_tokens: int) -> np.ndarray:
+    """(N, A + H*W): mask n over the tokens, auxiliary tokens (the first ``aux_tokens``) kept at 1."""
+    spatial = spatial_masks(h, w, kind).reshape(h * w, h * w)
+    return np.concatenate([np.ones((h * w, aux_tokens), dtype=np.float32), spatial], axis=1)
+
+
+@torch.no_grad()
+def reference_vit_saliency(
+    model: nn.Module,
+    block_module: str,
+    norm_module: str,
+    images: np.ndarray,
+    score: str = "logits",
+    mask: str = "gaussian",
+    aux_tokens: int = 1,
+) -> np.ndarray:
+    """(B, K, h, w) ViT-ReciproCAM maps (Byun & Lee, arXiv:2310.02588) of a token classifier.
+
+    X (1, A + h*w, D) is the input of the transformer block ``block_module`` and ``norm_module`` that
+    block's first normalisation (timm ``blocks.11.norm1``, torchvision ``encoder.layers.encoder_layer_11.ln_1``).
+    Copy n of the network runs with the block's input replaced by M_n * X and the norm's output replaced by
+    M_n * norm(X) - the norm evaluated on the UNMASKED X - where M_n keeps the A auxiliary tokens (CLS,
+    distillation, registers) and multiplies the spatial ones by the one-hot or cut 3x3 Gaussian mask around
+    position n (row-major over the h x w token grid). Class scores of copy n are the map's value at n,
+    min-max normalised per image and class as :func:`reference_saliency` does.
+
+    This is what openvino-xai 1.1.0's IR ``ViTReciproCAM`` computes
+    (openvino_xai/methods/white_box/recipro_cam.py), read from its source:
+
+    * target (``_get_saliency_map``, l. 236-238; ``model_parser.py`` ``get_target_node``): the k-th last ``Add``
+      with two non-constant 3-D inputs, k = 2 * 1 + final_norm = 3 by default (l. 224): the residual
+      Add that ends the second-to-last block, i.e. the INPUT tokens of the last block;
+    * the norm (l. 257-273): from the target's non-Add consumer it walks the single-consumer chain down to the
+      first ``Add`` (the LayerNorm's bias add, MVN -> Multiply -> Add) and feeds the mosaic of that node
+      OF THE ORIGINAL MODEL (norm on the unmasked X, then masked) to the norm's consumers in the copy;
+    * the residual (l. 276-278): the mosaic of X replaces ``input(0)`` of the block's first residual Add:
+      it assumes input 0 is the skip (timm's ``x + attn(norm1(x))``); torchvision's EncoderBlock writes
+      ``x + input`` (skip at input 1), so there the ATTENTION OUTPUT is replaced by M_n * X while the
+      unmasked skip stays (see tools/bench_vit.py's measurement);
+    * masks (``_get_mosaic_feature_map``, l. 328-380): one-hot or the Gaussian [1 2 1; 2 4 2; 1 2 1] / 16 cut
+      at the borders (no renormalisation), Gaussian by default (l. 206); auxiliary tokens kept (``cls_token``
+      True by default). It counts A = tokens - h*w (l. 296-298, h = w = int(sqrt(tokens - 1))) but then
+      hard-codes A = 1: the Gaussian path slices the spatial tokens as [1 : h*w + 1] (l. 338-340) and the
+      one-hot mask has one auxiliary column (l. 365-372), so a DeiT (A = 2) or register ViT (A = 5) gets
+      wrong tokens (Gaussian) or a shape error (one-hot);
+    * score: the model's output node itself (``get_logit_node(search_softmax=False)``, l. 245): logits for a
+      model without a final softmax; normalisation (``base.py`` ``_scale_saliency_maps``): per class
+      (x - min) / (max - min + 1e-12) * 255, cast to u8 unless ``embed_scaling=False``; batch 1 only
+      (Tile by h*w of a batch-1 tensor).
+
+    Its torch variant (``white_box/torch.py`` ``TorchViTReciproCAM``) differs: it masks only the output of
+    the third-last norm module (the last block's norm1) and leaves the residual unmasked.
+    """
+    block, norm = model.get_submodule(block_module), model.get_submodule(norm_module)
+    tokens: list[int] = []
+    with _capture_block_input(block, tokens):
+        model(torch.from_numpy(images[:1]))
+    n_tokens = tokens[1]
+    side = round((n_tokens - aux_tokens) ** 0.5)
+    assert side * side == n_tokens - aux_tokens, f"{n_tokens} tokens are not {aux_tokens} + a square grid"
+    masks = torch.from_numpy(token_masks(side, side, mask, aux_tokens))[:, :, None]  # (N, T, 1)
+    maps = []
+    for image in images:
+        copies = torch.from_numpy(image)[None].repeat(side * side, 1, 1, 1)  # every layer sees N rows
+        with _masked_block(block, norm, masks):
+            logits = model(copies).reshape(side * side, -1).double()
+        maps.append(_normalised(logits, score).reshape(-1, side, side))
+    return np.stack(maps).astype(np.float32)
+
+
+def _normalised(logits: torch.Tensor, score: str) -> np.ndarray:
+    """(N, K) logits -> (K, N) scores min-max normalised per class (a flat class gives zeros)."""
+    scores = {"softmax": torch.softmax(logits, -1), "sigmoid": torch.sigmoid(logits), "logits": logits}[score]
+    s = scores.T.numpy()
+    low, high = s.min(1, keepdims=True), s.max(1, keepdims=True)
+    span = np.where(high > low, high - low, 1.0)
+    return (s - low) / span  # type: ignore[no-any-return]
+
+
+class _capture_block_input:
+    """Record the shape of the block's first positional input (the tokens)."""
+
+    def __init__(self, block: nn.Module, into: list[int]) -> None:
+        self.block, self.into = block, into
+
+    def _hook(self, _m, args):  # type: ignore[no-untyped-def]
+        self.into[:] = list(args[0].shape)
+
+    def __enter__(self) -> None:
+        self.handle = self.block.register_forward_pre_hook(self._hook)
+
+    def __exit__(self, *_: object) -> None:
+        self.handle.remove()
+
+
+class _masked_block:
+    """Block input -> masks * X; norm input -> the unmasked X; norm output -> masks * norm(X)."""
+
+    def __init__(self, block: nn.Module, norm: nn.Module, masks: torch.Tensor) -> None:
+        self.block, self.norm, self.masks = block, norm, masks
+        self.unmasked: torch.Tensor | None = None
+        self.norm_calls = 0
+
+    def _block_input(self, _m, args):  # type: ignore[no-untyped-def]
+        assert self.unmasked is None, "the target block ran twice"
+        self.unmasked = args[0]
+        return (args[0] * self.masks, *args[1:])
+
+    def _norm_input(self, _m, args):  # type: ignore[no-untyped-def]
+        assert self.unmasked is not None and self.norm_calls == 0, "the norm must run once, inside the block"
+        return (self.unmasked, *args[1:])
+
+    def _norm_output(self, _m, _args, out):  # type: ignore[no-untyped-def]
+        self.norm_calls += 1
+        return out * self.masks
+
+    def __enter__(self) -> None:
+        self.handles = [
+            self.block.register_forward_pre_hook(self._block_input),
+            self.norm.register_forward_pre_hook(self._norm_input),
+            self.norm.register_forward_hook(self._norm_output),
+        ]
+
+    def __exit__(self, *_: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        assert self.norm_calls == 1, f"the norm ran {self.norm_calls} times inside the block, expected once"

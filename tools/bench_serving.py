@@ -5,15 +5,22 @@ What it measures (a hand-run benchmark, not a test; every count and wait is boun
 1. **Throughput and latency** (p50, p99) at concurrency 1, 8 and 32 of Open Inference Protocol requests
    (``POST /v2/models/NAME/infer``, one preprocessed 224 x 224 image per request, binary tensors in and
    out), for the plain model (served over the protocol only) and the patched one, served the same way
-   (one replica, dynamic batching of up to 8 requests waiting at most 5 ms), beside the in-process
-   ``Explainer`` (``explainer.infer`` on the same tensor, one call at a time) as the baseline. The
-   patched model is also served with batching off, compared at concurrency 8. Configurations are run
-   in rotating order, ``--rounds`` times; tables give the median over rounds.
-2. **A fault**: the patched model on two replicas under load at concurrency 8; one replica's process is
+   (one replica, ``ovxai serve``'s defaults: dynamic batching of up to 8 requests, no wait), beside the
+   in-process ``Explainer`` (``explainer.infer`` on the same tensor, one call at a time) as the baseline.
+   The patched model is also served with batches waiting up to 5 ms (the old default) and with batching
+   off. Configurations are run in rotating order, ``--rounds`` times; tables give the median over rounds.
+2. **The stack's own cost** (``stack``), apart from the engine's: a model whose inference takes ~0.2 ms
+   (``tiny``, 32 x 32) served the same way, one request at a time: p50 of a GET that runs no model
+   (``/v2/health/live``) and of an inference, against the in-process call; and the CPU milliseconds per
+   request that Ray Serve's HTTP proxy and the replica used (``/proc``, their idle use subtracted), which
+   contention inflates much less than wall time. The same with batches waiting 5 ms, with batching off,
+   and with Ray's default of running the handlers on a second event loop in another thread (``ovxai
+   serve`` runs them on the replica's own).
+3. **A fault**: the patched model on two replicas under load at concurrency 8; one replica's process is
    killed (SIGKILL) after 2 s. Every request is counted: completed (200), refused with a retryable 503,
    failed with another status, or lost (no HTTP answer at all); and the time until Serve has two running
    replicas again.
-3. **Bad input**: garbage bytes, an empty and a 25 MB body, wrong tensor name/shape/dtype, a client that
+4. **Bad input**: garbage bytes, an empty and a 25 MB body, wrong tensor name/shape/dtype, a client that
    never finishes its body, ``Content-Length: -1`` and ``abc``, a PNG answer for 100 classes, a
    9000 x 9000 PNG of a few KB: the status, whether the answer is one line of JSON, the time, and that
    the server still answers afterwards; the replica's peak memory before and after.
@@ -21,7 +28,7 @@ What it measures (a hand-run benchmark, not a test; every count and wait is boun
 The load generator is this process: one thread per concurrent client, each with its own keep-alive
 connection (``http.client``), sending a request body built once. It shares the machine's cores with the
 server, so absolute numbers are this machine's; ratios between configurations are the point. Run from
-the repository root (about 3 minutes on 2 cores, plus the first export)::
+the repository root (about 5 minutes on 2 cores, plus the first export)::
 
     .venv/bin/python tools/bench_serving.py                   # ResNet-18 layout (random weights), fast path
     .venv/bin/python tools/bench_serving.py --quick           # fewer requests, one round
@@ -198,6 +205,110 @@ def in_process(explainer: Explainer, tensor: np.ndarray, requests: int) -> dict[
         explainer.session.infer(tensor)
         times.append(time.perf_counter() - began)
     return {"rps": len(times) / sum(times), "p50_ms": quantile(times, 0.5) * 1e3, "p99_ms": quantile(times, 0.99) * 1e3}
+
+
+# -- the stack's own cost --------------------------------------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_titled(prefix: str) -> list[int]:
+    """This process's descendants (its Ray instance's workers) whose command line starts with ``prefix``
+    (Ray titles its actors' processes ``ray::ProxyActor``); other jobs' Ray instances are left out."""
+    parents, titles = {}, {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                titles[int(entry.name)] = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, title in titles.items() if title.startswith(prefix.encode()) and ours(pid)]
+
+
+def sequential(port: int, method: str, path: str, body: bytes | None, headers: dict[str, str], n: int,
+               pids: list[int]) -> tuple[float, list[float]]:  # fmt: skip
+    """``n`` requests one at a time on one connection: (p50 ms, CPU ms per request of each of ``pids``)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for _ in range(3):
+        conn.request(method, path, body, headers)
+        conn.getresponse().read()
+    before, times = [cpu_s(p) for p in pids], []
+    for _ in range(n):
+        began = time.perf_counter()
+        conn.request(method, path, body, headers)
+        response = conn.getresponse()
+        response.read()
+        times.append(time.perf_counter() - began)
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered {response.status}")
+    cpu = [(cpu_s(p) - b) * 1e3 / n for p, b in zip(pids, before, strict=True)]
+    conn.close()
+    return quantile(times, 0.5) * 1e3, cpu
+
+
+def stack_part(port: int, tiny_xml: Path, rounds: int, n: int = 100) -> dict[str, Any]:
+    """The stack's cost with an engine that takes ~0.2 ms: p50 of a GET and of an inference one at a time,
+    the in-process call, and the CPU ms per request of Ray Serve's proxy and of the replica (idle use
+    subtracted): ``ovxai serve``'s defaults, batches that wait 5 ms, batching off, and the handlers on a
+    second event loop in another thread (Ray's default)."""
+    from ray import serve
+
+    separate = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
+    second = {"ray_actor_options": {"num_cpus": 1.0, "runtime_env": {"env_vars": separate}}}
+    setups = {
+        "defaults": ServeOptions(str(tiny_xml), "tiny"),
+        "batches wait 5 ms": ServeOptions(str(tiny_xml), "tiny5", batch_wait_ms=5),
+        "batching off": ServeOptions(str(tiny_xml), "tiny1", max_batch_size=1),
+        "handlers on a second loop": ServeOptions(str(tiny_xml), "tiny2", extra=second),
+    }
+    for options in setups.values():
+        deploy(options, "127.0.0.1", port, route_prefix=f"/{options.name}")
+    proxies = pids_titled("ray::ProxyActor")
+    if not proxies:
+        raise RuntimeError("no ray::ProxyActor process below this one")
+    replicas = {k: json.loads(_get(port, f"/{o.name}/v1/info"))["pid"] for k, o in setups.items()}
+    idle_began, idle = time.perf_counter(), {p: cpu_s(p) for p in [*proxies, *replicas.values()]}
+    time.sleep(3.0)  # what the proxy and replicas use without requests (health checks, metrics)
+    idle_rate = {p: (cpu_s(p) - c) / (time.perf_counter() - idle_began) for p, c in idle.items()}
+    explainer = Explainer.load(tiny_xml)
+    x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    body, headers = infer_body(x, explainer.session.input_name)
+    rows: dict[str, list[dict[str, float]]] = {}
+    in_process_ms: list[float] = []
+    for round_index in range(rounds):
+        shift = round_index % len(setups)
+        order = list(setups)[shift:] + list(setups)[:shift]
+        for key in order:
+            name, pids = setups[key].name, [*proxies, replicas[key]]
+            for kind, method, path, data, head in (
+                ("live", "GET", f"/{name}/v2/health/live", None, {}),
+                ("infer", "POST", f"/{name}/v2/models/{name}/infer", body, headers),
+            ):
+                began = time.perf_counter()
+                p50, cpu = sequential(port, method, path, data, head, n, pids)
+                idle_ms = [idle_rate[p] * (time.perf_counter() - began) * 1e3 / n for p in pids]
+                busy = [c - i for c, i in zip(cpu, idle_ms, strict=True)]
+                proxy_ms, replica_ms = sum(busy[:-1]), busy[-1]
+                rows.setdefault(f"{key}, {kind}", []).append(
+                    {"p50_ms": p50, "proxy_cpu_ms": proxy_ms, "replica_cpu_ms": replica_ms}
+                )
+        in_process_ms.append(in_process(explainer, x, n)["p50_ms"])
+    for options in setups.values():
+        serve.delete(options.name)
+    return {"rows": {k: _median(v) for k, v in rows.items()}, "in_process_p50_ms": statistics.median(in_process_ms)}
 
 
 # -- the fault -----------------------------------------------------------------------------------------
@@ -409,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-s", type=float, default=15.0, help="longest load per configuration, seconds")
     parser.add_argument("--fault-s", type=float, default=8.0, help="length of the fault run, seconds")
     parser.add_argument("--quick", action="store_true", help="one round, a third of the requests")
-    parser.add_argument("--parts", default="load,fault,bad", help="any of load, fault, bad (comma-separated)")
+    parser.add_argument("--parts", default="load,stack,fault,bad", help="any of load, stack, fault, bad")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     args.parts = set(args.parts.split(","))
@@ -426,18 +537,21 @@ def main(argv: list[str] | None = None) -> None:
     size = tensor.shape[-1]
     body, headers = infer_body(tensor, explainer.session.input_name)
     port = _free_port()
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False, _node_ip_address=RAY_NODE_IP)
+    ray.init(address="local", num_cpus=12, include_dashboard=False, log_to_driver=False, _node_ip_address=RAY_NODE_IP)
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     try:
         setups = {
             "plain": ServeOptions(str(plain_xml), "plain", protocol_only=True),
             "patched": ServeOptions(str(patched_xml), "patched"),
+            "patched-wait5": ServeOptions(str(patched_xml), "wait5", batch_wait_ms=5),
             "patched-nobatch": ServeOptions(str(patched_xml), "nobatch", max_batch_size=1),
         }
         for options in setups.values():
             deploy(options, "127.0.0.1", port, route_prefix=f"/{options.name}")
         if "load" in args.parts:
             results |= load_part(port, setups, explainer, tensor, body, headers, args)
+        if "stack" in args.parts:
+            results["stack"] = stack_part(port, build_models("tiny", args.workdir)[1], args.rounds)
         if "fault" in args.parts:
             fault = ServeOptions(str(patched_xml), "fault", replicas=2)
             deploy(fault, "127.0.0.1", port, route_prefix="/fault")
@@ -471,7 +585,8 @@ def load_part(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     per_c = {1: max(20, args.requests // 4), 8: args.requests, 32: args.requests * 2}
-    configs = [(s, c) for c in (1, 8, 32) for s in ("plain", "patched")] + [("patched-nobatch", 8)]
+    configs = [(s, c) for c in (1, 8, 32) for s in ("plain", "patched")]
+    configs += [("patched-wait5", 1), ("patched-wait5", 8), ("patched-nobatch", 1), ("patched-nobatch", 8)]
     by_config: dict[str, list[dict[str, float]]] = {}
     baseline: list[dict[str, float]] = []
     batched: list[float] = []
@@ -524,6 +639,8 @@ def report(results: dict[str, Any], model: str) -> None:
         print(markdown_table(header, rows, "lrrrrrr"))
         one = load_rows["patched c=1"]
         on, off = load_rows["patched c=8"], load_rows["patched-nobatch c=8"]
+        waited = load_rows["patched-wait5 c=1"]
+        print(f"batches waiting 5 ms at concurrency 1: {waited['p50_ms']:.2f} ms p50 against {one['p50_ms']:.2f}")
         print(
             f"\nserving stack at concurrency 1: +{one['p50_ms'] - base['p50_ms']:.2f} ms p50 over the in-process call"
         )
@@ -535,6 +652,13 @@ def report(results: dict[str, Any], model: str) -> None:
         )
         for setup, served in results["replicas"].items():
             print(f"replica of {setup}: {json.dumps(served)}")
+    if "stack" in results:
+        stack = results["stack"]
+        in_process_ms = stack["in_process_p50_ms"]
+        print(f"\n## The stack's own cost (tiny model, one request at a time; in process {in_process_ms:.2f} ms)\n")
+        rows = [[k, f"{r['p50_ms']:.2f}", f"{r['proxy_cpu_ms']:.2f}", f"{r['replica_cpu_ms']:.2f}"]
+                for k, r in stack["rows"].items()]  # fmt: skip
+        print(markdown_table(["handlers, request", "p50 ms", "proxy CPU ms/req", "replica CPU ms/req"], rows, "lrrr"))
     if "fault" in results:
         print(f"\n## A replica killed under load (concurrency 8)\n\nraw HTTP: {json.dumps(results['fault'])}")
         print(f"the remote runtime as the client: {json.dumps(results['fault_runtime_client'])}")
