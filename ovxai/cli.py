@@ -158,7 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
     srv.add_argument("--max-batch-size", type=int, default=8, help="dynamic batching: most requests per batch; 1: off")
     srv.add_argument(
-        "--batch-wait-ms", type=float, default=0.0, help="dynamic batching: longest wait for more requests (0: take the queued ones)"
+        "--batch-wait-ms",
+        type=float,
+        default=0.0,
+        help="dynamic batching: longest wait for company (0: the queued ones)",
     )
     srv.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
     srv.add_argument(
