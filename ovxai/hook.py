@@ -96,8 +96,8 @@ class Ops(Protocol[T]):
         """``x[start:end]`` along axis 0 (used on shapes)."""
         ...
 
-    def concat(self, xs: Sequence[T]) -> T:
-        """Concatenation along axis 0 (used to build shapes)."""
+    def concat(self, xs: Sequence[T], axis: int = 0) -> T:
+        """Concatenation along ``axis`` (0: building shapes)."""
         ...
 
     def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater", "Equal"], a: T, b: T) -> T:

@@ -416,8 +416,6 @@ class ViTReciproCamHook(ReciproCamHook[T]):
 
     def build(self) -> T:
         plan = self.tokens
-        self.mosaic_of[plan.target] = self._copies(plan.target)
-        self.mosaic_of[plan.normed] = self._copies(plan.normed)
         affine = {n.name for n in plan.affine} if self.short else set()
         if affine:
             self.mosaic_of.update(self._projected(plan.affine))
@@ -462,19 +460,37 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         return index, weight
 
     def _copies(self, name: str) -> T:
-        """(B*N, L, D) -- or (B*N, h, w, D) for a token map -- every copy's tokens, gathered from ``name``
-        and weighted by the mask."""
+        """(B*N, L, D) -- or (B*N, h, w, D) for a token map -- every copy's tokens: ``name``'s tokens weighted by
+        the mask, masked-out ones zero."""
         ops = self.ops
-        index, weight = self._layout()
         x = ops.tensor(name)
-        rank = self.graph.tensor(name).rank
         depth = ops.slice(ops.shape(x), -1, _END)
         sequence = ops.reshape(x, ops.concat([self.batch, ops.i64([-1]), depth]))  # a token map as (B, h*w, D)
-        gathered = ops.gather(sequence, ops.i64(index.reshape(-1).tolist()), 1)  # (B, N*L, D)
-        scale = ops.binary("Div", ops.cast(ops.i64(weight.reshape(-1).tolist()), "float32"), ops.f32(16.0))
-        scale = ops.cast(ops.reshape(scale, ops.i64([-1, 1])), ops.dtype(name))
-        per_copy = [self.length] if rank == 3 else list(self.tokens.grid)
-        return ops.reshape(ops.binary("Mul", gathered, scale), ops.concat([ops.i64([-1, *per_copy]), depth]))
+        gathered = self._gathered(sequence, ops.cast(ops.f32(0.0), ops.dtype(name)), name)
+        per_copy = [self.length] if self.graph.tensor(name).rank == 3 else list(self.tokens.grid)
+        return ops.reshape(gathered, ops.concat([ops.i64([-1, *per_copy]), depth]))
+
+    def _gathered(self, x: T, zero: T, like: str) -> T:
+        """(B, N*L, D): copy n's token l is g x[p] + (1 - g) zero, for its mask weight g at token p.
+
+        One gather from a small bank (B, K*T + 1, D): x mixed with ``zero`` once per distinct weight g (1
+        for one-hot; 1, 4/16, 2/16, 1/16 for the Gaussian), then ``zero`` itself for the masked-out tokens.
+        The mixing runs on T rows; only the gather touches the N*L rows of the copies."""
+        ops = self.ops
+        index, weight = self._layout()
+        weights = sorted({int(g) for g in weight.reshape(-1) if g}, reverse=True)
+        background = ops.expand(zero, ops.concat([self.batch, ops.i64([1]), ops.slice(ops.shape(x), -1, _END)]))
+        bank = []
+        for g in weights:
+            share = ops.cast(ops.f32(g / 16), ops.dtype(like))
+            bank.append(x if g == 16 else ops.binary("Add", zero, ops.binary("Mul", ops.binary("Sub", x, zero), share)))
+        bank.append(background)
+        start = {g: i * self.tokens.tokens for i, g in enumerate(weights)}
+        rows = [
+            start[int(g)] + int(p) if g else len(weights) * self.tokens.tokens
+            for p, g in zip(index.flat, weight.flat, strict=True)
+        ]
+        return ops.gather(ops.concat(bank, axis=1), ops.i64(rows), 1)
 
     def _projected(self, chain: tuple[Node, ...]) -> dict[str, T]:
         """The copies of the affine projections' outputs read by the rest: g f(y) + (1 - g) f(0) per token,
@@ -489,36 +505,42 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         for node in chain:
             inputs = [at_zero[i] if i in at_zero else (ops.tensor(i) if i else None) for i in node.inputs]
             at_zero.update(zip(node.outputs, ops.copy_node(node, inputs), strict=True))
-        index, weight = self._layout()
-        scale = ops.binary("Div", ops.cast(ops.i64(weight.reshape(-1).tolist()), "float32"), ops.f32(16.0))
-        scale = ops.reshape(scale, ops.i64([-1, 1]))
         read: dict[str, T] = {}
         for node in chain:
             for out in node.outputs:
                 if all(c.name in inside for c in self.graph.consumers.get(out, [])) and out not in self.graph.outputs:
                     continue
-                g = ops.cast(scale, ops.dtype(out))
-                rows = ops.gather(ops.tensor(out), ops.i64(index.reshape(-1).tolist()), 1)  # (B, N*L, E)
-                mixed = ops.binary(
-                    "Add",
-                    ops.binary("Mul", rows, g),
-                    ops.binary("Mul", at_zero[out], ops.binary("Sub", ops.cast(ops.f32(1.0), ops.dtype(out)), g)),
-                )
+                rows = self._gathered(ops.tensor(out), at_zero[out], out)
                 depth = ops.slice(ops.shape(ops.tensor(out)), 2, 3)
-                read[out] = ops.reshape(mixed, ops.concat([ops.i64([-1, self.length]), depth]))
+                read[out] = ops.reshape(rows, ops.concat([ops.i64([-1, self.length]), depth]))
         return read
+
+    def _input(self, name: str) -> T | None:
+        """The copies of X and of LN1(X) are built when something reads them (the short sequence's affine
+        projections and readout may read neither)."""
+        if name in (self.tokens.target, self.tokens.normed) and name not in self.mosaic_of:
+            self.mosaic_of[name] = self._copies(name)
+        return super()._input(name)
 
     def _leading_rows(self, name: str) -> T | None:
         """A readout node's input: its first rows only, where it comes from outside the readout."""
-        x = self._input(name)
         producer = self.graph.producer.get(name)
-        if x is None or self.graph.kind.get(name) is not Kind.ACTIVATION:
-            return x
-        if producer is not None and producer.name in self.tokens.readout:
-            return x
+        if self.graph.kind.get(name) is not Kind.ACTIVATION or (producer and producer.name in self.tokens.readout):
+            return self._input(name)
         key = f"{name}#rows"
-        if key not in self.mosaic_of:
-            self.mosaic_of[key] = self.ops.gather(x, self.ops.i64(list(range(self.tokens.rows))), 1)
+        if key in self.mosaic_of:
+            return self.mosaic_of[key]
+        ops, leading = self.ops, self.ops.i64(list(range(self.tokens.rows)))
+        if name == self.tokens.target and name not in self.mosaic_of:
+            # X's leading rows are auxiliary tokens, unmasked in every copy: X[:, :rows] repeated N times.
+            rows = ops.unsqueeze(ops.gather(ops.tensor(name), leading, 1), 1)  # (B, 1, rows, D)
+            depth = ops.slice(ops.shape(rows), -1, _END)
+            tiled = ops.expand(rows, ops.concat([self.batch, self.n, ops.i64([self.tokens.rows]), depth]))
+            self.mosaic_of[key] = ops.reshape(tiled, ops.concat([ops.i64([-1, self.tokens.rows]), depth]))
+        else:
+            x = self._input(name)
+            assert x is not None
+            self.mosaic_of[key] = ops.gather(x, leading, 1)
         return self.mosaic_of[key]
 
     # -- the short sequence's ops -----------------------------------------------------------------

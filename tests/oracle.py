@@ -95,7 +95,8 @@ def reference_vit_saliency(
 ) -> np.ndarray:
     """(B, K, h, w) ViT-ReciproCAM maps (Byun & Lee, arXiv:2310.02588) of a token classifier.
 
-    X (1, A + h*w, D) is the input of the transformer block ``block_module`` and ``norm_module`` that
+    X (1, A + h*w, D) -- or a (1, h, w, D) token map, as Swin's blocks read -- is the input of the
+    transformer block ``block_module`` and ``norm_module`` that
     block's first normalisation (timm ``blocks.11.norm1``, torchvision ``encoder.layers.encoder_layer_11.ln_1``).
     Copy n of the network runs with the block's input replaced by M_n * X and the norm's output replaced by
     M_n * norm(X) - the norm evaluated on the UNMASKED X - where M_n keeps the A auxiliary tokens (CLS,
@@ -134,10 +135,15 @@ def reference_vit_saliency(
     tokens: list[int] = []
     with _capture_block_input(block, tokens):
         model(torch.from_numpy(images[:1]))
-    n_tokens = tokens[1]
-    side = round((n_tokens - aux_tokens) ** 0.5)
-    assert side * side == n_tokens - aux_tokens, f"{n_tokens} tokens are not {aux_tokens} + a square grid"
-    masks = torch.from_numpy(token_masks(side, side, mask, aux_tokens))[:, :, None]  # (N, T, 1)
+    if len(tokens) == 4:  # a (1, h, w, D) token map (Swin): no auxiliary tokens, the masks keep its layout
+        _, side, width, _ = tokens
+        assert side == width and aux_tokens == 0, f"token map {tokens} with {aux_tokens} auxiliary tokens"
+        masks = torch.from_numpy(token_masks(side, side, mask, 0)).reshape(side * side, side, side, 1)
+    else:
+        n_tokens = tokens[1]
+        side = round((n_tokens - aux_tokens) ** 0.5)
+        assert side * side == n_tokens - aux_tokens, f"{n_tokens} tokens are not {aux_tokens} + a square grid"
+        masks = torch.from_numpy(token_masks(side, side, mask, aux_tokens))[:, :, None]  # (N, T, 1)
     maps = []
     for image in images:
         copies = torch.from_numpy(image)[None].repeat(side * side, 1, 1, 1)  # every layer sees N rows

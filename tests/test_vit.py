@@ -283,6 +283,28 @@ def test_legacy_exporter_and_ir_from_onnx(vit_models: Any, vit_oracle: Any, tmp_
     _check_maps(got, vit_oracle(name, -1, "gaussian"), "legacy export")
 
 
+@pytest.mark.parametrize("source", ["onnx", pytest.param("ir", marks=pytest.mark.slow)])
+def test_swin_on_the_general_path(tmp_path: Path, source: str) -> None:
+    """Swin's blocks read (B, h, w, D) token maps in (shifted) windows: the short sequence does not apply, the
+    general path does, and equals the oracle at the last block's input (batch 3, Gaussian mask)."""
+    net = vit_zoo.swin()
+    images = np.random.default_rng(3).random((BATCH, 3, vit_zoo.SWIN_SIZE, vit_zoo.SWIN_SIZE), dtype=np.float32)
+    example = torch.rand(2, 3, vit_zoo.SWIN_SIZE, vit_zoo.SWIN_SIZE)
+    plain = (
+        to_ir(net, tmp_path / "swin.xml", example) if source == "ir" else to_onnx(net, tmp_path / "swin.onnx", example)
+    )
+    out = tmp_path / f"swin_xai{plain.suffix}"
+    result = export(plain, out, options=HookOptions(score="logits", mask="gaussian"), fp16=False)
+    block = "layers.1.blocks.1"
+    assert result.target.layer == block and result.path == "mosaic" and result.grid == (4, 4)
+    got = run(result.files[0], images, "openvino" if source == "ir" else "onnxruntime")["saliency_map"]
+    where = (block, f"{block}.norm1")
+    exact = reference_vit_saliency(copy.deepcopy(net).double(), *where, images.astype(np.float64), "logits",
+                                   "gaussian", 0)  # fmt: skip
+    single = reference_vit_saliency(net, *where, images, "logits", "gaussian", 0)
+    _check_maps(got, Oracle(exact, float(np.abs(single - exact).max())), "swin")
+
+
 # -------------------------------------------------------------------------------------------- bad input
 
 

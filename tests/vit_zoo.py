@@ -21,6 +21,7 @@ import zoo
 from torch import nn
 
 SIZE, PATCH, DIM, HEADS, DEPTH, CLASSES = 32, 8, 32, 2, 3, 10
+SWIN_SIZE = 32  # patch 4: an 8 x 8 map, merged to 4 x 4 for the last stage
 GRID = SIZE // PATCH
 
 
@@ -61,6 +62,18 @@ def _deit(seed: int) -> nn.Module:
     return randomize(net, seed)
 
 
+def _swin(seed: int) -> nn.Module:
+    """timm's Swin: windowed and shifted attention over (B, h, w, D) token maps, patch merging between
+    stages; the last stage is a 4 x 4 map (32 px, patch 4, one merge) in 2 x 2 windows, so shifts apply."""
+    SwinTransformer = zoo.timm().models.swin_transformer.SwinTransformer
+    torch.manual_seed(seed)
+    net = SwinTransformer(
+        img_size=SWIN_SIZE, patch_size=4, window_size=2, embed_dim=DIM, depths=(2, 2), num_heads=(HEADS, HEADS),
+        num_classes=CLASSES,
+    )  # fmt: skip
+    return randomize(net, seed)
+
+
 def _torchvision_vit(seed: int) -> nn.Module:
     VisionTransformer = zoo.torchvision().models.vision_transformer.VisionTransformer
     torch.manual_seed(seed)
@@ -86,8 +99,9 @@ CASES = {
 
 
 def _heads(net: nn.Module) -> list[nn.Linear]:
-    """The class-score Linears: timm's ``head`` (and DeiT's ``head_dist``), torchvision's ``heads.head``."""
-    names = ("head", "head_dist", "heads.head")
+    """The class-score Linears: timm's ``head`` (and DeiT's ``head_dist``, Swin's ``head.fc``), torchvision's
+    ``heads.head``."""
+    names = ("head", "head_dist", "heads.head", "head.fc")
     return [m for n, m in net.named_modules() if n in names and isinstance(m, nn.Linear)]
 
 
@@ -114,6 +128,10 @@ def randomize(net: nn.Module, seed: int) -> nn.Module:
         head.bias.zero_()
     assert _heads(net), "no class head found"
     return net.eval()
+
+
+def swin() -> nn.Module:
+    return _swin(6)
 
 
 def build(name: str) -> nn.Module:

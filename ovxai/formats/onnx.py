@@ -363,8 +363,8 @@ class OnnxOps:
     def slice(self, x: str, start: int, end: int) -> str:
         return self._node("Slice", [x, self.i64([start]), self.i64([end])])
 
-    def concat(self, xs: Sequence[str]) -> str:
-        return self._node("Concat", list(xs), axis=0)
+    def concat(self, xs: Sequence[str], axis: int = 0) -> str:
+        return self._node("Concat", list(xs), axis=axis)
 
     def binary(self, op: str, a: str, b: str) -> str:
         return self._node(op, [a, b])

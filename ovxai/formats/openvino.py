@@ -332,8 +332,8 @@ class OvOps:
     def slice(self, x: Any, start: int, end: int) -> Any:
         return self._named(opset8.slice(x, self.i64([start]), self.i64([end]), self.i64([1])))
 
-    def concat(self, xs: Sequence[Any]) -> Any:
-        return self._named(opset.concat(list(xs), 0))
+    def concat(self, xs: Sequence[Any], axis: int = 0) -> Any:
+        return self._named(opset.concat(list(xs), axis))
 
     def binary(self, op: str, a: Any, b: Any) -> Any:
         make = {"Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide}
