@@ -61,6 +61,7 @@ class TokenPlan:
     readout: frozenset[str] = frozenset()  # per-token nodes whose only use is the head's auxiliary rows
     rows: int = 0  # how many leading rows the head reads from them
     affine: tuple[Node, ...] = ()  # per-token affine ops reading LN1(X) (the q, k, v projections)
+    queries: frozenset[str] = frozenset()  # the last attention and the layout ops from it to the readout: its rows only
 
     @property
     def tokens(self) -> int:
@@ -203,7 +204,53 @@ def _plan_block(graph: GraphView, prediction: str, block: str, blocks: tuple[str
     if plan.short is not None:
         return plan
     readout, rows = _readout(graph, plan)
-    return replace(plan, readout=readout, rows=rows, affine=_affine_projections(graph, plan))
+    plan = replace(plan, readout=readout, rows=rows, affine=_affine_projections(graph, plan))
+    return replace(plan, queries=_readout_queries(graph, plan))
+
+
+def _readout_queries(graph: GraphView, plan: TokenPlan) -> frozenset[str]:
+    """The attention whose output reaches the readout only through layout ops (its heads transposed and
+    merged back), with those ops: only its first ``rows`` queries are ever read, so only they are computed."""
+    frontier = {
+        i
+        for n in plan.tail.nodes
+        if n.name in plan.readout
+        for i in n.inputs
+        if graph.kind.get(i) is Kind.ACTIVATION and graph.producer.get(i, n).name not in plan.readout
+    }
+    chain: set[str] = set()
+    for tensor in frontier:
+        if any(c.name not in plan.readout for c in graph.consumers.get(tensor, [])):
+            continue
+        nodes: list[Node] = []
+        node = graph.producer.get(tensor)
+        while node is not None and node.op in ("Transpose", "Reshape") and len(graph.consumers[node.outputs[0]]) <= 1:
+            nodes.append(node)
+            node = graph.producer.get(node.inputs[0])
+        if node is not None and node.op == "MatMul":  # softmax(scores) @ v, written out
+            weights = graph.producer.get(node.inputs[0])
+            if weights is None or weights.op != "Softmax" or len(graph.consumers[weights.outputs[0]]) != 1:
+                continue
+            nodes += [node, weights]
+        elif node is None or node.op != "ScaledDotProductAttention":
+            continue
+        else:
+            nodes.append(node)
+        if all(n.op != "Reshape" or _keeps_token_axis(graph, n, plan.tokens) for n in nodes):
+            chain.update(n.name for n in nodes)
+    return frozenset(chain)
+
+
+def _keeps_token_axis(graph: GraphView, node: Node, tokens: int) -> bool:
+    """A reshape that names the token axis, or copies it (a 0 entry where its input has the tokens)."""
+    entry = _token_entry(graph, node, tokens)
+    if entry is not None:
+        return entry != _AMBIGUOUS
+    target = graph.values.get(node.inputs[1]) if len(node.inputs) > 1 else None
+    source = graph.tensor(node.inputs[0]).shape or ()
+    return target is not None and any(
+        d == 0 and i < len(source) and source[i] == tokens for i, d in enumerate(target.reshape(-1).tolist())
+    )
 
 
 _AFFINE_OPS = frozenset({"MatMul", "Add", "Sub", "Mul", "Div"})
@@ -423,7 +470,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
             if node.name in plan.norm_nodes or node.name in affine:
                 continue
             outs = self._copy(node) if self.short else None
-            if outs is None and node.name in plan.readout:
+            if outs is None and self.short and node.name in plan.readout:
                 outs = self.ops.copy_node(node, [self._leading_rows(i) for i in node.inputs])
             if outs is None:
                 outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
@@ -525,7 +572,8 @@ class ViTReciproCamHook(ReciproCamHook[T]):
     def _leading_rows(self, name: str) -> T | None:
         """A readout node's input: its first rows only, where it comes from outside the readout."""
         producer = self.graph.producer.get(name)
-        if self.graph.kind.get(name) is not Kind.ACTIVATION or (producer and producer.name in self.tokens.readout):
+        done = self.tokens.readout | self.tokens.queries  # their outputs hold the leading rows already
+        if self.graph.kind.get(name) is not Kind.ACTIVATION or (producer and producer.name in done):
             return self._input(name)
         key = f"{name}#rows"
         if key in self.mosaic_of:
@@ -554,13 +602,24 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         if node.op == "Reshape":
             return self._reshape(node)
         if node.op == "Softmax":
-            scores = self.ops.binary("Add", self._input(node.inputs[0]), self._log_counts(node.inputs[0]))  # type: ignore[arg-type]
+            scores = self._queries(node, node.inputs[0])
+            scores = self.ops.binary("Add", scores, self._log_counts(node.inputs[0]))
             return self.ops.copy_node(node, [scores, *(self._input(i) for i in node.inputs[1:])])
         if node.op == "ScaledDotProductAttention":
             return [self._attention(node)]
         if node.op == "ReduceMean" and node.axes == (1,):
             return [self._pooled(node)]
         return None
+
+    def _queries(self, node: Node, name: str) -> T:
+        """The copies of an attention's queries (or scores): only the readout's leading rows where that is all
+        that is read of its output."""
+        x = self._input(name)
+        assert x is not None
+        rank = self.graph.tensor(name).rank
+        if node.name not in self.tokens.queries or rank is None:
+            return x
+        return self.ops.gather(x, self.ops.i64(list(range(self.tokens.rows))), rank - 2)
 
     def _log_counts(self, like: str) -> T:
         """(L,): 0 for every token but the zero token's log(N - S)."""
@@ -577,8 +636,9 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         x = self._input(node.inputs[0])
         assert x is not None
         target = self.graph.values[node.inputs[1]].reshape(-1).tolist()
+        length = self.tokens.rows if node.name in self.tokens.queries else self.length
         dims = [
-            ops.slice(ops.shape(x), i, i + 1) if d == 0 else ops.i64([self.length if i == entry else int(d)])
+            ops.slice(ops.shape(x), i, i + 1) if d == 0 else ops.i64([length if i == entry else int(d)])
             for i, d in enumerate(target)
         ]  # 0 copies the input's dimension in both formats' Reshape; Ops.reshape reads it literally
         return [ops.reshape(x, ops.concat(dims))]
@@ -586,7 +646,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
     def _attention(self, node: Node) -> T:
         """softmax(q k^T scale + mask + log counts) v, written out (the fused op has no place for the counts)."""
         ops = self.ops
-        q, k, v = (self._input(i) for i in node.inputs[:3])
+        q, k, v = self._queries(node, node.inputs[0]), self._input(node.inputs[1]), self._input(node.inputs[2])
         rank = self.graph.tensor(node.inputs[0]).rank
         depth = (self.graph.tensor(node.inputs[0]).shape or (None,))[-1]
         if rank is None or not isinstance(depth, int):
