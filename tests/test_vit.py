@@ -336,3 +336,17 @@ def test_cli_refuses_a_layer_inside_a_block(
     err = cli_fails(capsys, "export", "--model", str(model), "--output", str(tmp_path / "o.xml"), "--layer",
                     "blocks.2.mlp.fc1")  # fmt: skip
     assert "blocks.2.mlp.fc1" in err and "blocks.0" in err, err
+
+
+def test_inspect_lists_the_blocks_with_their_cost(vit_models: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every block, its tokens and grid, the short sequence's cost below the general path's, the last marked."""
+    from ovxai.cli import main
+
+    assert main(["inspect", "--model", str(vit_models("deit_distilled", "onnx").files["onnx"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if "blocks." in line]
+    assert [row.split()[1] if row.startswith("*") else row.split()[0] for row in rows] == ["blocks.0", "blocks.1",
+                                                                                         "blocks.2"]  # fmt: skip
+    assert rows[-1].startswith("*") and "18x32" in rows[-1] and "4x4" in rows[-1], rows[-1]
+    short, general = rows[-1].split()[4], rows[-1].split()[6]
+    assert float(short.split("/")[0]) < float(general), rows[-1]
