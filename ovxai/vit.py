@@ -126,12 +126,12 @@ def plan_tokens(graph: GraphView, prediction: str, layer: str | None) -> TokenPl
             for n in graph.nodes
             if n.name in feeding and n.op in ATTENTION_OPS and not block_of(n.scope) and _over_keys(graph, n)
         ]
-        if unplaced and layer is None:
+        if unplaced and layer is None and not any(n.scope for n in graph.nodes):  # torch.export's IRs
             raise OvxaiError(
                 f"the model has attention ('{unplaced[0].name}') but no module paths that place it in blocks",
                 "export it with torch.onnx.export or ov.convert_model(module, example_input=...), which keep them",
             )
-        return None
+        return None  # attention outside any block (or none): the CNN path explains the last feature map
     if layer is None:
         block = blocks[-1]
     elif layer in blocks:

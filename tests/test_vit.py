@@ -350,3 +350,19 @@ def test_inspect_lists_the_blocks_with_their_cost(vit_models: Any, capsys: pytes
     assert rows[-1].startswith("*") and "18x32" in rows[-1] and "4x4" in rows[-1], rows[-1]
     short, general = rows[-1].split()[4], rows[-1].split()[6]
     assert float(short.split("/")[0]) < float(general), rows[-1]
+
+
+def test_vit_without_module_paths_is_refused(
+    vit_models: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An IR converted from a torch.export program names no modules: its blocks cannot be found, and the
+    automatic target must not silently become the patch embedding (N copies of the whole network)."""
+    import openvino as ov
+
+    net = vit_models("timm_vit", "onnx").net
+    program = torch.export.export(net, (vit_zoo.example(1),))
+    path = tmp_path / "fx.xml"
+    ov.save_model(ov.convert_model(program), str(path), compress_to_fp16=False)
+    err = cli_fails(capsys, "export", "--model", str(path), "--output", str(tmp_path / "o.xml"))
+    assert "no module paths" in err and "ov.convert_model(module" in err, err
+    assert not (tmp_path / "o.xml").exists()
