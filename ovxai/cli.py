@@ -469,8 +469,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         given = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
         options = ServeOptions(
-            str(args.model), args.name or "", args.device, args.backend, given.labels, given.mean, given.scale,
-            args.channel_order, max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
+            str(args.model), args.device, args.backend, given.labels, given.mean, given.scale, args.channel_order,
+            name=args.name or "", max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
             replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
         )  # fmt: skip
         preprocessing = check(options)

@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ovxai.conventions import ChannelOrder
 from ovxai.errors import OvxaiError
-from ovxai.runtime import Explainer, ImageError, Targets, check_targets
+from ovxai.runtime import ImageError, ModelSource, Targets, check_targets
 from ovxai.runtime.backends import is_model_url
 
 LIST_SUFFIXES = (".txt", ".lst")  # a file with one image path per line
@@ -61,18 +60,11 @@ def expand_lists(paths: Sequence[Path]) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class CollectionOptions:
-    """How each actor loads the model (as ``Explainer.load``), what it explains and draws, and the pool:
+class CollectionOptions(ModelSource):
+    """The model each actor loads (:class:`ModelSource`), what it explains and draws, and the pool:
     ``actors`` actors of ``cpus_per_actor`` CPUs each, ``batch_size`` images per call, each call with
     ``jobs`` inference requests in flight (as ``explain_many``)."""
 
-    model: str
-    device: str = "CPU"
-    backend: str = "auto"
-    labels: tuple[str, ...] | None = None
-    mean: tuple[float, ...] | None = None
-    scale: tuple[float, ...] | None = None
-    channel_order: ChannelOrder | None = None
     targets: Targets = "top1"
     top_k: int = 5
     alpha: float = 0.5
@@ -88,12 +80,6 @@ class CollectionOptions:
                 raise OvxaiError(f"{what}= {value} is not a whole number of 1 or more", f"use {what}=1 or more")
         if not math.isfinite(self.cpus_per_actor) or self.cpus_per_actor <= 0:
             raise OvxaiError(f"cpus_per_actor= {self.cpus_per_actor} is not a CPU count", "e.g. 1 or 0.5")
-
-    def load(self) -> Explainer:
-        return Explainer.load(
-            self.model, self.backend, self.device, labels=self.labels, mean=self.mean, scale=self.scale,
-            channel_order=self.channel_order,
-        )  # fmt: skip
 
 
 @dataclass

@@ -46,10 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from ovxai.conventions import ChannelOrder
 from ovxai.errors import OvxaiError
 from ovxai.metadata import ModelInfo, as_parameters
-from ovxai.runtime import Explainer, Targets, check_targets, parse_targets
+from ovxai.runtime import Explainer, ModelSource, Targets, check_targets, parse_targets
 from ovxai.runtime.backends import OIP_DATATYPES, Outputs, open_session
 from ovxai.runtime.images import ImageError, load_rgb
 
@@ -78,7 +77,7 @@ def _clean(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class ServeOptions:
+class ServeOptions(ModelSource):
     """What ``ovxai serve`` deploys: the model and how each replica loads it, batching, replicas, limits.
 
     ``replicas`` is the fixed count, or the minimum when ``max_replicas`` is larger (Serve's autoscaler then
@@ -87,14 +86,7 @@ class ServeOptions:
     ``batch_wait_ms`` makes a batch also wait that long for company after its first request, a wait a
     lone request pays in full (hence 0). The model file must be readable at the same path on every node."""
 
-    model: str
     name: str = ""  # the model's name in the protocol; default: the file's stem
-    device: str = "CPU"
-    backend: str = "auto"
-    labels: tuple[str, ...] | None = None
-    mean: tuple[float, ...] | None = None
-    scale: tuple[float, ...] | None = None
-    channel_order: ChannelOrder | None = None
     max_batch_size: int = 8
     batch_wait_ms: float = 0.0
     replicas: int = 1
@@ -185,10 +177,7 @@ class ModelService:
             session = open_session(options.model, options.backend, options.device)
             self.parameters = as_parameters(session.info)
         else:
-            explainer = Explainer.load(
-                options.model, options.backend, options.device, labels=options.labels, mean=options.mean,
-                scale=options.scale, channel_order=options.channel_order,
-            )  # fmt: skip
+            explainer = options.load()
             session, prep, self._explainer = explainer.session, explainer.preprocessing, explainer
             score = explainer.score if explainer.score in ("softmax", "logits", "sigmoid") else None
             effective = ModelInfo(

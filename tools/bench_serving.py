@@ -269,10 +269,10 @@ def stack_part(port: int, tiny_xml: Path, rounds: int, n: int = 100) -> dict[str
     separate = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1"}
     second = {"ray_actor_options": {"num_cpus": 1.0, "runtime_env": {"env_vars": separate}}}
     setups = {
-        "defaults": ServeOptions(str(tiny_xml), "tiny"),
-        "batches wait 5 ms": ServeOptions(str(tiny_xml), "tiny5", batch_wait_ms=5),
-        "batching off": ServeOptions(str(tiny_xml), "tiny1", max_batch_size=1),
-        "handlers on a second loop": ServeOptions(str(tiny_xml), "tiny2", extra=second),
+        "defaults": ServeOptions(str(tiny_xml), name="tiny"),
+        "batches wait 5 ms": ServeOptions(str(tiny_xml), name="tiny5", batch_wait_ms=5),
+        "batching off": ServeOptions(str(tiny_xml), name="tiny1", max_batch_size=1),
+        "handlers on a second loop": ServeOptions(str(tiny_xml), name="tiny2", extra=second),
     }
     for options in setups.values():
         deploy(options, "127.0.0.1", port, route_prefix=f"/{options.name}")
@@ -541,10 +541,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     try:
         setups = {
-            "plain": ServeOptions(str(plain_xml), "plain", protocol_only=True),
-            "patched": ServeOptions(str(patched_xml), "patched"),
-            "patched-wait5": ServeOptions(str(patched_xml), "wait5", batch_wait_ms=5),
-            "patched-nobatch": ServeOptions(str(patched_xml), "nobatch", max_batch_size=1),
+            "plain": ServeOptions(str(plain_xml), name="plain", protocol_only=True),
+            "patched": ServeOptions(str(patched_xml), name="patched"),
+            "patched-wait5": ServeOptions(str(patched_xml), name="wait5", batch_wait_ms=5),
+            "patched-nobatch": ServeOptions(str(patched_xml), name="nobatch", max_batch_size=1),
         }
         for options in setups.values():
             deploy(options, "127.0.0.1", port, route_prefix=f"/{options.name}")
@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
         if "stack" in args.parts:
             results["stack"] = stack_part(port, build_models("tiny", args.workdir)[1], args.rounds)
         if "fault" in args.parts:
-            fault = ServeOptions(str(patched_xml), "fault", replicas=2)
+            fault = ServeOptions(str(patched_xml), name="fault", replicas=2)
             deploy(fault, "127.0.0.1", port, route_prefix="/fault")
             path = "/fault/v2/models/fault/infer"
             results["fault"] = fault_run(

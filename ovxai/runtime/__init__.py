@@ -513,3 +513,23 @@ def contact_sheet(results: Sequence[Explanation], columns: int = 4, tile: int = 
         for i, t in enumerate(r.targets)
     ]
     return pictures.contact_sheet(tiles, columns=min(columns, max(1, len(tiles))), tile=tile)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A patched model and how to load it, as :meth:`Explainer.load` takes it: the part of ``ovxai serve``'s
+    and ``ovxai explain --ray``'s options that every replica or actor loads the same way."""
+
+    model: str
+    device: str = "CPU"
+    backend: str = "auto"
+    labels: tuple[str, ...] | None = None
+    mean: tuple[float, ...] | None = None
+    scale: tuple[float, ...] | None = None
+    channel_order: ChannelOrder | None = None
+
+    def load(self) -> Explainer:
+        return Explainer.load(
+            self.model, self.backend, self.device, labels=self.labels, mean=self.mean, scale=self.scale,
+            channel_order=self.channel_order,
+        )  # fmt: skip
