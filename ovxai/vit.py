@@ -18,8 +18,11 @@ with multiplicities 1 ... 1, N - S: each attention adds log(multiplicity) to the
 (exp(s + log c) = c exp(s): the zero token counted N - S times) and a mean over tokens weighs it by
 its multiplicity. A Gaussian slot outside the grid is itself a zero token, counted once. So the
 block runs on A + S + 1 tokens per copy instead of A + N -- exact, with no (N, A + N, D) tensor.
-The general path (``fast_path=False``) runs the full masked sequences and is kept to prove the two
-equal.
+Two more exact savings on top (see TokenPlan): the q, k, v projections are affine per token, so the
+copies' rows are gathered from the original path's outputs (``affine``); and a head that reads only
+the CLS / distillation rows needs only those rows after the last attention (``queries``,
+``readout``). The general path (``fast_path=False``) runs the full masked sequences and is kept to
+prove the two equal. Swin's token maps (windowed attention) take the general path.
 """
 
 from __future__ import annotations
