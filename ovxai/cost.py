@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from ovxai.graph import GraphView, Node, TailPlan, final_classifier
+from ovxai.graph import GraphView, Node, TailPlan, final_classifier, tail_logits
 
 
 def node_macs(graph: GraphView, node: Node) -> int:
@@ -28,11 +28,7 @@ def hook_macs(
     """MACs per image of the hook (see :func:`_path_macs`); ``selected``: the maps' class count where only the
     chosen classes' rows of the final classifier run on the copies (score logits or sigmoid, explain topK or ids)."""
     total = _path_macs(graph, plan, n, mask, shortcut)
-    logits = plan.prediction
-    final = graph.producer.get(logits)
-    if final is not None and final.op in ("Softmax", "Sigmoid") and final in plan.nodes:
-        logits = final.inputs[0]
-    classifier = None if selected is None else final_classifier(graph, plan.nodes, logits)
+    classifier = None if selected is None else final_classifier(graph, plan.nodes, tail_logits(graph, plan))
     cut = plan.shortcut if shortcut else None
     if classifier is None or (cut is not None and classifier.product.name in cut.replaced):
         return total

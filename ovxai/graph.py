@@ -515,6 +515,15 @@ class Classifier:
     bias_node: str = ""  # the Add of the bias, when it is a node of its own (OpenVINO: MatMul, then Add)
 
 
+def tail_logits(graph: GraphView, plan: TailPlan) -> str:
+    """The tail's class logits: the prediction, or the input of the Softmax / Sigmoid that ends the tail
+    (scoring probabilities again would flatten the map)."""
+    final = graph.producer.get(plan.prediction)
+    if final is not None and final.op in ("Softmax", "Sigmoid") and final in plan.nodes:
+        return final.inputs[0]
+    return plan.prediction
+
+
 def final_classifier(graph: GraphView, tail: list[Node], logits: str) -> Classifier | None:
     """The classifier that computes ``logits`` from (B, D) rows, if it is a plain product with a stored weight."""
     node = graph.producer.get(logits)

@@ -36,10 +36,21 @@ from ovxai.conventions import (
     parse_explained,
 )
 from ovxai.errors import OvxaiError
-from ovxai.graph import SHAPE_OPS, Classifier, Dim, GraphView, Kind, Node, Shortcut, TailPlan, final_classifier
+from ovxai.graph import (
+    SHAPE_OPS,
+    Classifier,
+    Dim,
+    GraphView,
+    Kind,
+    Node,
+    Shortcut,
+    TailPlan,
+    final_classifier,
+    tail_logits,
+)
 
 T = TypeVar("T")
-_END = 2**62  # "to the end" for slices
+END = 2**62  # "to the end" for slices
 
 
 @dataclass(frozen=True)
@@ -215,15 +226,7 @@ class ReciproCamHook(Generic[T]):
         else:
             saliency = self._saliency(self._pruned_scores(classifier), selected=True)
         target = self.graph.tensor(self.plan.target).shape or (None,) * 4
-        prediction = self.graph.tensor(self.plan.prediction).shape or (None, None)
-        batch = target[0] or prediction[0] or "batch"
-        picked = self.options.explained()
-        count = prediction[1] if picked is None else (picked if isinstance(picked, int) else len(picked))
-        self.ops.output(
-            saliency, SALIENCY_OUTPUT, (batch, count or "classes", target[2] or "height", target[3] or "width")
-        )
-        if self._classes is not None:
-            self.ops.output(self._classes, CLASSES_OUTPUT, (batch, count or "classes"))
+        batch = self._expose(saliency, target[2] or "height", target[3] or "width")
         pool = self.plan.shortcut
         if pool is not None and pool.kind == "mean":
             # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
@@ -233,6 +236,18 @@ class ReciproCamHook(Generic[T]):
             source = self.graph.tensor(pool.source).shape or (None, None)
             self.ops.output(features, FEATURE_OUTPUT, (batch, source[1] or "channels"))
         return saliency
+
+    def _expose(self, saliency: T, height: Dim, width: Dim) -> Dim:
+        """Output ``saliency_map`` (B, K, height, width), and ``saliency_classes`` where explain picks classes;
+        returns the batch dimension."""
+        prediction = self.graph.tensor(self.plan.prediction).shape or (None, None)
+        batch = (self.graph.tensor(self.plan.target).shape or (None,))[0] or prediction[0] or "batch"
+        picked = self.options.explained()
+        count = prediction[1] if picked is None else (picked if isinstance(picked, int) else len(picked))
+        self.ops.output(saliency, SALIENCY_OUTPUT, (batch, count or "classes", height, width))
+        if self._classes is not None:
+            self.ops.output(self._classes, CLASSES_OUTPUT, (batch, count or "classes"))
+        return batch
 
     def _selected(self, maps: T) -> T:
         """The maps of the classes ``explain`` asks for, and their ids as ``self._classes`` (B, K').
@@ -268,11 +283,7 @@ class ReciproCamHook(Generic[T]):
         only some classes get a map: the copies then run only those classes' rows of its weight."""
         if self.options.score == "softmax" or self.options.explained() is None:
             return None
-        logits = self.plan.prediction
-        final = self.graph.producer.get(logits)
-        if final is not None and final.op in ("Softmax", "Sigmoid") and final in self.plan.nodes:
-            logits = final.inputs[0]  # as _logits: the probabilities' own logits
-        found = final_classifier(self.graph, self.plan.nodes, logits)
+        found = final_classifier(self.graph, self.plan.nodes, tail_logits(self.graph, self.plan))
         if found is None or (self.shortcut is not None and found.product.name in self.shortcut.replaced):
             return None  # the linear shortcut already gives every class's copies from the original product
         return found
@@ -556,7 +567,7 @@ class ReciproCamHook(Generic[T]):
         if start != 0:
             return original  # the batch dimension is not part of this shape
         head = ops.binary("Mul", ops.slice(original, 0, 1), self.n)
-        return ops.concat([head, ops.slice(original, 1, _END)])
+        return ops.concat([head, ops.slice(original, 1, END)])
 
     # -- scores to saliency -----------------------------------------------------------------------
 

@@ -33,14 +33,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from ovxai.conventions import CLASSES_OUTPUT, SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError
 from ovxai.graph import PER_POSITION_OPS, GraphView, Kind, Node, TailPlan, plan_tail
-from ovxai.hook import HookOptions, Ops, ReciproCamHook
+from ovxai.hook import END, HookOptions, Ops, ReciproCamHook
 from ovxai.target import leaving_tensors, scope_paths
 
 T = TypeVar("T")
-_END = 2**62  # "to the end" for slices
 
 ATTENTION_OPS = frozenset({"Softmax", "ScaledDotProductAttention"})
 # Gaussian slots: (row offset, column offset, weight x 16); one-hot keeps the centre only.
@@ -479,13 +477,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
                 outs = self.ops.copy_node(node, [self._input(i) for i in node.inputs])
             self.mosaic_of.update(zip(node.outputs, outs, strict=True))
         saliency = self._saliency(self.mosaic_of[self._logits()])
-        prediction = self.graph.tensor(plan.tail.prediction).shape or (None, None)
-        batch = (self.graph.tensor(plan.target).shape or (None,))[0] or prediction[0] or "batch"
-        picked = self.options.explained()
-        count = prediction[1] if picked is None else (picked if isinstance(picked, int) else len(picked))
-        self.ops.output(saliency, SALIENCY_OUTPUT, (batch, count or "classes", *plan.grid))
-        if self._classes is not None:
-            self.ops.output(self._classes, CLASSES_OUTPUT, (batch, count or "classes"))
+        self._expose(saliency, *plan.grid)
         return saliency
 
     # -- the copies of the block's input ----------------------------------------------------------
@@ -514,7 +506,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         the mask, masked-out ones zero."""
         ops = self.ops
         x = ops.tensor(name)
-        depth = ops.slice(ops.shape(x), -1, _END)
+        depth = ops.slice(ops.shape(x), -1, END)
         sequence = ops.reshape(x, ops.concat([self.batch, ops.i64([-1]), depth]))  # a token map as (B, h*w, D)
         gathered = self._gathered(sequence, ops.cast(ops.f32(0.0), ops.dtype(name)), name)
         per_copy = [self.length] if self.graph.tensor(name).rank == 3 else list(self.tokens.grid)
@@ -529,7 +521,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         ops = self.ops
         index, weight = self._layout()
         weights = sorted({int(g) for g in weight.reshape(-1) if g}, reverse=True)
-        background = ops.expand(zero, ops.concat([self.batch, ops.i64([1]), ops.slice(ops.shape(x), -1, _END)]))
+        background = ops.expand(zero, ops.concat([self.batch, ops.i64([1]), ops.slice(ops.shape(x), -1, END)]))
         bank = []
         for g in weights:
             share = ops.cast(ops.f32(g / 16), ops.dtype(like))
@@ -585,7 +577,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
         if name == self.tokens.target and name not in self.mosaic_of:
             # X's leading rows are auxiliary tokens, unmasked in every copy: X[:, :rows] repeated N times.
             rows = ops.unsqueeze(ops.gather(ops.tensor(name), leading, 1), 1)  # (B, 1, rows, D)
-            depth = ops.slice(ops.shape(rows), -1, _END)
+            depth = ops.slice(ops.shape(rows), -1, END)
             tiled = ops.expand(rows, ops.concat([self.batch, self.n, ops.i64([self.tokens.rows]), depth]))
             self.mosaic_of[key] = ops.reshape(tiled, ops.concat([ops.i64([-1, self.tokens.rows]), depth]))
         else:
