@@ -282,6 +282,7 @@ def _report(result: ExportResult, options: HookOptions) -> None:
     path = {
         "mean": "exact shortcut through the global pool",
         "linear": "exact shortcut through the linear layer",
+        "windows": "exact incremental copies (each computed only where it differs from the background)",
         "tokens": "ViT-ReciproCAM, exact short sequence",
     }.get(result.path, "general path (full mosaic)" if result.grid is None else "ViT-ReciproCAM, general path")
     if result.grid is None:
@@ -290,7 +291,7 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         h, w = result.grid
         print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
-    extra = " + 'feature_vector' (B, C)" if result.path == "mean" else ""
+    extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
     if options.explain != "all":
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
@@ -492,6 +493,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from ovxai.cost import hook_macs, macs
     from ovxai.exporter import SMOKE_SIZE, load_model
     from ovxai.graph import plan_tail
+    from ovxai.incremental import plan_windows
     from ovxai.target import candidates, pick_prediction, resolve
 
     loaded = load_model(args.model, args.input_shape)
@@ -512,8 +514,8 @@ def _inspect(args: argparse.Namespace) -> int:
         found.append(default)
     total = macs(graph, graph.nodes) or 1
     print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
-    print("hook cost = extra MACs per image relative to the model (one-hot mask); path: mean / linear shortcut or")
-    print("the full mosaic (N copies of the tail); * = default target")
+    print("hook cost = extra MACs per image relative to the model (one-hot mask); path: mean / linear shortcut,")
+    print("windows (each copy computed only where it differs) or the full mosaic (N copies of the tail); * = default")
     header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
     print(header)
     for cand in found:
@@ -521,7 +523,7 @@ def _inspect(args: argparse.Namespace) -> int:
         n = cand.n
         cost = f"{100 * hook_macs(graph, plan, n) / total:.1f} %" if n else "?"
         mark = "*" if cand.tensor == default.tensor else " "
-        path = plan.shortcut.kind if plan.shortcut else "mosaic"
+        path = plan.shortcut.kind if plan.shortcut else ("windows" if plan_windows(graph, plan, "onehot") else "mosaic")
         print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
     return 0
 

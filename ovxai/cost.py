@@ -38,12 +38,19 @@ def hook_macs(
 def _path_macs(graph: GraphView, plan: TailPlan, n: int, mask: str, shortcut: bool) -> int:
     """MACs per image that the hook adds on the path it takes for ``plan`` with N = ``n`` positions.
 
-    Mosaic: the whole tail N times. Shortcut: the rest of the tail N times, plus, for the Gaussian mask,
+    Mosaic: the whole tail N times. Windows (see ovxai.incremental): each convolution on its copies' windows,
+    then the rest of the tail N times. Shortcut: the rest of the tail N times, plus, for the Gaussian mask,
     the positionwise ops once per mask weight (on the full map). A linear boundary's per-position products
     replace the original product (the same multiply-adds) and give the one-hot copies too; the Gaussian mask
     through positionwise ops that do not commute with its scales needs one more pass of the weight per mask weight."""
     cut = plan.shortcut if shortcut else None
     if cut is None:
+        from ovxai.incremental import plan_windows  # it reads this module's counts
+
+        windows = plan_windows(graph, plan, mask) if shortcut else None
+        if windows is not None:
+            rest = [node for node in plan.nodes if node.name not in windows.replaced]
+            return windows.macs(graph) + n * macs(graph, rest)
         return n * macs(graph, plan.nodes)
     total = n * macs(graph, [node for node in plan.nodes if node.name not in cut.replaced])
     if mask == "onehot" or not cut.positionwise or cut.homogeneous:

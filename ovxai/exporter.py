@@ -38,9 +38,9 @@ class ExportResult:
     files: list[Path]
     target: Candidate
     prediction: str
-    fast_path: bool  # the exact shortcut replaced the mosaic
+    fast_path: bool  # an exact shortcut (closed form, windows, short sequence) replaced the mosaic
     options: HookOptions
-    path: str = "mosaic"  # "mean" or "linear" (the shortcut's boundary), "tokens" (a ViT's short sequence), or "mosaic"
+    path: str = "mosaic"  # "mean"/"linear" (shortcut's boundary), "windows", "tokens" (ViT short sequence), "mosaic"
     grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
 
 
@@ -99,7 +99,9 @@ def export(
         _check_explained(options, classes)
         emitter = source_format.hook_ops(loaded.model, graph)
         if tokens is None:
-            ReciproCamHook(emitter, graph, plan, options).build()
+            hook = ReciproCamHook(emitter, graph, plan, options)
+            hook.build()
+            path = hook.path
         else:
             ViTReciproCamHook(emitter, graph, tokens, options).build()
         patched = emitter.finish()
@@ -118,8 +120,7 @@ def export(
         short = options.fast_path and tokens.short is None
         path = "tokens" if short else "mosaic"
         return ExportResult(files, target, prediction, short, options, path, tokens.grid)
-    cut = plan.shortcut if options.fast_path else None
-    return ExportResult(files, target, prediction, cut is not None, options, cut.kind if cut else "mosaic")
+    return ExportResult(files, target, prediction, path != "mosaic", options, path)
 
 
 def load_model(

@@ -67,6 +67,17 @@ def _common_scope(scopes: list[str]) -> str:
 
 
 @dataclass(frozen=True)
+class Sliding:
+    """How a 2-D convolution's kernel slides: output position o reads inputs o * stride - pad + t * dilation,
+    t = 0 .. kernel - 1, per axis (pads at the start; 'SAME' padding already resolved by the adapter)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int]
+    dilations: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Node:
     """One operation, as the planner sees it whatever the format.
 
@@ -92,6 +103,7 @@ class Node:
     pointwise: bool = False  # Conv whose kernel is 1 x 1 with stride 1 and no padding: it acts per position
     transpose_b: bool = False  # Gemm (transB) / MatMul: the weight is stored (K, C) rather than (C, K)
     plain_product: bool = False  # Gemm / MatMul that is x @ W (+ bias): no transposed x, alpha 1, beta 1
+    sliding: Sliding | None = None  # 2-D Conv (grouped too): how its kernel slides over the input
     handle: Any = field(default=None, compare=False, hash=False, repr=False)  # the format's own node
 
 
@@ -398,7 +410,7 @@ def _shortcut(graph: GraphView, target: str, tail: list[Node]) -> Shortcut | Non
     positionwise: list[Node] = []
     for node in tail:
         reads = [i for i in node.inputs if i in region]
-        if reads and _acts_per_position(graph, node, region):
+        if reads and acts_per_position(graph, node, region):
             positionwise.append(node)
             region.update(node.outputs)
     inside = {n.name for n in positionwise}
@@ -428,7 +440,7 @@ def _homogeneous(graph: GraphView, node: Node) -> bool:
     if node.op == "Conv":
         return len(node.inputs) < 3 or not node.inputs[2]  # no bias
     if node.op in ("Mul", "Div"):
-        return _constant(graph, node.inputs[1])  # by a constant
+        return is_constant(graph, node.inputs[1])  # by a constant
     return node.op in _HOMOGENEOUS_OPS
 
 
@@ -442,24 +454,24 @@ def _after_pool(graph: GraphView, pool: Node, tail: list[Node]) -> tuple[Node, .
     current = pool.outputs[0]
     while True:
         readers = [r for r in graph.consumers.get(current, []) if r.name in in_tail and r.op not in SHAPE_OPS]
-        if len(readers) != 1 or readers[0].inputs[0] != current or not _acts_per_position(graph, readers[0], {current}):
+        if len(readers) != 1 or readers[0].inputs[0] != current or not acts_per_position(graph, readers[0], {current}):
             return tuple(chain)
         chain.append(readers[0])
         current = readers[0].outputs[0]
 
 
-def _acts_per_position(graph: GraphView, node: Node, region: set[str]) -> bool:
+def acts_per_position(graph: GraphView, node: Node, region: set[str]) -> bool:
     if graph.tensor(node.outputs[0]).rank != 4:
         return False
     if node.op in ("Conv", "AveragePool", "MaxPool"):
-        return node.pointwise and node.inputs[0] in region and all(_constant(graph, i) for i in node.inputs[1:])
+        return node.pointwise and node.inputs[0] in region and all(is_constant(graph, i) for i in node.inputs[1:])
     if node.op not in PER_POSITION_OPS:
         return False
     # Other inputs: constants the same at every position (no spatial extent), or region tensors.
-    return all(not i or i in region or (_constant(graph, i) and _flat_in_space(graph, i)) for i in node.inputs)
+    return all(not i or i in region or (is_constant(graph, i) and _flat_in_space(graph, i)) for i in node.inputs)
 
 
-def _constant(graph: GraphView, name: str) -> bool:
+def is_constant(graph: GraphView, name: str) -> bool:
     return not name or graph.kind.get(name, Kind.CONSTANT) is Kind.CONSTANT
 
 
@@ -487,7 +499,7 @@ def _linear_after_flatten(graph: GraphView, node: Node, tail: list[Node]) -> Nod
     if len(readers) != 1 or readers[0].op not in ("Gemm", "MatMul") or not readers[0].plain_product:
         return None
     product = readers[0]
-    if product.inputs[0] != node.outputs[0] or not all(_constant(graph, i) for i in product.inputs[1:]):
+    if product.inputs[0] != node.outputs[0] or not all(is_constant(graph, i) for i in product.inputs[1:]):
         return None
     weight = graph.tensor(product.inputs[1]).shape
     if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight):
@@ -534,7 +546,7 @@ def final_classifier(graph: GraphView, tail: list[Node], logits: str) -> Classif
     if node.op == "Add":
         product = next((graph.producer.get(i) for i in node.inputs if graph.kind.get(i) is Kind.ACTIVATION), None)
         others = [i for i in node.inputs if product is None or i not in product.outputs]
-        if product is None or len(others) != 1 or not _constant(graph, others[0]):
+        if product is None or len(others) != 1 or not is_constant(graph, others[0]):
             return None
         bias, bias_node, node = others[0], node.name, product
     if node.op not in ("Gemm", "MatMul") or not node.plain_product or node.name not in in_tail:

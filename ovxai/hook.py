@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
+import numpy as np
+
 from ovxai.conventions import (
     CLASSES_OUTPUT,
     FEATURE_OUTPUT,
@@ -48,6 +50,7 @@ from ovxai.graph import (
     final_classifier,
     tail_logits,
 )
+from ovxai.incremental import WindowedCopies, plan_windows
 
 T = TypeVar("T")
 END = 2**62  # "to the end" for slices
@@ -91,12 +94,12 @@ class Ops(Protocol[T]):
         """The numpy name of an original tensor's element type ('float32', 'float16', ...)."""
         ...
 
-    def i64(self, values: Sequence[int]) -> T:
+    def i64(self, values: Sequence[int] | np.ndarray) -> T:
         """An int64 constant; ``[]`` gives the empty shape (a scalar reshape target)."""
         ...
 
-    def f32(self, value: float) -> T:
-        """A float32 scalar constant."""
+    def f32(self, value: float | np.ndarray) -> T:
+        """A float32 constant: a scalar, or an array of any shape."""
         ...
 
     def shape(self, x: T) -> T:
@@ -175,8 +178,9 @@ class Ops(Protocol[T]):
         the node that produced it, and whatever only that node read (a weight), leave the model."""
         ...
 
-    def copy_node(self, node: Node, inputs: Sequence[T | None]) -> list[T]:
-        """A copy of an original node reading ``inputs`` (None: an omitted optional input); its outputs."""
+    def copy_node(self, node: Node, inputs: Sequence[T | None], unpadded: bool = False) -> list[T]:
+        """A copy of an original node reading ``inputs`` (None: an omitted optional input); its outputs.
+        ``unpadded``: a convolution's copy pads nothing (its input already holds the border it reads)."""
         ...
 
     def output(self, x: T, name: str, shape: Sequence[Dim]) -> None:
@@ -190,6 +194,7 @@ class ReciproCamHook(Generic[T]):
     def __init__(self, ops: Ops[T], graph: GraphView, plan: TailPlan, options: HookOptions) -> None:
         self.ops, self.graph, self.plan, self.options = ops, graph, plan, options
         self.shortcut = plan.shortcut if options.fast_path else None
+        self.windows = plan_windows(graph, plan, options.mask) if options.fast_path else None
         t = ops.tensor(plan.target)
         self.t = t
         self.t_shape = ops.shape(t)
@@ -207,6 +212,9 @@ class ReciproCamHook(Generic[T]):
         if self.shortcut is not None:
             self.mosaic_of[self.shortcut.output] = self._shortcut(self.shortcut)
             replaced = set(self.shortcut.replaced)
+        elif self.windows is not None:
+            self.mosaic_of[self.windows.output] = WindowedCopies(self, self.windows).pooled()
+            replaced = self.windows.replaced
         else:
             self.mosaic_of[self.plan.target] = self._mosaic()
         classifier = self._prunable()
@@ -227,15 +235,29 @@ class ReciproCamHook(Generic[T]):
             saliency = self._saliency(self._pruned_scores(classifier), selected=True)
         target = self.graph.tensor(self.plan.target).shape or (None,) * 4
         batch = self._expose(saliency, target[2] or "height", target[3] or "width")
-        pool = self.plan.shortcut
-        if pool is not None and pool.kind == "mean":
+        pool = self._global_pool()
+        if pool is not None:
             # The original path's pooled features, (B, C): the embedding OpenVINO's Model API exposes.
-            pooled = self.ops.tensor(pool.boundary.outputs[0])
-            channels = self.ops.slice(self.ops.shape(self.ops.tensor(pool.source)), 1, 2)
-            features = self.ops.reshape(pooled, self.ops.concat([self.batch, channels]))
-            source = self.graph.tensor(pool.source).shape or (None, None)
+            channels = self.ops.slice(self.ops.shape(self.ops.tensor(pool.inputs[0])), 1, 2)
+            features = self.ops.reshape(self.ops.tensor(pool.outputs[0]), self.ops.concat([self.batch, channels]))
+            source = self.graph.tensor(pool.inputs[0]).shape or (None, None)
             self.ops.output(features, FEATURE_OUTPUT, (batch, source[1] or "channels"))
         return saliency
+
+    def _global_pool(self) -> Node | None:
+        """The global average pool that ends the copies' spatial part, where the shortcut or windows found one."""
+        cut = self.plan.shortcut
+        if cut is not None and cut.kind == "mean":
+            return cut.boundary
+        return self.windows.pool if self.windows is not None else None
+
+    @property
+    def path(self) -> str:
+        """How the copies are computed: "mean" / "linear" (the closed-form shortcut), "windows" (incremental), or
+        "mosaic" (every copy on the whole map)."""
+        if self.shortcut is not None:
+            return self.shortcut.kind
+        return "mosaic" if self.windows is None else "windows"
 
     def _expose(self, saliency: T, height: Dim, width: Dim) -> Dim:
         """Output ``saliency_map`` (B, K, height, width), and ``saliency_classes`` where explain picks classes;

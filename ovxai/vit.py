@@ -446,7 +446,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
     def __init__(self, ops: Ops[T], graph: GraphView, plan: TokenPlan, options: HookOptions) -> None:
         self.ops, self.graph, self.plan, self.options = ops, graph, plan.tail, options
         self.tokens = plan
-        self.shortcut = None
+        self.shortcut, self.windows = None, None
         self.short = options.fast_path and plan.short is None
         h, w = plan.grid
         self.t = ops.tensor(plan.target)

@@ -4,8 +4,11 @@ Models without a global pool right after their target map, as torchvision and ti
 weights, tests/zoo.py), at the targets of the issue's table: SqueezeNet 1.1 at ``features`` (1 x 1 conv
 + ReLU before the pool), AlexNet and VGG-16-BN at ``features`` (flatten + an MLP), a conv-head hybrid
 (timm EfficientViT-B0 at its last stage: 1 x 1 conv + BN + act, pool, MLP), and ResNet-50 at ``layer4``
-(the classic fast path, which must not get slower). Each exported three ways: plain, patched with the
-shortcut, patched with the full mosaic (``fast_path=False``).
+(the classic fast path, which must not get slower), and ResNet-50 at ``layer3`` (layer4's 3 x 3 convolutions
+follow: the incremental windows of ovxai/incremental.py). Each exported three ways: plain, patched with the
+fast path (the closed-form shortcut, or the windows), patched with the full mosaic (``fast_path=False``).
+The peer at the same target: ``.venv-xai/bin/python tools/bench_openvino_xai.py --plain PLAIN.xml --target TENSOR
+--extra windows=PATCHED.xml`` (``--keep DIR`` keeps this script's files).
 
 OpenVINO CPU (plugin default precision and f32, ``PERFORMANCE_HINT=LATENCY``) and ONNX Runtime CPU, batch 1
 and 8, alternated rounds (tools/harness.py), medians and paired ratios to plain; peak RSS of compile + one
@@ -41,6 +44,7 @@ MODELS: dict[str, tuple[str, str, str]] = {  # name: (library, constructor, targ
     "vgg16_bn": ("torchvision", "vgg16_bn", "features"),
     "efficientvit_b0": ("timm", "efficientvit_b0", "stages.3"),
     "resnet50": ("torchvision", "resnet50", "layer4"),
+    "resnet50_layer3": ("torchvision", "resnet50", "layer3"),  # the incremental windows through layer4
 }
 VARIANTS = ("plain", "shortcut", "mosaic")
 
@@ -180,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=ROOT / "out/bench_shortcut.json")
     parser.add_argument("--pruning", action="store_true", help="measure logits-row pruning (issue 13) instead")
+    parser.add_argument("--keep", type=Path, help="write the models here (kept) instead of a temporary folder")
     args = parser.parse_args(argv)
     if args.pruning:
         with tempfile.TemporaryDirectory(prefix="ovxai-pruning-") as tmp:
@@ -191,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ovxai-shortcut-") as tmp:
         for name in args.models:
-            folder = Path(tmp) / name
-            folder.mkdir()
+            folder = (args.keep or Path(tmp)) / name
+            folder.mkdir(parents=True, exist_ok=True)
             paths = build(name, folder)
             entry: dict[str, Any] = {"path": str(paths["shortcut.path"]), "timings": [], "rss_mib": {}}
             entry["check"] = check(paths)

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Tensor, scope_from_name
+from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Sliding, Tensor, scope_from_name
 from ovxai.metadata import Entries, onnx_key
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
@@ -265,6 +265,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         pointwise=(op == "Conv" and _pointwise(attrs, tensors.get(proto.input[1]) if len(proto.input) > 1 else None))
         or (op in ("AveragePool", "MaxPool") and _pointwise(attrs, None)),
         transpose_b=op == "Gemm" and bool(attrs.get("transB", 0)),
+        sliding=_sliding(attrs, tensors, proto) if op == "Conv" else None,
         plain_product=op == "MatMul"
         or (
             op == "Gemm"
@@ -274,6 +275,29 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         ),
         handle=proto,
     )
+
+
+def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto) -> Sliding | None:
+    """A 2-D Conv's kernel, strides, start pads and dilations (None: not 2-D, or 'SAME' on an unknown size)."""
+    weight = tensors.get(proto.input[1]) if len(proto.input) > 1 else None
+    kernel = list(attrs.get("kernel_shape", [])) or list((weight.shape or ())[2:] if weight else [])
+    if len(kernel) != 2 or not all(isinstance(k, int) for k in kernel):
+        return None
+    strides = list(attrs.get("strides", [1, 1]))
+    dilations = list(attrs.get("dilations", [1, 1]))
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))[:2]
+    if auto_pad in (b"SAME_UPPER", b"SAME_LOWER"):
+        size = (tensors[proto.input[0]].shape or (None,) * 4)[2:]
+        if len(size) != 2 or not all(isinstance(d, int) for d in size):
+            return None
+        for axis, d in enumerate(size):
+            assert isinstance(d, int)
+            total = max((-(-d // strides[axis]) - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - d, 0)
+            pads[axis] = total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2
+    elif auto_pad == b"VALID":
+        pads = [0, 0]
+    return Sliding((kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1]), (dilations[0], dilations[1]))
 
 
 def _pointwise(attrs: dict[str, Any], weight: Tensor | None) -> bool:
@@ -351,10 +375,10 @@ class OnnxOps:
             raise OvxaiError(f"the element type of '{name}' is unknown", "give the input shape as input_shape=")
         return dtype
 
-    def i64(self, values: Sequence[int]) -> str:
+    def i64(self, values: Sequence[int] | np.ndarray) -> str:
         return self._const(np.array(values, dtype=np.int64))
 
-    def f32(self, value: float) -> str:
+    def f32(self, value: float | np.ndarray) -> str:
         return self._const(np.array(value, dtype=np.float32))
 
     def shape(self, x: str) -> str:
@@ -433,12 +457,16 @@ class OnnxOps:
         self.replaced.add(name)
         self.nodes.append(helper.make_node("Identity", [x], [name], name=self._name("replaced")))
 
-    def copy_node(self, node: Node, inputs: Sequence[str | None]) -> list[str]:
+    def copy_node(self, node: Node, inputs: Sequence[str | None], unpadded: bool = False) -> list[str]:
         copies = self._copies.get(node.name, 0)
         self._copies[node.name] = copies + 1
         copy = f"#{copies}" if copies else ""  # a node copied again (the shortcut's background) gets new names
         proto = onnx.NodeProto()
         proto.CopyFrom(node.handle)
+        if unpadded:
+            kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
+            del proto.attribute[:]
+            proto.attribute.extend(kept)
         proto.name = f"{NODE_PREFIX}tail/{node.name}{copy}"
         del proto.input[:]
         proto.input.extend(i or "" for i in inputs)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Tensor, scope_from_name
+from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Sliding, Tensor, scope_from_name
 from ovxai.metadata import Entries
 
 try:
@@ -248,10 +248,22 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         pointwise=(kind in ("Convolution", "GroupConvolution") and _pointwise(attrs, tensors[inputs[1]].shape or ()))
         or (kind in ("AvgPool", "MaxPool") and _pointwise(attrs, tuple(attrs.get("kernel", ())))),
         transpose_b=kind == "MatMul" and bool(attrs.get("transpose_b", False)),
+        sliding=_sliding(kind, attrs, tensors[inputs[1]].shape if len(inputs) > 1 else None),
         plain_product=kind == "MatMul" and not attrs.get("transpose_a", False),
         levels=int(attrs.get("levels", 0)) if kind == "FakeQuantize" else 0,
         handle=op,
     )
+
+
+def _sliding(kind: str, attrs: dict[str, Any], weight: tuple[Dim, ...] | None) -> Sliding | None:
+    """A 2-D convolution's kernel, strides, start pads (resolved by OpenVINO for 'same' padding) and dilations."""
+    if kind not in ("Convolution", "GroupConvolution") or weight is None:
+        return None
+    kernel = tuple(weight[-2:])
+    if len(kernel) != 2 or len(attrs.get("strides", [])) != 2 or not all(isinstance(k, int) for k in kernel):
+        return None
+    strides, pads, dilations = (tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "dilations"))
+    return Sliding(kernel, strides, pads, dilations)  # type: ignore[arg-type]
 
 
 def _pointwise(attrs: dict[str, Any], kernel: tuple[Dim, ...]) -> bool:
@@ -320,10 +332,10 @@ class OvOps:
     def dtype(self, name: str) -> str:
         return str(np.dtype(self.by_id[name].get_element_type().to_dtype()).name)
 
-    def i64(self, values: Sequence[int]) -> Any:
+    def i64(self, values: Sequence[int] | np.ndarray) -> Any:
         return self._named(opset.constant(np.array(values, dtype=np.int64)))
 
-    def f32(self, value: float) -> Any:
+    def f32(self, value: float | np.ndarray) -> Any:
         return self._named(opset.constant(np.array(value, dtype=np.float32)))
 
     def shape(self, x: Any) -> Any:
@@ -412,8 +424,12 @@ class OvOps:
         x.get_tensor().set_names(names)
         self.by_id[name] = x
 
-    def copy_node(self, node: Node, inputs: Sequence[Any]) -> list[Any]:
+    def copy_node(self, node: Node, inputs: Sequence[Any], unpadded: bool = False) -> list[Any]:
         twin = self._twin(node)
+        if unpadded:
+            for name in ("pads_begin", "pads_end"):
+                twin.set_attribute(name, [0, 0])
+            twin.set_attribute("auto_pad", "explicit")
         for port, source in enumerate(inputs):
             if _is_constant(source) and _is_constant(twin.input_value(port)):
                 # The copy keeps its own clone of each constant: a constant shared with the original
