@@ -164,6 +164,7 @@ def plan_windows(graph: GraphView, plan: TailPlan, mask: str) -> Windows | None:
     region = {plan.target}
     nodes: list[Node] = []
     pool: Node | None = None
+    pool_keepdims = True
     for node in plan.nodes:
         if node.op in SHAPE_OPS or not any(i in region for i in node.inputs):
             continue
@@ -171,7 +172,7 @@ def plan_windows(graph: GraphView, plan: TailPlan, mask: str) -> Windows | None:
             return None  # the windows are read past the pool
         keepdims = global_pool_keepdims(graph, node)
         if keepdims is not None and node.inputs[0] in region:
-            pool = node
+            pool, pool_keepdims = node, keepdims
             continue
         if node.op in QUANTIZERS:
             return None  # the engines re-plan quantised convolutions around the gathers (OpenVINO's LPT fails)
@@ -187,9 +188,7 @@ def plan_windows(graph: GraphView, plan: TailPlan, mask: str) -> Windows | None:
     feeding = graph.ancestors([pool.inputs[0]])
     if any(n.name not in feeding for n in nodes):
         return None  # a windowed tensor leaves the tail another way than through the pool
-    keepdims = global_pool_keepdims(graph, pool)
-    assert keepdims is not None
-    windows = Windows(plan.target, tuple(nodes), pool, keepdims, _geometry(graph, plan.target, nodes, mask))
+    windows = Windows(plan.target, tuple(nodes), pool, pool_keepdims, _geometry(graph, plan.target, nodes, mask))
     rest = [n for n in plan.nodes if n.name not in windows.replaced]
     n = len(windows.geometry[plan.target].starts)
     if windows.macs(graph) + n * macs(graph, rest) > CHEAPER * n * macs(graph, plan.nodes):
