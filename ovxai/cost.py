@@ -48,10 +48,7 @@ def _path_macs(graph: GraphView, plan: TailPlan, n: int, mask: str, shortcut: bo
         from ovxai.incremental import plan_windows  # it reads this module's counts
 
         windows = plan_windows(graph, plan, mask) if shortcut else None
-        if windows is not None:
-            rest = [node for node in plan.nodes if node.name not in windows.replaced]
-            return windows.macs(graph) + n * macs(graph, rest)
-        return n * macs(graph, plan.nodes)
+        return n * macs(graph, plan.nodes) if windows is None else windows.macs(graph, plan.nodes)
     total = n * macs(graph, [node for node in plan.nodes if node.name not in cut.replaced])
     if mask == "onehot" or not cut.positionwise or cut.homogeneous:
         return total

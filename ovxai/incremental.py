@@ -143,10 +143,10 @@ class Windows:
     def output(self) -> str:
         return self.pool.outputs[0]
 
-    def macs(self, graph: GraphView) -> int:
-        """Per image: each convolution on its windows, for the N copies (the tail after the pool is not included)."""
+    def macs(self, graph: GraphView, tail: list[Node]) -> int:
+        """Per image: each convolution on its windows for the N copies, then the rest of ``tail`` N times."""
         n = len(self.geometry[self.target].starts)
-        total = 0
+        total = n * macs(graph, [node for node in tail if node.name not in self.replaced])
         for node in self.nodes:
             window = self.geometry[node.outputs[0]]
             total += node_macs(graph, node) * n * window.area // (window.full[0] * window.full[1])
@@ -189,9 +189,8 @@ def plan_windows(graph: GraphView, plan: TailPlan, mask: str) -> Windows | None:
     if any(n.name not in feeding for n in nodes):
         return None  # a windowed tensor leaves the tail another way than through the pool
     windows = Windows(plan.target, tuple(nodes), pool, pool_keepdims, _geometry(graph, plan.target, nodes, mask))
-    rest = [n for n in plan.nodes if n.name not in windows.replaced]
     n = len(windows.geometry[plan.target].starts)
-    if windows.macs(graph) + n * macs(graph, rest) > CHEAPER * n * macs(graph, plan.nodes):
+    if windows.macs(graph, plan.nodes) > CHEAPER * n * macs(graph, plan.nodes):
         return None
     return windows
 
