@@ -209,6 +209,9 @@ class ReciproCamHook(Generic[T]):
     def build(self) -> T:
         """Emit the whole branch and return the saliency tensor (also exposed as ``saliency_map``)."""
         replaced: set[str] = set()
+        if self.shortcut is not None and self._pooled_are_logits(self.shortcut):
+            saliency = self._saliency(self._shortcut(self.shortcut, class_major=True), class_axis=1)
+            return self._outputs(saliency)
         if self.shortcut is not None:
             self.mosaic_of[self.shortcut.output] = self._shortcut(self.shortcut)
             replaced = set(self.shortcut.replaced)
@@ -233,6 +236,10 @@ class ReciproCamHook(Generic[T]):
             saliency = self._saliency(self.mosaic_of[self._logits()])
         else:
             saliency = self._saliency(self._pruned_scores(classifier), selected=True)
+        return self._outputs(saliency)
+
+    def _outputs(self, saliency: T) -> T:
+        """Expose the maps, and the original path's pooled features where a global pool ends the copies."""
         target = self.graph.tensor(self.plan.target).shape or (None,) * 4
         batch = self._expose(saliency, target[2] or "height", target[3] or "width")
         pool = self._global_pool()
@@ -243,6 +250,24 @@ class ReciproCamHook(Generic[T]):
             source = self.graph.tensor(pool.inputs[0]).shape or (None, None)
             self.ops.output(features, FEATURE_OUTPUT, (batch, source[1] or "channels"))
         return saliency
+
+    def _pooled_are_logits(self, cut: Shortcut) -> bool:
+        """The mean shortcut's pooled features are the class logits, up to reshapes (SqueezeNet: its classifier
+        is a 1 x 1 convolution before the pool): the copies' logits are then computed class-major, (B, K, N),
+        in the original path's layout, and the scores never move between (B, N, K) rows and (B, K, N) maps:
+        with 1000 classes those two transposes were most of the hook's time."""
+        if cut.kind != "mean" or cut.after:
+            return False
+        tensor = tail_logits(self.graph, self.plan)
+        while tensor != cut.output:
+            node = self.graph.producer.get(tensor)
+            if node is None or node.op not in ("Reshape", "Flatten", "Squeeze", "Identity"):
+                return False
+            tensor = node.inputs[0]
+        pooled = self.graph.tensor(cut.output).shape or ()
+        logits = self.graph.tensor(tail_logits(self.graph, self.plan)).shape or ()
+        # (B, K, 1, 1) or (B, K) -> (B, K): the same K values per image, in the same order
+        return len(logits) == 2 and len(pooled) >= 2 and logits[1] is not None and pooled[1] == logits[1]
 
     def _global_pool(self) -> Node | None:
         """The global average pool that ends the copies' spatial part, where the shortcut or windows found one."""
@@ -271,20 +296,27 @@ class ReciproCamHook(Generic[T]):
             self.ops.output(self._classes, CLASSES_OUTPUT, (batch, count or "classes"))
         return batch
 
-    def _selected(self, maps: T) -> T:
-        """The maps of the classes ``explain`` asks for, and their ids as ``self._classes`` (B, K').
+    def _selected(self, scores: T, class_axis: Literal[1, 2]) -> T:
+        """The scores of the classes ``explain`` asks for, from (B, N, K) rows or (B, K, N) columns, and their
+        ids as ``self._classes`` (B, K'). Rows are selected before they are laid out class-major, so that only
+        K' columns move (5 classes of 1000).
 
         topK takes each image's K best classes by the model's own prediction output; fixed ids are
         the same for every image."""
         ops = self.ops
         picked = self.options.explained()
         if picked is None:
-            return maps
+            return scores
         chosen = self._chosen()
         if isinstance(picked, int):
-            spread = ops.expand(ops.unsqueeze(chosen, 2), ops.concat([self.batch, ops.i64([picked]), self.n]))
-            return ops.gather_elements(maps, spread, 1)
-        return ops.gather(maps, chosen, 1)
+            spread = ops.expand(ops.unsqueeze(chosen, 3 - class_axis), self._per_image(ops.i64([picked]), class_axis))
+            return ops.gather_elements(scores, spread, class_axis)
+        return ops.gather(scores, chosen, class_axis)
+
+    def _per_image(self, classes: T, class_axis: Literal[1, 2]) -> T:
+        """The shape of one image's scores: (B, N, classes) rows or (B, classes, N) columns."""
+        dims = [self.batch, self.n, classes] if class_axis == 2 else [self.batch, classes, self.n]
+        return self.ops.concat(dims)
 
     def _chosen(self) -> T:
         """The classes ``explain`` asks for: (B, K') by each image's prediction (topK) or the ids (K',);
@@ -372,8 +404,9 @@ class ReciproCamHook(Generic[T]):
 
     # -- the exact shortcut (see graph.Shortcut) ---------------------------------------------------
 
-    def _shortcut(self, cut: Shortcut) -> T:
-        """The boundary node's output for all B*N copies, (B*N, ...), computed without the mosaic.
+    def _shortcut(self, cut: Shortcut, class_major: bool = False) -> T:
+        """The boundary node's output for all B*N copies, (B*N, ...), computed without the mosaic;
+        ``class_major``: a mean boundary's as (B, C', N), copy n in column n.
 
         Every copy is "a few scaled columns of U over a background z": ``parts`` pairs an (N, N)
         placement matrix A with columns D (B, C', N) so that copy n's non-background content is
@@ -397,6 +430,8 @@ class ReciproCamHook(Generic[T]):
             parts.extend((placement, ops.binary("Sub", column, background)) for placement, column in self._scaled(cut))  # type: ignore[arg-type]
         flat_shape = ops.concat([self.batch, channels, self.n])
         n = ops.cast(self.n, dtype)
+        if class_major:
+            return self._pooled_columns(parts, background, flat_shape, n)
         if cut.after:
             return self._after_pool(cut, self._pooled_map(parts, background, flat_shape, n))
         pooled = self._pooled_rows(parts, background, flat_shape, n)
@@ -409,6 +444,19 @@ class ReciproCamHook(Generic[T]):
         total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
         if background is not None:  # the N - |footprint| background positions, plus z under each column
             total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
+        return ops.binary("Div", total, n)
+
+    def _pooled_columns(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
+        """(B, C', N): column n is copy n's pooled features, the transpose of :meth:`_pooled_rows` (sum_j D_j A_j^T)."""
+        ops = self.ops
+        total: T | None = None
+        for placement, columns in parts:
+            flat = ops.reshape(columns, flat_shape)
+            placed = flat if placement is None else ops.matmul(flat, ops.transpose(placement, [1, 0]))
+            total = placed if total is None else ops.binary("Add", total, placed)
+        assert total is not None
+        if background is not None:
+            total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, -1, 1])), n))
         return ops.binary("Div", total, n)
 
     def _pooled_map(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
@@ -593,17 +641,19 @@ class ReciproCamHook(Generic[T]):
 
     # -- scores to saliency -----------------------------------------------------------------------
 
-    def _saliency(self, scores: T, selected: bool = False) -> T:
-        """(B*N, K...) scores -> (B, K, H, W) maps, min-max normalised per image and class; ``selected``: the
-        scores are already those of the classes ``explain`` asks for."""
+    def _saliency(self, scores: T, selected: bool = False, class_axis: Literal[1, 2] = 2) -> T:
+        """(B*N, K...) rows of scores (``class_axis`` 2) or (B, K, N) class-major ones (1) -> (B, K, H, W) maps,
+        min-max normalised per image and class; ``selected``: the scores are already those of the classes
+        ``explain`` asks for."""
         ops = self.ops
-        per_image = ops.cast(ops.reshape(scores, ops.concat([self.batch, self.n, ops.i64([-1])])), "float32")
+        per_image = ops.cast(ops.reshape(scores, self._per_image(ops.i64([-1]), class_axis)), "float32")
         if self.options.score == "softmax":
-            per_image = ops.softmax(per_image, -1)
+            per_image = ops.softmax(per_image, class_axis)
         elif self.options.score == "sigmoid":
             per_image = ops.unary("Sigmoid", per_image)
-        maps = ops.transpose(per_image, [0, 2, 1])  # (B, K, N), or (B, K', N)
-        maps = maps if selected else self._selected(maps)
+        maps = per_image if selected else self._selected(per_image, class_axis)
+        if class_axis == 2:
+            maps = ops.transpose(maps, [0, 2, 1])  # (B, K', N)
         low = ops.reduce("ReduceMin", maps, 2)
         span = ops.binary("Sub", ops.reduce("ReduceMax", maps, 2), low)
         # A constant map has span 0 and maps - low == 0 everywhere: dividing by 1 gives zeros, not NaN.

@@ -227,3 +227,45 @@ def test_inspect_reports_the_cost_of_the_chosen_path(models) -> None:
     assert cut == n * second  # the per-position products replace the first layer's own: the rest on N rows
     # The Gaussian mask through the shape-keeping pool (it commutes with the mask's scales): no extra pass.
     assert plan.shortcut.homogeneous and hook_macs(graph, plan, n, mask="gaussian") == n * second
+
+
+@pytest.mark.parametrize("opset", [11, 17])  # an opset-11 model is upgraded to 13 on load (Softmax's axis)
+def test_pooled_logits_are_scored_class_major(models, tmp_path: Path, opset: int) -> None:
+    """SqueezeNet's pooled features are its logits: the copies' scores are computed as (B, K, N) maps in the
+    original path's layout, so the hook moves no score between rows and maps (no Transpose). Every score,
+    explain choice and mask equals the mosaic."""
+    import copy
+    import warnings
+
+    import onnx
+
+    net = copy.deepcopy(models["squeezenet"][0])
+    with torch.no_grad():  # peaked classes: softmax maps that are more than float32 rounding after min-max
+        net.classifier[1].weight.mul_(20.0)
+    path = tmp_path / f"opset{opset}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "b"}})  # fmt: skip
+    x = images(3, 16, seed=5)
+    for score, explain, mask in (
+        ("softmax", "all", "onehot"),
+        ("softmax", "top3", "gaussian"),
+        ("sigmoid", "7,2", "onehot"),
+        ("logits", "top2", "gaussian"),
+    ):
+        options = HookOptions(score=score, explain=explain, mask=mask)
+        cut = export(path, tmp_path / "cut.onnx", layer="features", options=options)
+        assert cut.path == "mean"
+        if mask == "onehot":  # (the Gaussian mask's placement matrices are transposed: N x N, no scores)
+            hook_ops = {n.op_type for n in onnx.load(str(cut.files[0])).graph.node if n.name.startswith("ovxai/")}
+            assert "Transpose" not in hook_ops, hook_ops
+        mosaic = export(path, tmp_path / "mosaic.onnx", layer="features",
+                        options=HookOptions(score=score, explain=explain, mask=mask, fast_path=False))  # fmt: skip
+        want = run(mosaic.files[0], x, "onnxruntime")
+        ir = export(path, tmp_path / "cut.xml", layer="features", options=options, fp16=False)
+        for got in (run(cut.files[0], x, "onnxruntime"), run(ir.files[0], x, "openvino")):
+            np.testing.assert_allclose(got["saliency_map"], want["saliency_map"], atol=1e-4)
+            if explain != "all":
+                np.testing.assert_array_equal(got["saliency_classes"], want["saliency_classes"])
+    assert want["saliency_map"].std() > 0.1

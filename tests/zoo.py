@@ -105,14 +105,15 @@ def randomize(model: nn.Module, size: int, seed: int = 0) -> nn.Module:
 
 
 def build_torchvision(name: str, size: int, seed: int = 0, **kwargs: object) -> nn.Module:
-    """``torchvision.models.<name>(weights=None, num_classes=10, **kwargs)`` with random weights."""
+    """``torchvision.models.<name>(weights=None, num_classes=10, **kwargs)`` with random weights (10 classes keep
+    the tests small; ``num_classes=1000`` gives the ImageNet head that is deployed)."""
     torch.manual_seed(seed)
     factory = getattr(torchvision().models, name)
-    return randomize(factory(weights=None, num_classes=10, **kwargs), size, seed)
+    return randomize(factory(weights=None, **{"num_classes": 10, **kwargs}), size, seed)
 
 
 def build_timm(name: str, size: int, seed: int = 0, **kwargs: object) -> nn.Module:
     """``timm.create_model(name, pretrained=False, num_classes=10, **kwargs)`` with random weights."""
     torch.manual_seed(seed)
-    model = timm().create_model(name, pretrained=False, num_classes=10, **kwargs)
+    model = timm().create_model(name, pretrained=False, **{"num_classes": 10, **kwargs})
     return randomize(model, size, seed)
