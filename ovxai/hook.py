@@ -439,15 +439,12 @@ class ReciproCamHook(Generic[T]):
         return ops.reshape(pooled, ops.concat(dims))
 
     def _pooled_rows(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
-        """(B, N, C'): row n is copy n's pooled features, (sum of its columns + N z) / N."""
-        ops = self.ops
-        total = self._placed(parts, lambda columns: ops.transpose(ops.reshape(columns, flat_shape), [0, 2, 1]))
-        if background is not None:  # the N - |footprint| background positions, plus z under each column
-            total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, 1, -1])), n))
-        return ops.binary("Div", total, n)
+        """(B, N, C'): row n is copy n's pooled features."""
+        return self.ops.transpose(self._pooled_columns(parts, background, flat_shape, n), [0, 2, 1])
 
     def _pooled_columns(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
-        """(B, C', N): column n is copy n's pooled features, the transpose of :meth:`_pooled_rows` (sum_j D_j A_j^T)."""
+        """(B, C', N): column n is copy n's pooled features, (sum of its columns + N z) / N, i.e.
+        (sum_j D_j A_j^T + N z) / N: each part's columns placed by its (N, N) matrix (None: I)."""
         ops = self.ops
         total: T | None = None
         for placement, columns in parts:
@@ -455,17 +452,14 @@ class ReciproCamHook(Generic[T]):
             placed = flat if placement is None else ops.matmul(flat, ops.transpose(placement, [1, 0]))
             total = placed if total is None else ops.binary("Add", total, placed)
         assert total is not None
-        if background is not None:
+        if background is not None:  # the N - |footprint| background positions, plus z under each column
             total = ops.binary("Add", total, ops.binary("Mul", ops.reshape(background, ops.i64([1, -1, 1])), n))
         return ops.binary("Div", total, n)
 
     def _pooled_map(self, parts: list[tuple[T | None, T]], background: T | None, flat_shape: T, n: T) -> T:
         """Copy n's pooled features laid out at position n of a (B, C', H, W) map."""
-        ops = self.ops
-        map_shape = ops.concat([ops.slice(flat_shape, 0, 2), self.h, self.w])
-        if len(parts) == 1 and parts[0][0] is None and background is None:  # one-hot, nothing before the pool
-            return ops.binary("Div", ops.reshape(parts[0][1], map_shape), n)
-        return ops.reshape(ops.transpose(self._pooled_rows(parts, background, flat_shape, n), [0, 2, 1]), map_shape)
+        map_shape = self.ops.concat([self.ops.slice(flat_shape, 0, 2), self.h, self.w])
+        return self.ops.reshape(self._pooled_columns(parts, background, flat_shape, n), map_shape)
 
     def _after_pool(self, cut: Shortcut, pooled_map: T) -> T:
         """The per-position ops after the pool run on the pooled map, then the copies become (B*N, C'', 1, 1) rows."""
