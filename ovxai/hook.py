@@ -258,14 +258,15 @@ class ReciproCamHook(Generic[T]):
         with 1000 classes those two transposes were a third of the hook's kernel time."""
         if cut.kind != "mean" or cut.after:
             return False
-        tensor = tail_logits(self.graph, self.plan)
+        logits_name = tail_logits(self.graph, self.plan)
+        tensor = logits_name
         while tensor != cut.output:
             node = self.graph.producer.get(tensor)
             if node is None or node.op not in ("Reshape", "Flatten", "Squeeze", "Identity"):
                 return False
             tensor = node.inputs[0]
         pooled = self.graph.tensor(cut.output).shape or ()
-        logits = self.graph.tensor(tail_logits(self.graph, self.plan)).shape or ()
+        logits = self.graph.tensor(logits_name).shape or ()
         # (B, K, 1, 1) or (B, K) -> (B, K): the same K values per image, in the same order
         return len(logits) == 2 and len(pooled) >= 2 and logits[1] is not None and pooled[1] == logits[1]
 
