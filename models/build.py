@@ -22,7 +22,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import architectures as arch
-from ovxai.torch_export import to_onnx
+from ovxai.exporter.from_torch import to_onnx
 
 RECIPES: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
     "resnet18": (lambda: arch.randomize(arch.resnet18()), 224),

@@ -18,7 +18,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ovxai.torch_export import to_onnx
+from ovxai.exporter.from_torch import to_onnx
 
 MEAN, SCALE, SIZE = 127.0, 128.0, 224
 DEFAULT_LAYER = "_swish"  # the last call of the shared activation: the output of _conv_head + _bn1

@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ovxai.errors import OvxaiError
-    from ovxai.exporter import ExportResult, export
-    from ovxai.hook import HookOptions
-    from ovxai.torch_export import export_torch
+    from ovxai.exporter.from_torch import export_torch
+    from ovxai.exporter.pipeline import ExportResult, export
+    from ovxai.hook.options import HookOptions
 
 __all__ = ["ExportResult", "HookOptions", "OvxaiError", "export", "export_torch"]
 __version__ = "0.1.0"
 
 _HOMES = {
-    "ExportResult": "ovxai.exporter",
-    "export": "ovxai.exporter",
-    "HookOptions": "ovxai.hook",
+    "ExportResult": "ovxai.exporter.pipeline",
+    "export": "ovxai.exporter.pipeline",
+    "HookOptions": "ovxai.hook.options",
     "OvxaiError": "ovxai.errors",
-    "export_torch": "ovxai.torch_export",
+    "export_torch": "ovxai.exporter.from_torch",
 }
 
 

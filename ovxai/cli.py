@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ovxai.conventions import CHANNEL_ORDERS, MASKS, SALIENCY_DTYPES, SCORES
 from ovxai.errors import OvxaiError
-from ovxai.hook import HookOptions
+from ovxai.hook.options import HookOptions
 from ovxai.metadata import ModelInfo
 
 if TYPE_CHECKING:
-    from ovxai.collection import CollectionOptions
-    from ovxai.exporter import ExportResult
-    from ovxai.graph import GraphView
+    from ovxai.exporter.pipeline import ExportResult
+    from ovxai.graph.view import GraphView
+    from ovxai.serving.collection import CollectionOptions
 
 
 def _shape(text: str) -> list[int | str]:
@@ -226,7 +226,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_file(args: argparse.Namespace, options: HookOptions, output: Path) -> ExportResult:
-    from ovxai.exporter import export
+    from ovxai.exporter.pipeline import export
 
     return export(
         args.model,
@@ -246,7 +246,7 @@ def _export_repository(
     args: argparse.Namespace, output: Path, options: HookOptions, write: Callable[[Path], ExportResult]
 ) -> int:
     """``--repository DIR``: the model as ``DIR/NAME/1/model.*`` and Triton's ``DIR/NAME/config.pbtxt``."""
-    from ovxai.repository import folders, model_file, write_config
+    from ovxai.serving.repository import folders, model_file, write_config
 
     path = model_file(args.repository, output)
     with folders(path):
@@ -259,7 +259,7 @@ def _export_repository(
 def _export_torch_file(args: argparse.Namespace, options: HookOptions, output: Path) -> ExportResult:
     import torch
 
-    from ovxai.torch_export import export_torch, load_factory
+    from ovxai.exporter.from_torch import export_torch, load_factory
 
     shape = [d if isinstance(d, int) else (2 if i == 0 else 224) for i, d in enumerate(args.input_shape)]
     dynamic = [not isinstance(d, int) for d in args.input_shape]
@@ -307,10 +307,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ovxai.collection import expand_lists
     from ovxai.metadata import ModelInfo
     from ovxai.runtime import Explainer, ImageError, check_targets, contact_sheet, named_image_files, parse_targets
     from ovxai.runtime.pictures import check_overlay
+    from ovxai.serving.collection import expand_lists
 
     flags = {"targets": "--explain", "top_k": "--top-k", "jobs": "--jobs", "alpha": "--alpha", "mean": "--mean",
              "scale": "--scale", "labels": "--labels", "channel_order": "--channel-order", "actors": "--actors",
@@ -424,7 +424,7 @@ def _collection_options(args: argparse.Namespace, targets: str | list[int], give
         import ray.data  # noqa: F401
     except ImportError:
         raise OvxaiError("ovxai explain --ray needs Ray Data", "pip install 'ovxai[ray]'") from None
-    from ovxai.collection import CollectionOptions
+    from ovxai.serving.collection import CollectionOptions
 
     pool = {field: getattr(args, name) for name, field in _RAY_FLAGS.items() if name in vars(args)}
     return CollectionOptions(
@@ -440,7 +440,7 @@ def _explain_collection(
     in_flags: Callable[[OvxaiError], OvxaiError],
 ) -> int:
     """``ovxai explain --ray``: exit 0 when every image was explained, 1 when some were skipped."""
-    from ovxai.collection import RESULTS, explain_collection
+    from ovxai.serving.collection import RESULTS, explain_collection
 
     try:
         done = explain_collection(
@@ -459,7 +459,7 @@ def _serve(args: argparse.Namespace) -> int:
         import ray.serve  # noqa: F401
     except ImportError:
         raise OvxaiError("ovxai serve needs Ray Serve and FastAPI", "pip install 'ovxai[serve]'") from None
-    from ovxai.serve import ServeOptions, check, serve_model
+    from ovxai.serving.server import ServeOptions, check, serve_model
 
     flags = {"name": "--name", "max_batch_size": "--max-batch-size", "batch_wait_ms": "--batch-wait-ms",
              "replicas": "--replicas", "max_replicas": "--max-replicas", "cpus_per_replica": "--replica-cpus",
@@ -490,11 +490,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ovxai.cost import hook_macs, macs
-    from ovxai.exporter import SMOKE_SIZE, load_model
-    from ovxai.graph import plan_tail
-    from ovxai.incremental import plan_windows
-    from ovxai.target import candidates, pick_prediction, resolve
+    from ovxai.exporter.pipeline import SMOKE_SIZE, load_model
+    from ovxai.graph.macs import macs
+    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.tail import plan_tail
+    from ovxai.hook.target import candidates, pick_prediction, resolve
+    from ovxai.hook.windows import plan_windows
 
     loaded = load_model(args.model, args.input_shape)
     dims = loaded.graph.input_dims()
@@ -530,8 +531,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) -> bool:
     """A vision transformer's blocks with the hook's cost at each (False: not a transformer)."""
-    from ovxai.cost import macs
-    from ovxai.vit import hook_macs, plan_tokens, transformer_blocks
+    from ovxai.graph.macs import macs
+    from ovxai.hook.vit import hook_macs, plan_tokens, transformer_blocks
 
     blocks = transformer_blocks(graph, prediction)
     if not blocks:

@@ -1,6 +1,6 @@
 """Shared fixtures: small torch networks exported to ONNX once per session.
 
-torch is imported only when a network is built, so the torch-free tests (tests/test_units.py) run
+torch is imported only when a network is built, so the torch-free tests (tests/unit/) run
 without it; a test that needs a network is skipped there.
 """
 
@@ -47,7 +47,7 @@ def build_net(name: str) -> torch.nn.Module:
 
 
 def export_onnx(net: torch.nn.Module, size: int, path: Path, exporter: str, dynamic_size: bool = False) -> Path:
-    from ovxai.torch_export import to_onnx
+    from ovxai.exporter.from_torch import to_onnx
 
     return to_onnx(net, path, size, exporter, dynamic_size)
 

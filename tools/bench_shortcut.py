@@ -57,7 +57,7 @@ def build(name: str, folder: Path) -> dict[str, Path]:
     import zoo
 
     from ovxai import HookOptions, export
-    from ovxai.torch_export import to_onnx
+    from ovxai.exporter.from_torch import to_onnx
 
     library, constructor, layer = MODELS[name]
     factory: Callable[..., Any] = zoo.build_torchvision if library == "torchvision" else zoo.build_timm
@@ -164,11 +164,12 @@ def pruning(name: str, folder: Path, rounds: int) -> list[tuple[Any, ...]]:
     import zoo
 
     from ovxai import HookOptions, export
-    from ovxai.cost import hook_macs, macs
-    from ovxai.exporter import load_model
-    from ovxai.graph import plan_tail
-    from ovxai.target import pick_prediction, resolve
-    from ovxai.torch_export import to_onnx
+    from ovxai.exporter.from_torch import to_onnx
+    from ovxai.exporter.pipeline import load_model
+    from ovxai.graph.macs import macs
+    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.tail import plan_tail
+    from ovxai.hook.target import pick_prediction, resolve
 
     library, constructor, layer = MODELS[name]
     factory: Callable[..., Any] = zoo.build_torchvision if library == "torchvision" else zoo.build_timm

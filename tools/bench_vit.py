@@ -4,7 +4,7 @@ against openvino-xai 1.1.0's ``ViTReciproCAM``, on the SAME plain IR, same mask,
 Models (random weights, 224 px, 1000 classes; tests/vit_zoo.py's ``randomize``, the last block's attention
 peaked: see ``peak_last_attention``): torchvision ``vit_b_16``
 and timm ``vit_base_patch16_224`` (the same architecture; openvino-xai cannot patch torchvision's, see
-below). Each is converted to an FP32 IR by ``ov.convert_model`` (``ovxai.torch_export.to_ir``) and patched by
+below). Each is converted to an FP32 IR by ``ov.convert_model`` (``ovxai.exporter.from_torch.to_ir``) and patched by
 ``ovxai.export`` at its automatic target (the last block's input), logits scores, ``--mask`` (Gaussian: the
 reference's default), FP32 weights, as ``fast`` (``fast_path=True``) and ``general`` (``fast_path=False``).
 
@@ -134,7 +134,7 @@ def build(library: str, workdir: Path, mask: str) -> dict[str, Any]:
     import zoo
 
     from ovxai import HookOptions, export
-    from ovxai.torch_export import to_ir
+    from ovxai.exporter.from_torch import to_ir
 
     if library == "torchvision":
         net = zoo.torchvision().models.vit_b_16(weights=None)

@@ -1,7 +1,7 @@
 """Graph formats: the one interface the exporter talks to, and the adapter for each file suffix.
 
-An adapter turns its format's model into the format-neutral :class:`~ovxai.graph.GraphView`,
-applies plans made on that view (input shape, freed batch, the hook through :class:`~ovxai.hook.Ops`),
+An adapter turns its format's model into the format-neutral :class:`~ovxai.graph.view.GraphView`,
+applies plans made on that view (input shape, freed batch, the hook through :class:`~ovxai.graph.ops.Ops`),
 and writes, checks and converts files. Everything decided about a model is decided once, on the view;
 adapters only carry it out.
 """
@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ovxai.errors import OvxaiError
-from ovxai.hook import Ops
+from ovxai.graph.ops import Ops
 
 if TYPE_CHECKING:
-    from ovxai.graph import GraphView, ReshapeFix
+    from ovxai.graph.batch import ReshapeFix
+    from ovxai.graph.view import GraphView
     from ovxai.metadata import Entries
 
 
 class HookEmitter(Ops[Any], Protocol):
-    """An adapter's :class:`~ovxai.hook.Ops`, which also hands back the edited model."""
+    """An adapter's :class:`~ovxai.graph.ops.Ops`, which also hands back the edited model."""
 
     def finish(self) -> Any:
         """The model with the hook's nodes and outputs added (the input model object, edited)."""

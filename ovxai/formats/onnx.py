@@ -15,7 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Sliding, Tensor, scope_from_name
+from ovxai.graph.batch import ReshapeFix
+from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
 from ovxai.metadata import Entries, onnx_key
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
@@ -339,7 +340,7 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
 
 
 class OnnxOps:
-    """:class:`ovxai.hook.Ops` for ONNX: each call appends a node and returns its output's name."""
+    """:class:`ovxai.graph.ops.Ops` for ONNX: each call appends a node and returns its output's name."""
 
     def __init__(self, model: onnx.ModelProto, graph: GraphView) -> None:
         self.model = model

@@ -17,7 +17,8 @@ import numpy as np
 
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.graph import Dim, GraphView, Node, ReshapeFix, Sliding, Tensor, scope_from_name
+from ovxai.graph.batch import ReshapeFix
+from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
 from ovxai.metadata import Entries
 
 try:
@@ -292,7 +293,7 @@ def _weight_inner(kind: str, attrs: dict[str, Any], inputs: list[Tensor]) -> tup
 
 
 class OvOps:
-    """:class:`ovxai.hook.Ops` for OpenVINO: tensors are ``ov.Output`` handles."""
+    """:class:`ovxai.graph.ops.Ops` for OpenVINO: tensors are ``ov.Output`` handles."""
 
     def __init__(self, model: Any) -> None:
         self.model = model

@@ -41,7 +41,7 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin would pick bf16 here
 
 def to_onnx(net: nn.Module, path: Path, size: int, exporter: str = "dynamo") -> Path:
     """The project's torch -> ONNX helper (input 'input', output 'logits', dynamic batch)."""
-    from ovxai.torch_export import to_onnx as export_onnx
+    from ovxai.exporter.from_torch import to_onnx as export_onnx
 
     return export_onnx(net, path, size, exporter)
 

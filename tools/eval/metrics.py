@@ -2,7 +2,7 @@
 
 Every function takes maps already upsampled to the input resolution and scaled to [0, 1] (see
 ``normalize``), and class scores that are softmax *probabilities* of the explained class. They are kept
-free of any model so that ``tests/test_eval.py`` can check each one on hand-made cases with known answers.
+free of any model so that ``tests/e2e/test_eval.py`` can check each one on hand-made cases with known answers.
 
 Definitions (higher ↑ / lower ↓ is better):
 

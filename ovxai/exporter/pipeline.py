@@ -1,0 +1,307 @@
+"""``ovxai export``: patch a classifier with the explanatory hook and write ONE model file.
+
+The pipeline talks to graph formats only through :class:`ovxai.formats.Format`; what to do with
+a model (its input shape, freeing its batch, where the hook goes) is decided on the format-neutral
+view. Guarantees: the input files are never written to, and nothing appears at ``output`` unless
+the whole export succeeded, including one run of the written model in its format's engine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ovxai.conventions import SALIENCY_OUTPUT
+from ovxai.errors import OvxaiError, engine_reason
+from ovxai.formats import Format, format_for
+from ovxai.graph.batch import plan_free_batch
+from ovxai.graph.view import GraphView
+from ovxai.hook.options import HookOptions
+from ovxai.hook.recipro import ReciproCamHook
+from ovxai.hook.tail import plan_tail
+from ovxai.hook.target import Candidate, pick_prediction, resolve
+from ovxai.hook.vit import ViTReciproCamHook, plan_tokens
+from ovxai.metadata import ModelInfo
+
+SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written and where the hook was placed."""
+
+    files: list[Path]
+    target: Candidate
+    prediction: str
+    fast_path: bool  # an exact shortcut (closed form, windows, short sequence) replaced the mosaic
+    options: HookOptions
+    path: str = "mosaic"  # "mean"/"linear" (shortcut's boundary), "windows", "tokens" (ViT short sequence), "mosaic"
+    grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
+
+
+@dataclass
+class LoadedModel:
+    """A model as the hook sees it: the format's own object, its adapter and its view."""
+
+    format: Format
+    model: Any
+    graph: GraphView
+
+
+def export(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    layer: str | None = None,
+    options: HookOptions | None = None,
+    input_shape: Sequence[int | str] | None = None,
+    prediction: str | None = None,
+    static_batch: int | None = None,
+    dynamic_size: bool = False,
+    fp16: bool = True,
+    info: ModelInfo | None = None,
+) -> ExportResult:
+    """Write ``output`` (.onnx or .xml): the model plus a ``saliency_map`` output of shape (B, K, H, W).
+
+    ``model`` is ONNX (.onnx) or OpenVINO IR (.xml + .bin). ``layer`` is a PyTorch module path
+    (``layer4``), a node or tensor name, or ``None`` for the last spatial feature map feeding the
+    classifier. ``input_shape`` pins the image input (ints) or frees dimensions (names);
+    ``static_batch`` fixes every shape (for the NPU); ``dynamic_size`` frees the input's height and
+    width (the hook's masks are always built from the runtime shape, so the patched model explains
+    any size the original network accepts). IR weights are stored in FP16 unless ``fp16`` is False.
+    ``info`` (labels, mean/scale, channel order) is written as model metadata in OpenVINO Model
+    API's layout, with the hook's score convention.
+    """
+    options = options or HookOptions()
+    source, destination = Path(model), Path(output)
+    output_format = _checked_paths(source, destination)
+    with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
+        loaded = load_model(source, input_shape, static_batch, dynamic_size)
+        graph, source_format = loaded.graph, loaded.format
+        prediction = pick_prediction(graph, prediction)
+        tokens = plan_tokens(graph, prediction, layer)
+        if tokens is None:
+            target = resolve(graph, prediction, layer)
+            plan = plan_tail(graph, target.tensor, prediction)
+        else:
+            target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
+            plan = tokens.tail
+        info = (info or ModelInfo()).replace(
+            score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
+        )
+        classes = _num_classes(graph, prediction)
+        info.check(classes)
+        _check_explained(options, classes)
+        emitter = source_format.hook_ops(loaded.model, graph)
+        if tokens is None:
+            hook = ReciproCamHook(emitter, graph, plan, options)
+            hook.build()
+            path = hook.path
+        else:
+            ViTReciproCamHook(emitter, graph, tokens, options).build()
+        patched = emitter.finish()
+        try:
+            if output_format is not source_format:
+                patched = output_format.convert(
+                    source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
+                )
+            output_format.set_metadata(patched, info.entries())
+            written = output_format.save(patched, scratch / destination.name, fp16)
+        except OSError as exc:
+            raise _write_error(destination, exc) from None
+        _check_runs(output_format, written[0], graph)
+        files = _move_into_place(written, destination)
+    if tokens is not None:
+        short = options.fast_path and tokens.short is None
+        path = "tokens" if short else "mosaic"
+        return ExportResult(files, target, prediction, short, options, path, tokens.grid)
+    return ExportResult(files, target, prediction, path != "mosaic", options, path)
+
+
+def load_model(
+    source: Path,
+    input_shape: Sequence[int | str] | None = None,
+    static_batch: int | None = None,
+    dynamic_size: bool = False,
+) -> LoadedModel:
+    """The model with its input as asked: batch dynamic unless pinned, dimensions pinned or freed."""
+    if not source.is_file():
+        raise OvxaiError(f"model file '{source}' not found", "check the model= path")
+    fmt = format_for(source)
+    model = fmt.load(source)
+    graph = fmt.view(model)
+    image = graph.image_input()
+    current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
+    shape = _wanted_shape(current, input_shape, static_batch, dynamic_size)
+    if shape == current:
+        return LoadedModel(fmt, model, graph)
+    if isinstance(current[0], int) and not isinstance(shape[0], int):
+        fmt.rewrite_reshapes(model, plan_free_batch(graph))  # batch sizes baked into Reshape targets
+    fmt.set_input_shape(model, image, shape)
+    graph = fmt.view(model)
+    if isinstance(current[0], int) and not isinstance(shape[0], int):
+        for out in graph.outputs:
+            dims = graph.tensor(out).shape
+            if dims and dims[0] == current[0]:
+                raise OvxaiError(f"output '{out}' keeps the fixed batch {current[0]}", "re-export with a dynamic batch")
+    return LoadedModel(fmt, model, graph)
+
+
+def _wanted_shape(
+    current: list[int | str], input_shape: Sequence[int | str] | None, static_batch: int | None, dynamic_size: bool
+) -> list[int | str]:
+    """The image input's dimensions after the options; validated here, before any work."""
+    if static_batch is not None and (isinstance(static_batch, bool) or not isinstance(static_batch, int)):
+        raise OvxaiError(f"static_batch={static_batch!r} is not a whole number", "e.g. static_batch=1")
+    if static_batch is not None and static_batch < 1:
+        raise OvxaiError(f"static_batch={static_batch} asks for no image", "use 1 or more")
+    shape = list(input_shape) if input_shape is not None else list(current)
+    if len(shape) != len(current):
+        raise OvxaiError(
+            f"input_shape= has {len(shape)} dimensions, the image input {len(current)} ({_dims(current)})",
+            "give one value per dimension, e.g. input_shape=?,3,224,224",
+        )
+    for i, (want, have) in enumerate(zip(shape, current, strict=True)):
+        if isinstance(want, int) and want < 1:
+            raise OvxaiError(f"input_shape= dimension {i} is {want}", "use positive sizes, or ? for a dynamic one")
+        if i == 1 and isinstance(want, int) and isinstance(have, int) and want != have:
+            raise OvxaiError(
+                f"input_shape= gives {want} channels but the network takes {have}", f"use input_shape=?,{have},H,W"
+            )
+    if input_shape is None and isinstance(current[0], int):
+        shape[0] = "batch"  # a batch fixed at export time becomes dynamic unless pinned
+    if dynamic_size:
+        shape[2:] = ["height", "width"]
+    if static_batch is not None:
+        shape[0] = static_batch
+        if not all(isinstance(d, int) for d in shape):
+            raise OvxaiError(
+                f"static_batch= needs every input dimension fixed, the input is {_dims(shape)}",
+                "pin them with input_shape=, e.g. 1,3,224,224",
+            )
+    return shape
+
+
+def _dims(shape: Sequence[int | str | None]) -> str:
+    return ",".join(str(d) if isinstance(d, int) else "?" for d in shape)
+
+
+def _num_classes(graph: GraphView, prediction: str) -> int | None:
+    shape = graph.tensor(prediction).shape
+    return shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
+
+
+def _check_explained(options: HookOptions, classes: int | None) -> None:
+    picked = options.explained()
+    if classes is None or picked is None:
+        return
+    if isinstance(picked, int) and picked > classes:
+        raise OvxaiError(
+            f"explain=top{picked} asks for more classes than the model's {classes}", f"use top1..top{classes}"
+        )
+    if isinstance(picked, tuple) and max(picked) >= classes:
+        raise OvxaiError(f"explain= class id {max(picked)} is out of range", f"the model has classes 0..{classes - 1}")
+
+
+def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:
+    """Whether the prediction output is already softmax / sigmoid probabilities (the runtime then keeps it)."""
+    node = graph.producer.get(prediction)
+    return node is not None and node.op in ("Softmax", "Sigmoid")
+
+
+def _check_runs(fmt: Format, path: Path, graph: GraphView) -> None:
+    """Run the written model once on a synthetic batch: a model that cannot run is never delivered."""
+    dims = graph.input_dims()
+    shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
+    x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
+    try:
+        outputs = fmt.smoke_run(path, x)
+    except Exception as exc:  # each engine raises its own types
+        raise OvxaiError(
+            f"the patched model does not run in {fmt.name} on a {_dims(shape)} input: {engine_reason(exc)}",
+            "pick another layer= (see `ovxai inspect`); if the original model runs, please report this",
+        ) from None
+    maps = outputs.get(SALIENCY_OUTPUT)
+    if maps is None or maps.ndim != 4 or maps.shape[0] != shape[0]:
+        got = "no saliency_map" if maps is None else f"saliency_map of shape {maps.shape}"
+        raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
+    if not np.isfinite(maps.astype(np.float64)).all():
+        raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
+
+
+def _checked_paths(source: Path, destination: Path) -> Format:
+    """Validate the paths before any work (the output may never be, or share a file with, the input);
+    the output's format."""
+    if not source.is_file():
+        raise OvxaiError(f"model file '{source}' not found", "check the model= path")
+    if destination.is_dir():
+        raise OvxaiError(
+            f"output '{destination}' is a folder", f"name a file in it, e.g. {destination / 'model_xai.xml'}"
+        )
+    source_format = format_for(source)
+    output_format = format_for(destination, "output")
+    if source_format.suffix == ".xml" and output_format.suffix != ".xml":
+        raise OvxaiError("an OpenVINO IR input gives an IR output", f"use output={destination.with_suffix('.xml')}")
+    if not destination.parent.is_dir():
+        raise OvxaiError(f"output folder '{destination.parent}' does not exist", "create it first")
+    inputs = _model_files(source)
+    for written in _model_files(destination):
+        if any(_same_file(written, existing) for existing in inputs):
+            raise OvxaiError(
+                f"writing '{destination}' would overwrite the input '{source}' ('{written.name}' is one of its files)",
+                "write the patched model to a new file name",
+            )
+    return output_format
+
+
+def _model_files(path: Path) -> list[Path]:
+    """The files a model occupies: IR .xml + .bin, ONNX + its external data."""
+    if path.suffix.lower() == ".xml":
+        return [path, path.with_suffix(".bin")]
+    return [path, path.with_name(path.name + ".data")]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True for one file reached by two names: links, case-insensitive file systems, '..' segments."""
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+@contextmanager
+def _scratch_folder(destination: Path) -> Iterator[Path]:
+    """A hidden folder beside the output; whatever is left in it is removed, success or not."""
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=".ovxai-", dir=destination.parent))
+    except OSError as exc:
+        raise OvxaiError(
+            f"output folder '{destination.parent}' is not writable ({exc.strerror or exc})", "choose another output"
+        ) from None
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write_error(destination: Path, exc: OSError) -> OvxaiError:
+    fix = "free some disk space" if exc.errno == 28 else "check the output path and its folder's permissions"
+    return OvxaiError(f"could not write '{destination}': {exc.strerror or exc}", fix)
+
+
+def _move_into_place(written: list[Path], destination: Path) -> list[Path]:
+    """Move the checked files from the scratch folder next to ``destination``, the model file last."""
+    final = [destination.parent / f.name for f in written]
+    try:
+        for src, dst in sorted(zip(written, final, strict=True), key=lambda p: p[1] == destination):
+            os.replace(src, dst)  # same file system: atomic, and a reader never sees a model without weights
+    except OSError as exc:
+        raise _write_error(destination, exc) from None
+    return final
