@@ -22,20 +22,21 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ovxai.errors import OvxaiError
-from ovxai.runtime import ImageError, Targets, check_targets
-from ovxai.runtime.backends import is_model_url
+from ovxai.runtime import Explanation, ImageError, Targets, check_targets, pictures
+from ovxai.runtime.ahead import map_ahead
+from ovxai.runtime.backends import is_model_url, redact
+from ovxai.serving import results
 from ovxai.serving.source import ModelSource
 
 LIST_SUFFIXES = (".txt", ".lst")  # a file with one image path per line
-RESULTS = "results.jsonl"
 
 
 def read_list(path: Path) -> list[Path]:
@@ -70,12 +71,15 @@ class CollectionOptions(ModelSource):
     top_k: int = 5
     alpha: float = 0.5
     colormap: str = "turbo"
+    overlay_format: str = "jpeg"  # png, jpeg or webp (ovxai.runtime.pictures.encode)
     actors: int = 2
     batch_size: int = 8
     jobs: int = 2
     cpus_per_actor: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "overlay_format", pictures.check_format(self.overlay_format))
         for what, value in (("actors", self.actors), ("batch_size", self.batch_size), ("jobs", self.jobs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OvxaiError(f"{what}= {value} is not a whole number of 1 or more", f"use {what}=1 or more")
@@ -103,7 +107,7 @@ class ExplainActor:
         self.explainer = options.load()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:  # a pyarrow.Table (pyarrow ships no types)
-        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow as pa
 
         paths = [str(p) for p in batch["path"]]
         errors: dict[str, str] = {}
@@ -112,25 +116,33 @@ class ExplainActor:
             errors[str(item)] = str(exc)
 
         options = self.options
+
+        def draw(result: Explanation) -> list[bytes]:
+            return [
+                pictures.encode(result.overlay(i, options.alpha, options.colormap), options.overlay_format)
+                for i in range(len(result.targets))
+            ]
+
+        # The overlays of each result are drawn and encoded on a thread while the engine runs the next ones.
         stream = self.explainer.explain_many(paths, options.targets, options.top_k, options.jobs, on_error=skip)
-        explained = {result.source: result for result in stream}
+        workers = max(1, round(options.cpus_per_actor))
+        with closing(stream), closing(map_ahead(draw, stream, workers, 2 * workers, "ovxai-draw")) as drawing:
+            explained = {result.source: (result, pictures_) for result, pictures_ in drawing}
         records: list[str] = []
         maps: list[bytes] = []
         overlays: list[list[bytes]] = []
         for path, given in zip(paths, batch["image"], strict=True):
-            result = explained.get(path)
-            if result is None:  # the message names the path as the user gave it, not the absolute one
+            if path not in explained:  # the message names the path as the user gave it, not the absolute one
                 records.append(json.dumps({"error": errors[path].replace(path, str(given))}))
                 maps.append(b"")
                 overlays.append([])
                 continue
+            result, drawn = explained[path]
             record = result.summary()
             del record["image"]  # the driver has the path as given
             records.append(json.dumps(record, ensure_ascii=False))
             maps.append(_npy(result.maps))
-            overlays.append(
-                [_png(result.overlay(i, options.alpha, options.colormap)) for i in range(len(result.targets))]
-            )
+            overlays.append(drawn.result())
         return pa.table(
             {
                 "index": pa.array(batch["index"], pa.int64()),
@@ -144,12 +156,6 @@ class ExplainActor:
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array))
-    return buffer.getvalue()
-
-
-def _png(image: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -210,9 +216,10 @@ def explain_collection(
     """Explain ``images`` (path -> a unique name for its files, as ``named_image_files`` gives) on Ray and
     write into ``out``: ``results.jsonl``, one line per image in input order (``index``, ``image``, then
     ``top``, ``targets``, ``map``, ``overlays``, ... or ``error``), each image's maps as ``NAME.npy``
-    ((T, h, w) float32) and overlays as ``NAME_CLASS.png``. Bad images are reported on stderr, one line
-    each, and skipped. The model is loaded here once first, so that a problem with it is one line
-    before Ray starts."""
+    ((T, h, w) float32) and overlays as ``NAME_CLASS.jpg`` (or ``.png``, ``.webp``: ``overlay_format``),
+    and ``run.json``. A rerun into the same ``out`` resumes or starts clean (``ovxai.serving.results``).
+    Bad images are reported on stderr, one line each, and skipped. The model is loaded here once first, so
+    that a problem with it is one line before Ray starts. The counts include the lines a resume kept."""
     explainer = options.load()
     check_targets(options.targets, explainer.num_classes)
     print(f"preprocessing: {explainer.describe_preprocessing()}", flush=True)
@@ -223,15 +230,24 @@ def explain_collection(
         {"index": i, "path": str(path.absolute()), "image": str(path), "name": name}
         for i, (path, name) in enumerate(images.items())
     ]
+    listed = [(str(path), name) for path, name in images.items()]
+    run = results.identity(_model_identity(options.model), _settings(options), listed)
+    kept = results.prepare(out, run)
+    if kept.note:
+        print(kept.note, flush=True)
+    if kept.lines == len(rows):
+        return Outcome(kept.explained, kept.skipped, 0.0)
+    writer = results.Writer(out, run, kept)
     with (
-        _bar(len(rows)) as bar,  # on the terminal from the start: Ray takes seconds to start
+        closing(writer),
+        _bar(len(rows), kept.lines) as bar,  # on the terminal from the start: Ray takes seconds to start
         ray_instance(address, options.actors * options.cpus_per_actor, node_ip),
         _data_context(),
     ):
         import ray.data
         from ray.exceptions import RayError
 
-        dataset = ray.data.from_items(rows).map_batches(
+        dataset = ray.data.from_items(rows[kept.lines :]).map_batches(
             ExplainActor,
             fn_constructor_kwargs={"options": options},
             compute=ray.data.ActorPoolStrategy(size=options.actors),
@@ -240,54 +256,66 @@ def explain_collection(
             num_cpus=options.cpus_per_actor,
         )
         try:
-            return _write(dataset, rows, out, bar)
+            done = _write(dataset, rows, writer, options.overlay_format, bar)
         except RayError as exc:
             raise OvxaiError(
                 f"the Ray job failed: {_last_line(exc)}",
                 "check that the model and the images are readable at the same path on every node",
             ) from None
+    return Outcome(kept.explained + done.explained, kept.skipped + done.skipped, done.seconds)
 
 
-def _bar(total: int) -> Any:
+def _model_identity(model: str) -> dict[str, Any]:
+    """The model as results depend on it: a URL (without its password), or a file's path, size and time."""
+    if is_model_url(model):
+        return {"url": redact(model)}
+    path = Path(model)
+    stat = path.stat()
+    extra = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else None  # an IR's weights
+    weights = extra.stat() if extra is not None and extra.is_file() else None
+    return {
+        "file": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "weights": None if weights is None else [weights.st_size, weights.st_mtime_ns],
+    }
+
+
+def _settings(options: CollectionOptions) -> dict[str, Any]:
+    """The options that change a result (not the pool's size or the timeout)."""
+    pool = {"model", "actors", "batch_size", "jobs", "cpus_per_actor", "timeout"}
+    return {k: v for k, v in asdict(options).items() if k not in pool}
+
+
+def _bar(total: int, done: int) -> Any:
     """A progress bar on stderr, off where stderr is not a terminal (a log gets no carriage returns)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="image", disable=None, file=sys.stderr)
+    return tqdm(total=total, initial=done, unit="image", disable=None, file=sys.stderr)
 
 
-def _write(dataset: Any, rows: list[dict[str, Any]], out: Path, bar: Any) -> Outcome:
+def _write(dataset: Any, rows: list[dict[str, Any]], writer: results.Writer, form: str, bar: Any) -> Outcome:
     start = time.perf_counter()
     explained = skipped = 0
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / RESULTS).open("w", encoding="utf-8") as results:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            columns = (batch[c].to_pylist() for c in ("index", "record", "maps", "overlays"))
-            for index, record, maps, overlays in zip(*columns, strict=True):
-                row = rows[index]
-                entry = {"index": index, "image": row["image"], **json.loads(record)}
-                if "error" in entry:
-                    skipped += 1
-                    bar.write(f"ovxai explain: warning: skipped {entry['error']}", file=sys.stderr)
-                else:
-                    explained += 1
-                    entry["map"] = _save(out / f"{row['name']}.npy", maps)
-                    entry["overlays"] = [
-                        _save(out / f"{row['name']}_{target['class_id']}.png", png)
-                        for target, png in zip(entry["targets"], overlays, strict=True)
-                    ]
-                results.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                bar.update()
-                bar.set_postfix(skipped=skipped, refresh=False)
+    suffix = pictures.SUFFIXES[form]
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        columns = (batch[c].to_pylist() for c in ("index", "record", "maps", "overlays"))
+        for index, record, maps, overlays in zip(*columns, strict=True):
+            row = rows[index]
+            entry = {"index": index, "image": row["image"], **json.loads(record)}
+            files: dict[str, bytes] = {}
+            if "error" in entry:
+                skipped += 1
+                bar.write(f"ovxai explain: warning: skipped {entry['error']}", file=sys.stderr)
+            else:
+                explained += 1
+                entry["map"] = f"{row['name']}.npy"
+                entry["overlays"] = [f"{row['name']}_{target['class_id']}{suffix}" for target in entry["targets"]]
+                files = dict(zip([entry["map"], *entry["overlays"]], [maps, *overlays], strict=True))
+            writer.add(entry, files)
+            bar.update()
+            bar.set_postfix(skipped=skipped, refresh=False)
     return Outcome(explained, skipped, time.perf_counter() - start)
-
-
-def _save(path: Path, data: bytes) -> str:
-    """Write ``data``; the file's name (relative to --out) for the JSON line."""
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise OvxaiError(f"cannot write '{path}' ({exc.strerror or exc})", "check the disk and --out") from None
-    return path.name
 
 
 def _last_line(exc: BaseException) -> str:

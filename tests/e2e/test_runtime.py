@@ -457,7 +457,7 @@ def test_cli_explain_class_ids(patched, tmp_path, capsys) -> None:
     assert main(["explain", "-m", str(patched["xml"]), "-i", str(PHOTOS / "coffee.jpg"), "-o", str(out),
                  "--explain", "7"]) == 0  # fmt: skip
     (entry,) = json.loads((out / "summary.json").read_text())["images"]
-    assert [t["class_id"] for t in entry["targets"]] == [7] and entry["overlays"] == [str(out / "coffee_7.png")]
+    assert [t["class_id"] for t in entry["targets"]] == [7] and entry["overlays"] == [str(out / "coffee_7.jpg")]
 
 
 def test_cli_explain_needs_preprocessing(patched, tmp_path, capsys) -> None:
@@ -522,7 +522,7 @@ def test_cli_explain_same_names_in_subfolders(patched, tmp_path, capsys) -> None
     out = tmp_path / "out"
     assert main(["explain", "-m", str(patched["xml"]), "-i", str(folder), "-o", str(out), "--explain", "3"]) == 0
     overlays = [entry["overlays"][0] for entry in json.loads((out / "summary.json").read_text())["images"]]
-    assert overlays == [str(out / "a__cat_3.png"), str(out / "b__cat_3.png")]
+    assert overlays == [str(out / "a__cat_3.jpg"), str(out / "b__cat_3.jpg")]
     sizes = {Image.open(p).size for p in overlays}
     assert sizes == {Image.open(PHOTOS / "chelsea_cat.jpg").size, Image.open(PHOTOS / "coffee.jpg").size}
 
