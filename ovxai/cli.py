@@ -69,6 +69,7 @@ _FLAGS = {
     "targets": "--explain",
     "explain": "--explain",
     "top_k": "--top-k",
+    "version": "--version",
 }
 _PARAMETER = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")= ?")
 
@@ -101,8 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         "--repository",
         type=Path,
         metavar="DIR",
-        help="write DIR/NAME/1/model.xml|onnx and Triton's DIR/NAME/config.pbtxt (NAME: output's stem)",
+        help="write DIR/NAME/N/model.xml|onnx and Triton's DIR/NAME/config.pbtxt (NAME: output's stem)",
     )
+    exp.add_argument(
+        "--version", type=int, metavar="N", help="with --repository: the model version N (default 1; required, "
+        "above every version there, when NAME holds versions already)",
+    )  # fmt: skip
     meta = exp.add_argument_group("metadata written into the model (OpenVINO Model API's model_info)")
     meta.add_argument("--labels", type=Path, help="class names, one per line (line i = class i)")
     meta.add_argument("--mean", help="per-channel mean subtracted from 0..255 pixels, e.g. 123.675,116.28,103.53")
@@ -199,12 +204,21 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ovxai.interrupts import Terminated, sigterm_raises
+
     args = _parser().parse_args(argv)
+    command = {"export": _export, "inspect": _inspect, "explain": _explain, "serve": _serve}[args.command]
     try:
-        return {"export": _export, "inspect": _inspect, "explain": _explain, "serve": _serve}[args.command](args)
+        if args.command != "explain":
+            return command(args)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C: requests waited for, complete results kept
+            return command(args)
     except OvxaiError as exc:
         print(f"ovxai {args.command}: error: {in_cli_terms(str(exc))}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"ovxai {args.command}: terminated; stopped", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         done = "nothing was written" if args.command == "export" else "stopped"
         print(f"ovxai {args.command}: interrupted; {done}", file=sys.stderr)
@@ -215,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.version is not None and args.repository is None:
+        raise OvxaiError("--version applies to --repository only", "add --repository DIR, or drop --version")
     options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, explain=args.explain)
     if args.torch:
         if args.output is None or args.input_shape is None:
@@ -255,13 +271,14 @@ def _export_file(args: argparse.Namespace, options: HookOptions, output: Path) -
 def _export_repository(
     args: argparse.Namespace, output: Path, options: HookOptions, write: Callable[[Path], ExportResult]
 ) -> int:
-    """``--repository DIR``: the model as ``DIR/NAME/1/model.*`` and Triton's ``DIR/NAME/config.pbtxt``."""
-    from ovxai.serving.repository import folders, model_file, write_config
+    """``--repository DIR``: the model as ``DIR/NAME/N/model.*`` and Triton's ``DIR/NAME/config.pbtxt``."""
+    from ovxai.serving.repository import CONFIG, plan, publish
 
-    path = model_file(args.repository, output)
-    with folders(path):
+    entry = plan(args.repository, output, args.version)
+    with publish(entry) as path:
         result = write(path)
-        result.files.append(write_config(path))
+    final = entry.folder / str(entry.version)
+    result.files[:] = [final / f.relative_to(path.parent) for f in result.files] + [entry.folder / CONFIG]
     _report(result, options)
     return 0
 

@@ -14,6 +14,7 @@ Ray is imported only inside the functions that need it (``pip install 'ovxai[ray
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -30,10 +31,12 @@ from typing import Any
 import numpy as np
 
 from ovxai.errors import OvxaiError
+from ovxai.interrupts import sigterm_kept
 from ovxai.runtime import Explanation, ImageError, Targets, check_targets, pictures
 from ovxai.runtime.ahead import map_ahead
 from ovxai.runtime.backends import is_model_url, redact
 from ovxai.serving import results
+from ovxai.serving.cluster import check_cluster
 from ovxai.serving.source import ModelSource
 
 LIST_SUFFIXES = (".txt", ".lst")  # a file with one image path per line
@@ -46,7 +49,11 @@ def read_list(path: Path) -> list[Path]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OvxaiError(f"list file '{path}' not found", "check the path given to --image") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+        why = "is a loop of symbolic links" if loop else f"cannot be read ({exc.strerror or type(exc).__name__})"
+        raise OvxaiError(f"list file '{path}' {why}", "check the path given to --image") from None
+    except UnicodeDecodeError as exc:
         raise OvxaiError(f"cannot read list file '{path}' ({type(exc).__name__})", "give a UTF-8 text file") from None
     lines = (line.strip() for line in text.splitlines())
     return [path.parent / line for line in lines if line and not line.startswith("#")]
@@ -159,6 +166,9 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+_JOIN_FIX = "check --address (or RAY_ADDRESS), and the token (RAY_AUTH_TOKEN) where the cluster asks for one"
+
+
 @contextmanager
 def ray_instance(address: str | None, cpus: float, node_ip: str | None = None) -> Iterator[None]:
     """Connected to Ray for the block: to ``address`` (else ``RAY_ADDRESS``), an existing cluster that stays
@@ -173,11 +183,16 @@ def ray_instance(address: str | None, cpus: float, node_ip: str | None = None) -
     address = address or os.environ.get("RAY_ADDRESS") or None
     # Ray's own notices (a local instance started, its token authentication) are not the user's business
     quiet: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        wanted = max(os.cpu_count() or 1, math.ceil(cpus))
-        ray.init(address="local", num_cpus=wanted, _node_ip_address=node_ip, **quiet)
+    with sigterm_kept():  # ray.init's own SIGTERM handler kills the local instance under the running driver
+        if address:
+            check_cluster(address)  # a bounded wait and one line, where ray.init would retry for minutes
+            try:
+                ray.init(address=address, **quiet)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise OvxaiError(f"cannot join the Ray cluster at {address}: {_last_line(exc)}", _JOIN_FIX) from None
+        else:
+            wanted = max(os.cpu_count() or 1, math.ceil(cpus))
+            ray.init(address="local", num_cpus=wanted, _node_ip_address=node_ip, **quiet)
     try:
         yield
     finally:
