@@ -523,7 +523,7 @@ def _explain_collection(
         )
     except OvxaiError as exc:
         raise in_flags(exc) from None
-    rate = f" ({done.images_per_second:.1f} images/s)" if done.explained else ""
+    rate = f" ({done.images_per_second:.1f} images/s)" if done.new else ""
     print(f"explained {done.explained} image(s){rate}, skipped {done.skipped}; wrote {args.out / RESULTS}")
     return 1 if done.skipped else 0
 

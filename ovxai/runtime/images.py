@@ -221,7 +221,9 @@ def named_image_files(paths: Sequence[Path]) -> dict[Path, str]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            # A link that leads nowhere (or round in a loop) is listed too: reported when read, never lost.
+            found_here = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in found_here if p.is_file() or (p.is_symlink() and not p.exists()))
             entries = [(f, f.relative_to(path).parts) for f in files]
         else:
             entries = [(path, (path.name,))]

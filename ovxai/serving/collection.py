@@ -96,13 +96,17 @@ class CollectionOptions(ModelSource):
 
 @dataclass
 class Outcome:
+    """The images of the whole folder explained and skipped (a resumed run's included), and this run's
+    share: ``seconds`` for the ``new`` ones explained."""
+
     explained: int
     skipped: int
     seconds: float
+    new: int
 
     @property
     def images_per_second(self) -> float:
-        return self.explained / self.seconds if self.seconds else 0.0
+        return self.new / self.seconds if self.seconds else 0.0
 
 
 class ExplainActor:
@@ -134,7 +138,7 @@ class ExplainActor:
         stream = self.explainer.explain_many(paths, options.targets, options.top_k, options.jobs, on_error=skip)
         workers = max(1, round(options.cpus_per_actor))
         with closing(stream), closing(map_ahead(draw, stream, workers, 2 * workers, "ovxai-draw")) as drawing:
-            explained = {result.source: (result, pictures_) for result, pictures_ in drawing}
+            explained = {result.source: (result, drawn.result()) for result, drawn in drawing}
         records: list[str] = []
         maps: list[bytes] = []
         overlays: list[list[bytes]] = []
@@ -144,12 +148,12 @@ class ExplainActor:
                 maps.append(b"")
                 overlays.append([])
                 continue
-            result, drawn = explained[path]
+            result, drawn_overlays = explained[path]
             record = result.summary()
             del record["image"]  # the driver has the path as given
             records.append(json.dumps(record, ensure_ascii=False))
             maps.append(_npy(result.maps))
-            overlays.append(drawn.result())
+            overlays.append(drawn_overlays)
         return pa.table(
             {
                 "index": pa.array(batch["index"], pa.int64()),
@@ -247,18 +251,18 @@ def explain_collection(
     ]
     listed = [(str(path), name) for path, name in images.items()]
     run = results.identity(_model_identity(options.model), _settings(options), listed)
-    kept = results.prepare(out, run)
-    if kept.note:
-        print(kept.note, flush=True)
+    kept = results.look(out, run)
     if kept.lines == len(rows):
-        return Outcome(kept.explained, kept.skipped, 0.0)
-    writer = results.Writer(out, run, kept)
+        print(kept.note, flush=True)
+        return Outcome(kept.explained, kept.skipped, 0.0, 0)
     with (
-        closing(writer),
         _bar(len(rows), kept.lines) as bar,  # on the terminal from the start: Ray takes seconds to start
         ray_instance(address, options.actors * options.cpus_per_actor, node_ip),
         _data_context(),
     ):
+        kept.apply()  # once Ray is up: a run that cannot start changes nothing
+        if kept.note:
+            bar.write(kept.note, file=sys.stdout)
         import ray.data
         from ray.exceptions import RayError
 
@@ -270,14 +274,15 @@ def explain_collection(
             batch_format="numpy",
             num_cpus=options.cpus_per_actor,
         )
-        try:
-            done = _write(dataset, rows, writer, options.overlay_format, bar)
-        except RayError as exc:
-            raise OvxaiError(
-                f"the Ray job failed: {_last_line(exc)}",
-                "check that the model and the images are readable at the same path on every node",
-            ) from None
-    return Outcome(kept.explained + done.explained, kept.skipped + done.skipped, done.seconds)
+        with closing(results.Writer(out, run, kept)) as writer:
+            try:
+                done = _write(dataset, rows, writer, options.overlay_format, bar)
+            except RayError as exc:
+                raise OvxaiError(
+                    f"the Ray job failed: {_last_line(exc)}",
+                    "check that the model and the images are readable at the same path on every node",
+                ) from None
+    return Outcome(kept.explained + done.explained, kept.skipped + done.skipped, done.seconds, done.explained)
 
 
 def _model_identity(model: str) -> dict[str, Any]:
@@ -330,7 +335,7 @@ def _write(dataset: Any, rows: list[dict[str, Any]], writer: results.Writer, for
             writer.add(entry, files)
             bar.update()
             bar.set_postfix(skipped=skipped, refresh=False)
-    return Outcome(explained, skipped, time.perf_counter() - start)
+    return Outcome(explained, skipped, time.perf_counter() - start, explained)
 
 
 def _last_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,49 +41,56 @@ def identity(model: dict[str, Any], settings: dict[str, Any], images: list[tuple
 
 @dataclass
 class Kept:
-    """The lines a rerun keeps: how many (a prefix of the input order), and of them explained and skipped."""
+    """What a rerun does with the folder, found by :func:`look` without changing it and done by
+    :meth:`apply`: keep ``lines`` complete lines (a prefix of the input order; ``explained`` and ``skipped``
+    of them) and cut what follows them at byte ``end``, or (``stale``) remove an earlier run's files."""
 
+    out: Path
     lines: int = 0
     explained: int = 0
     skipped: int = 0
-    note: str = ""  # what happened to the folder, one line ('' for a new one)
+    end: int = 0
+    stale: list[Path] = field(default_factory=list)  # start clean: these files go
+    note: str = ""  # what happens to the folder, in one line ('' for a new one)
+
+    def apply(self) -> None:
+        try:
+            for scratch in (p for p in self.out.iterdir() if _SCRATCH.fullmatch(p.name)) if self.out.is_dir() else ():
+                scratch.unlink(missing_ok=True)
+            if self.lines:
+                with (self.out / RESULTS).open("r+b") as file:
+                    file.truncate(self.end)  # a line cut short by a kill
+            for path in self.stale:
+                path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OvxaiError(f"cannot prepare '{self.out}' ({exc.strerror or exc})", "check --out") from None
 
 
-def prepare(out: Path, run: dict[str, Any]) -> Kept:
-    """Make ``out`` ready for the run ``run`` (see the module's docstring): resume, or start clean."""
+def look(out: Path, run: dict[str, Any]) -> Kept:
+    """What a run ``run`` does with ``out`` (see the module's docstring): resume or start clean; nothing is
+    changed here."""
     results, record = out / RESULTS, out / RUN
     try:
-        for scratch in (p for p in out.iterdir() if _SCRATCH.fullmatch(p.name)) if out.is_dir() else ():
-            scratch.unlink(missing_ok=True)
         if not results.exists():
-            record.unlink(missing_ok=True)
-            return Kept()
+            return Kept(out, stale=[record] if record.exists() else [])
         lines, end = _complete_lines(results)
-        try:
-            before = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            before = None
-        if before == run:
-            with results.open("r+b") as file:
-                file.truncate(end)  # a line cut short by a kill
-            errors = sum("error" in line for line in lines)
-            said = "all" if len(lines) == run["images"] else f"{len(lines)} of"
-            note = f"resuming: {said} {run['images']} images already in {results}"
-            return Kept(len(lines), len(lines) - errors, errors, note)
-        removed = 0
-        for line in lines:
-            for name in [line.get("map"), *(line.get("overlays") or [])]:
-                if isinstance(name, str) and name and Path(name).name == name and not name.startswith("."):
-                    path = out / name
-                    if path.is_file():
-                        path.unlink()
-                        removed += 1
-        results.unlink()
-        record.unlink(missing_ok=True)
     except OSError as exc:
-        raise OvxaiError(f"cannot prepare '{out}' ({exc.strerror or exc})", "check --out and its permissions") from None
+        raise OvxaiError(f"cannot read '{results}' ({exc.strerror or exc})", "check --out") from None
+    try:
+        before = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    if before == run:
+        errors = sum("error" in line for line in lines)
+        said = "all" if len(lines) == run["images"] else f"{len(lines)} of"
+        note = f"resuming: {said} {run['images']} images already in {results}"
+        return Kept(out, len(lines), len(lines) - errors, errors, end, note=note)
+    named = (name for line in lines for name in [line.get("map"), *(line.get("overlays") or [])])
+    ours = [n for n in named if isinstance(n, str) and n and Path(n).name == n and not n.startswith(".")]
+    stale = [out / name for name in ours if (out / name).is_file()]  # a plain name in out: nothing else
     why = "another run's (other model, settings or images)" if before is not None else "results of unknown origin"
-    return Kept(note=f"starting clean: {results} held {why}; removed it, {RUN} and the {removed} files it named")
+    note = f"starting clean: {results} held {why}; removing it, {RUN} and the {len(stale)} files it names"
+    return Kept(out, stale=[*stale, results, record], note=note)
 
 
 def _complete_lines(results: Path) -> tuple[list[dict[str, Any]], int]:
