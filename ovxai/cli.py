@@ -319,7 +319,7 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
-    if options.explain != "all":
+    if options.explained() is not None:  # 'ALL' is all too: the parsed choice, never the spelling
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:

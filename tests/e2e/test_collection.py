@@ -212,16 +212,19 @@ def test_existing_cluster_runs_it_and_stays(patched: dict[str, Path], collection
     assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"] == 2  # our actors are gone
 
 
-def test_an_unreachable_cluster_is_one_line_at_once(patched: dict[str, Path], tmp_path: Path, capsys) -> None:
+def test_an_unreachable_cluster_is_one_line_at_once(patched: dict[str, Path], tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.2", 0))
         port = sock.getsockname()[1]
-    argv = ["explain", "--ray", "--model", str(patched["xml"]), "--image", str(PHOTOS), "--out", str(tmp_path / "o")]
+    argv = ["--model", str(patched["xml"]), "--image", str(PHOTOS), "--out", str(tmp_path / "o")]
     started = time.monotonic()
-    err = cli_fails(capsys, *argv, "--address", f"127.0.0.2:{port}")
-    assert f"cannot reach a Ray cluster at 127.0.0.2:{port} (Connection refused)" in err, err
+    done = explain([*argv, "--address", f"127.0.0.2:{port}"], ray_env())
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"ovxai explain: error: cannot reach a Ray cluster at 127.0.0.2:{port} (Connection refused); check --address"
+        " (or RAY_ADDRESS) and that the cluster is up: ray status on its head"
+    ], done.stderr
     assert time.monotonic() - started < 60  # Ray alone tried for minutes
     assert not (tmp_path / "o").exists()
 
