@@ -131,6 +131,11 @@ def contact_sheet(tiles: list[tuple[Image.Image, str]], columns: int = 4, tile: 
 
 # -- encoding ---------------------------------------------------------------------------------------
 
+try:  # Intel's ISA-L: the same zlib stream, 4-5x faster (optional: `pip install isal`, in the serve extra)
+    from isal import isal_zlib as _isal_zlib
+except ImportError:
+    _isal_zlib = None
+
 FORMATS = ("png", "jpeg", "webp")
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}  # what an output file of each format is named
@@ -186,12 +191,14 @@ def encode(image: Image.Image | np.ndarray, format: str = "png") -> bytes:
 def encode_png(pixels: np.ndarray) -> bytes:
     """A PNG file of ``pixels`` ((H, W) or (H, W, C) uint8, C = 1, 2, 3 or 4), lossless: every row
     "Sub"-filtered (each byte minus the same channel of the pixel to its left, mod 256: one numpy
-    subtraction for the whole image) and deflated Huffman-only (zlib level 1, ``Z_HUFFMAN_ONLY``).
+    subtraction for the whole image), then deflated by ISA-L at its level 1 where ``isal`` is installed
+    (the ``serve`` extra), else by zlib Huffman-only (level 1, ``Z_HUFFMAN_ONLY``).
 
     Why not Pillow's encoder: it chooses a filter per row by trying all five (a pass over the row each) and
-    then searches for matches; even at ``compress_level=1`` a 512 x 340 overlay took 24-31 ms, this 3-4x
-    less at the same size (the filtered differences of a photo are small numbers: entropy coding alone
-    gets what string matching would). zlib releases the GIL while it deflates."""
+    then searches for matches: 47-59 ms for a 512 x 512 overlay at ``compress_level=1`` on a busy 2-core
+    machine, 2.5x zlib's Huffman-only pass here at the same size (the Sub-filtered differences of a photo
+    are small numbers: entropy coding alone gets what string matching would), and ISA-L's SIMD deflate is
+    4-5x faster again, with its matches (~2.4 ms there). Both release the GIL while they deflate."""
     pixels = _pixels(pixels)
     height, width, channels = pixels.shape
     rows = pixels.reshape(height, width * channels)
@@ -199,10 +206,18 @@ def encode_png(pixels: np.ndarray) -> bytes:
     filtered[:, 0] = 1  # filter type Sub
     filtered[:, 1 : channels + 1] = rows[:, :channels]  # the first pixel has no left neighbour: itself
     np.subtract(rows[:, channels:], rows[:, :-channels], out=filtered[:, channels + 1 :])  # wraps mod 256
-    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
-    data = deflate.compress(filtered.data) + deflate.flush()
+    data = _deflate(filtered.data)
     header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPES[channels], 0, 0, 0)
     return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def _deflate(data: memoryview) -> bytes:
+    """A zlib stream of ``data``, as fast as what is installed makes it."""
+    if _isal_zlib is not None:
+        compressed: bytes = _isal_zlib.compress(data, 1)
+        return compressed
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_HUFFMAN_ONLY)
+    return deflate.compress(data) + deflate.flush()
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -33,15 +33,25 @@ def overlay_of_photo() -> Image.Image:
     return pictures.overlay(photo, pictures.upsample(saliency, photo.height, photo.width)[0])
 
 
+@pytest.fixture(params=["isal", "zlib"])
+def deflate(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PNG's deflate by ISA-L (where installed) and by zlib."""
+    if request.param == "isal":
+        pytest.importorskip("isal")
+    else:
+        monkeypatch.setattr(pictures, "_isal_zlib", None)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("shape", [(5, 7), (5, 7, 1), (5, 7, 2), (5, 7, 3), (5, 7, 4), (1, 1, 3), (300, 451, 3)])
-def test_png_is_lossless_for_every_layout(shape: tuple[int, ...]) -> None:
+def test_png_is_lossless_for_every_layout(shape: tuple[int, ...], deflate: str) -> None:
     pixels = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     data = pictures.encode(pixels, "png")
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert np.array_equal(decoded(data).reshape(shape), pixels)
 
 
-def test_png_of_an_overlay_is_lossless_and_no_larger_than_pillows_fastest() -> None:
+def test_png_of_an_overlay_is_lossless_and_no_larger_than_pillows_fastest(deflate: str) -> None:
     picture = overlay_of_photo()
     data = pictures.encode(picture, "PNG")
     assert np.array_equal(decoded(data), np.asarray(picture))
