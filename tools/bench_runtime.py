@@ -21,7 +21,8 @@ What it measures (a hand-run benchmark, not a test):
    png; webp), and the way it worked before (overlays drawn and saved as Pillow PNGs at zlib's default level,
    one after the other, by the thread that feeds the engine), against the engine's own throughput on the same
    images at its best batch (prepared tensors through ``infer_many``, batches 1, 2, 4, 8 with 1 and 2
-   requests in flight), all with EfficientNet-Lite0 on OpenVINO f32 (the runtime's default, which
+   requests in flight) and ``explain_many`` on the photos without pictures (what the overlays cost on top),
+   all with EfficientNet-Lite0 on OpenVINO f32 (the runtime's default, which
    ``ovxai explain`` uses). The target: the command at >= 0.5x the engine's best. Then what one picture
    costs a server (``/v1/explain?format=``): ``pictures.encode(result.overlay(0), format)`` at 224, 512 and
    1024 px, one thread, beside Pillow's PNG encoder at levels 1 and 6.
@@ -365,6 +366,15 @@ def command_run(model: Path, folder: Path, out: Path, form: str) -> float:
     return float(json.loads((out / "summary.json").read_text())["images_per_second"])
 
 
+def stream_run(model: Path, folder: Path) -> float:
+    """The command's work without its pictures: the model loaded, every photo decoded, preprocessed,
+    inferred and postprocessed by ``explain_many`` (2 requests in flight); the images/s from the first image."""
+    explainer = Explainer.load(model)
+    start = time.perf_counter()
+    count = sum(1 for _ in explainer.explain_many(sorted(folder.glob("*.jpg")), "top1", 5, jobs=2))
+    return count / (time.perf_counter() - start)
+
+
 def before_run(model: Path, folder: Path, out: Path) -> float:
     """What ``ovxai explain`` did before: the model loaded, then overlays drawn and saved (Pillow PNG, zlib
     level 6) by the thread that hands the engine its images, so that the engine waits while they are
@@ -392,6 +402,7 @@ def bench_pictures(model: Path, folder: Path, rounds: int, quiet_wait: float) ->
         return lambda: shutil.rmtree(out, ignore_errors=True)
 
     variants = [Variant(f"engine b{b} j{j}", partial(engine_run, explainer, tensors, b, j)) for b, j in ENGINE_CONFIGS]
+    variants.append(Variant("explain_many, no pictures", partial(stream_run, model, folder)))
     for form in COMMANDS[:3]:
         out = scratch / form
         variants.append(Variant(f"ovxai explain {form}", partial(command_run, model, folder, out, form), fresh(out)))
