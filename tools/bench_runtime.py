@@ -460,30 +460,33 @@ ENCODERS: dict[str, Callable[[Image.Image], bytes]] = {
 
 
 def server_costs(model: Path, repeats: int) -> str:
-    """ms per request of drawing one overlay and of encoding it, at several photo sizes (one thread)."""
+    """ms per request of drawing one overlay and of encoding it, at several photo sizes, one thread: the
+    median wall time and the median CPU time of this thread (what contention from other processes does not
+    inflate)."""
     explainer = Explainer.load(model)
     photo = Image.open(sorted(PHOTOS.glob("*.jpg"))[0]).convert("RGB")
     rows = []
     for size in SERVER_SIZES:
         image = photo.resize((size, round(size * photo.height / photo.width)))
         result = explainer.explain(image)[0]
-        cells = [f"{_median_ms(partial(result.overlay, 0), repeats):.2f}"]
+        cells = [_median_ms(partial(result.overlay, 0), repeats)]
         picture = result.overlay(0)
         for encode in ENCODERS.values():
-            kib = len(encode(picture)) // 1024
-            cells.append(f"{_median_ms(partial(encode, picture), repeats):.2f} ({kib} KiB)")
+            cells.append(f"{_median_ms(partial(encode, picture), repeats)} ({len(encode(picture)) // 1024} KiB)")
         rows.append([f"{image.width} x {image.height}", *cells])
     header = ["photo", "overlay", *(f"encode {name}" for name in ENCODERS)]
     return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
 
 
-def _median_ms(call: Callable[[], object], repeats: int) -> float:
-    times = []
+def _median_ms(call: Callable[[], object], repeats: int) -> str:
+    """'wall / CPU' ms, medians over ``repeats`` calls."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.thread_time() - start_cpu)
+    return f"{statistics.median(wall) * 1e3:.2f} / {statistics.median(cpu) * 1e3:.2f}"
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -520,7 +523,7 @@ def run_pictures(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, 
     print(f"### ovxai explain with overlays: {args.pictures} photos at {PICTURE_SIZE} px, EfficientNet-Lite0 "
           f"OpenVINO f32; median (min-max) over {len(timing.used)} round(s)\n")  # fmt: skip
     print(pictures_table(timing, args.pictures) + "\n")
-    print("### One overlay for a server: draw + encode, ms (size), median of 30, one thread\n")
+    print("### One overlay for a server: draw, encode; ms wall / ms CPU (size), medians of 30, one thread\n")
     print(server_costs(model, 30) + "\n")
     return timing.report() | {"seconds": {name: timing.seconds(name) for name in timing.names}}
 

@@ -338,6 +338,8 @@ class Explainer:
     ) -> Generator[Explanation, None, None]:
         """Explain a stream of images with ``jobs`` requests in flight (OpenVINO AsyncInferQueue or
         ONNX Runtime threads). Bad images go to ``on_error`` and are skipped (raised if it is None).
+        ``images`` is read a few items ahead of the engine (``jobs`` requests' worth, plus one per decoding
+        thread), and those are decoded and preprocessed on threads while the requests run.
 
         Arguments are checked here, before any image is read or request started. Stopping early (an
         exception, ``break``, ``close()``) waits for the requests in flight."""
