@@ -405,6 +405,7 @@ def _explain_here(
         explainer = Explainer.load(
             args.model, args.backend, args.device, labels=override.labels, mean=override.mean,
             scale=override.scale, channel_order=args.channel_order, timeout=args.timeout,
+            throughput=not is_model_url(args.model),  # a folder of images: the engine's throughput setting
         )  # fmt: skip
         check_targets(targets, explainer.num_classes)
     except OvxaiError as exc:

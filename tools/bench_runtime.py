@@ -18,14 +18,14 @@ What it measures (a hand-run benchmark, not a test):
 3. **Precision**: the ``INFERENCE_PRECISION_HINT`` each compiled OpenVINO model actually uses.
 4. **Pictures** (``--pictures N``, default 64): ``ovxai explain`` (in process, ``cli.main``) on a folder of N
    photos at 512 px with an overlay per image, in each ``--overlay-format`` (jpeg, the default over a photo;
-   png; webp), and the way it worked before (overlays drawn and saved as Pillow PNGs at zlib's default level,
-   one after the other, by the thread that feeds the engine), against the engine's own throughput on the same
-   images at its best batch (prepared tensors through ``infer_many``, batches 1, 2, 4, 8 with 1 and 2
-   requests in flight) and ``explain_many`` on the photos without pictures (what the overlays cost on top),
-   all with EfficientNet-Lite0 on OpenVINO f32 (the runtime's default, which
-   ``ovxai explain`` uses). The target: the command at >= 0.5x the engine's best. Then what one picture
-   costs a server (``/v1/explain?format=``): ``pictures.encode(result.overlay(0), format)`` at 224, 512 and
-   1024 px, one thread, beside Pillow's PNG encoder at levels 1 and 6.
+   png; webp), and the way it worked before (LATENCY hint, overlays drawn and saved as Pillow PNGs at zlib's
+   default level, one after the other, by the thread that feeds the engine), against the engine's own
+   throughput on the same images at its best setting (prepared tensors through ``infer_many``: OpenVINO's
+   LATENCY and THROUGHPUT hints, batches of 1, 2 and 8, 1 to 4 requests in flight), and ``explain_many``
+   without pictures (what the overlays cost on top); EfficientNet-Lite0, OpenVINO f32 (the runtime's
+   default, which ``ovxai explain`` uses). The target: the command at >= 0.5x the engine's best. Then what
+   one picture costs a server (``/v1/explain?format=``): ``pictures.encode(result.overlay(0), format)`` at
+   224, 512 and 1024 px, one thread, beside Pillow's PNG encoder at levels 1 and 6.
 
 If the post-processing target is missed (or with ``--profile``), the non-inference path (load,
 preprocess, postprocess, upsampled, overlay, with inference replaced by stored outputs) is run under
@@ -323,7 +323,9 @@ def _where(key: tuple[str, int, str]) -> str:
 # ------------------------------------------------------------------------------------------ pictures
 
 PICTURE_SIZE = 512  # the long side of the photos ``ovxai explain`` runs on
-ENGINE_CONFIGS = tuple((batch, jobs) for batch in (1, 2, 4, 8) for jobs in (1, 2))
+# (OpenVINO performance hint, images per request, requests in flight)
+ENGINE_CONFIGS = (("latency", 1, 1), ("latency", 1, 2), ("latency", 8, 1), ("latency", 8, 2),
+                  ("throughput", 1, 2), ("throughput", 1, 4), ("throughput", 2, 4), ("throughput", 8, 4))  # fmt: skip
 COMMANDS = ("jpeg", "png", "webp", "before: PNG level 6, serial")
 SERVER_SIZES = (224, 512, 1024)
 
@@ -369,7 +371,7 @@ def command_run(model: Path, folder: Path, out: Path, form: str) -> float:
 def stream_run(model: Path, folder: Path) -> float:
     """The command's work without its pictures: the model loaded, every photo decoded, preprocessed,
     inferred and postprocessed by ``explain_many`` (2 requests in flight); the images/s from the first image."""
-    explainer = Explainer.load(model)
+    explainer = Explainer.load(model, throughput=True)  # as ovxai explain loads it
     start = time.perf_counter()
     count = sum(1 for _ in explainer.explain_many(sorted(folder.glob("*.jpg")), "top1", 5, jobs=2))
     return count / (time.perf_counter() - start)
@@ -393,15 +395,18 @@ def before_run(model: Path, folder: Path, out: Path) -> float:
 def bench_pictures(model: Path, folder: Path, rounds: int, quiet_wait: float) -> Timing:
     import shutil
 
-    explainer = Explainer.load(model)  # f32, as ovxai explain loads it
+    explainers = {hint: Explainer.load(model, throughput=hint == "throughput") for hint in ("latency", "throughput")}
     photos = sorted(folder.glob("*.jpg"))
-    tensors = [explainer.prepare(p).tensor[0] for p in photos]
+    tensors = [explainers["latency"].prepare(p).tensor[0] for p in photos]
     scratch = Path(tempfile.mkdtemp(prefix="ovxai-bench-pictures-"))
 
     def fresh(out: Path) -> Callable[[], None]:
         return lambda: shutil.rmtree(out, ignore_errors=True)
 
-    variants = [Variant(f"engine b{b} j{j}", partial(engine_run, explainer, tensors, b, j)) for b, j in ENGINE_CONFIGS]
+    variants = [
+        Variant(f"engine {hint} b{b} j{j}", partial(engine_run, explainers[hint], tensors, b, j))
+        for hint, b, j in ENGINE_CONFIGS
+    ]
     variants.append(Variant("explain_many, no pictures", partial(stream_run, model, folder)))
     for form in COMMANDS[:3]:
         out = scratch / form
@@ -421,7 +426,7 @@ def bench_pictures(model: Path, folder: Path, rounds: int, quiet_wait: float) ->
 def pictures_table(timing: Timing, count: int) -> str:
     """Images/s of each variant, and each command's ratio to the engine's best configuration in the same round:
     from the command's start (model load included), and from its first image (the rate it reports)."""
-    engines = [f"engine b{b} j{j}" for b, j in ENGINE_CONFIGS]
+    engines = [f"engine {hint} b{b} j{j}" for hint, b, j in ENGINE_CONFIGS]
     best = [max(count / r[name].seconds for name in engines) for r in timing.used]
 
     def ratio(rates: list[float]) -> str:

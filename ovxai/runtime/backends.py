@@ -73,12 +73,14 @@ def is_model_url(path: str | os.PathLike[str]) -> bool:
 def open_session(
     path: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
     providers: Sequence[str] | None = None, config: dict[str, Any] | None = None, timeout: float | None = None,
+    throughput: bool = False,
 ) -> Session:  # fmt: skip
     """``path`` loaded on ``backend``: a model file on ``device`` (default CPU), or the model a server serves
     at a URL, each of whose answers is waited for ``timeout`` seconds at most (default
-    :data:`DEFAULT_TIMEOUT_S`). What one kind cannot use is an error rather than ignored."""
+    :data:`DEFAULT_TIMEOUT_S`). ``throughput``: the caller keeps several requests in flight (OpenVINO's
+    THROUGHPUT hint, see :class:`OpenVinoSession`). What one kind cannot use is an error rather than ignored."""
     if is_model_url(path):
-        given = {"device": device, "providers": providers, "config": config}
+        given = {"device": device, "providers": providers, "config": config, "throughput": throughput or None}
         ignored = next((name for name, value in given.items() if value is not None), None)
         if ignored:
             raise OvxaiError(
@@ -98,7 +100,7 @@ def open_session(
     if backend == "auto":
         backend = "openvino" if path.suffix.lower() == ".xml" or _installed("openvino") else "onnxruntime"
     if backend == "openvino":
-        return OpenVinoSession(path, device, config)
+        return OpenVinoSession(path, device, config, throughput)
     if backend == "onnxruntime":
         if path.suffix.lower() == ".xml":
             raise OvxaiError("ONNX Runtime cannot run OpenVINO IR", "use backend 'openvino' or the .onnx export")
@@ -113,7 +115,14 @@ def _installed(module: str) -> bool:
 
 
 class OpenVinoSession:
-    def __init__(self, path: Path, device: str, config: dict[str, Any] | None) -> None:
+    """A model compiled by OpenVINO. On CPU the runtime asks for f32 inference (``config=None``): min-max
+    normalisation magnifies rounding. ``throughput`` adds the THROUGHPUT performance hint (unless ``config``
+    sets one): several streams, each request on a share of the cores, where the default LATENCY hint runs
+    each request on all of them. For a folder of images (``ovxai explain``) that is the engine's best, and
+    decoding and drawing beside it slow one stream a little instead of stalling every request's parallel
+    loops (README, ``ovxai explain``, has the numbers)."""
+
+    def __init__(self, path: Path, device: str, config: dict[str, Any] | None, throughput: bool = False) -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -138,6 +147,8 @@ class OpenVinoSession:
         if config is None:
             # Min-max normalisation magnifies rounding: CPU plugins that default to bf16 get f32.
             config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
+        if throughput:
+            config = {"PERFORMANCE_HINT": "THROUGHPUT", **config}
         try:
             self.compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:

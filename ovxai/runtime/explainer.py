@@ -230,6 +230,7 @@ class Explainer:
         channel_order: ChannelOrder | None = None,
         config: dict[str, Any] | None = None,
         timeout: float | None = None,
+        throughput: bool = False,
     ) -> Explainer:
         """Load ``path`` (.xml or .onnx), or use the model an inference server serves at a URL
         (``http://host:port/v2/models/NAME``: any Open Inference Protocol server, through ``tritonclient``;
@@ -242,10 +243,11 @@ class Explainer:
         gets the neutral value for the other, as OpenVINO's Model API does. ``preprocessing_source`` and
         :meth:`describe_preprocessing` say where each value came from.
 
-        ``device`` (default CPU), ``providers`` and ``config`` apply to a model file; ``timeout`` (seconds,
-        default 30) to a URL: the longest wait for each answer of the server, never tried again after it
-        ran out. Given for the other kind, each is an error rather than ignored."""
-        session = open_session(path, backend, device, providers, config, timeout)  # a file, or a model URL
+        ``device`` (default CPU), ``providers``, ``config`` and ``throughput`` (for ``explain_many`` over many
+        images: OpenVINO's THROUGHPUT hint) apply to a model file; ``timeout`` (seconds, default 30) to a URL:
+        the longest wait for each answer of the server, never tried again after it ran out. Given for the
+        other kind, each is an error rather than ignored."""
+        session = open_session(path, backend, device, providers, config, timeout, throughput)  # a file or a URL
         _prediction_output(session)  # not a patched model: say so before asking for its preprocessing
         info = session.info
         if isinstance(labels, (str, Path)):

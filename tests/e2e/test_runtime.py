@@ -579,3 +579,13 @@ def test_cli_explain_writes_what_the_runtime_draws(patched, tmp_path, capsys) ->
                 assert Path(path).read_bytes() == pictures.encode(result.overlay(i, alpha), form), path
         assert Image.open(out / "contact_sheet.png").size == (4 * 256, 6 * (256 + 18))  # 24 tiles, 4 a row
     capsys.readouterr()
+
+
+def test_throughput_asks_openvino_for_streams_and_keeps_f32(patched) -> None:
+    """throughput=True (ovxai explain over a folder) adds the THROUGHPUT hint; f32 stays, given or not."""
+    for config in (None, {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}):
+        compiled = Explainer.load(patched["xml"], config=config, throughput=True).session.compiled  # type: ignore[attr-defined]
+        assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT")
+        assert "float32" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    latency = Explainer.load(patched["xml"]).session.compiled  # type: ignore[attr-defined]
+    assert str(latency.get_property("PERFORMANCE_HINT")).endswith("LATENCY")

@@ -198,6 +198,8 @@ def test_options_for_the_other_kind_of_model_are_refused(patched, server: tuple[
         Explainer.load(url, device="CPU")  # even the default: it would be silently ignored
     with pytest.raises(OvxaiError, match="config= does not apply to a served model"):
         Explainer.load(url, config={})
+    with pytest.raises(OvxaiError, match="throughput= does not apply to a served model"):
+        Explainer.load(url, throughput=True)
     with pytest.raises(OvxaiError, match="timeout= applies to a served model"):
         Explainer.load(patched["xml"], timeout=5)
     for bad in (0, -1, float("nan"), True, "5"):
