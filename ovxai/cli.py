@@ -139,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     exp2.add_argument("--mean", help="per-channel mean (default: the model's; required if it has none), e.g. 0")
     exp2.add_argument("--scale", help="per-channel scale (default: the model's; required if it has none), e.g. 1")
     exp2.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="default: the model's, else rgb")
-    exp2.add_argument("--jobs", type=int, default=2, help="inference requests in flight (default 2)")
+    exp2.add_argument(
+        "--jobs", type=int, help="inference requests in flight (default: the engine's optimal number + 1, at least 2)"
+    )
     exp2.add_argument("--colormap", choices=("turbo", "jet", "gray"), default="turbo")
     exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity from 0 to 1 (default 0.5)")
     exp2.add_argument(
@@ -350,7 +352,7 @@ def _explain(args: argparse.Namespace) -> int:
         check_targets(targets, None)
         if args.top_k < 1:
             raise OvxaiError(f"top_k= {args.top_k} reports no prediction", "use top_k=1 or more")
-        if args.jobs < 1:
+        if args.jobs is not None and args.jobs < 1:
             raise OvxaiError(f"jobs= {args.jobs} runs no request", "use jobs=1 or more")
         pictures.check_overlay(args.alpha, args.colormap)
         if is_model_url(args.model) and args.device is not None:
@@ -451,7 +453,9 @@ def _explain_here(
     tiles: list[tuple[Image.Image, str]] = []
     workers = default_workers()
     start = time.perf_counter()
-    stream = explainer.explain_many(files, targets, args.top_k, jobs=args.jobs, on_error=skip)
+    # One request more than the engine's optimum: a stream never waits for this thread between two requests.
+    jobs = args.jobs or max(2, explainer.session.optimal_requests + 1)
+    stream = explainer.explain_many(files, targets, args.top_k, jobs=jobs, on_error=skip)
     with closing(stream), closing(map_ahead(draw, enumerate(stream), workers, 2 * workers, "ovxai-draw")) as drawing:
         for (_, result), drawn in tqdm(drawing, total=len(files), unit="image", disable=None, file=sys.stderr):
             entry = result.summary()
@@ -504,7 +508,7 @@ def _collection_options(args: argparse.Namespace, targets: str | list[int], give
     return CollectionOptions(
         str(args.model), args.device or "CPU", args.backend, labels=given.labels, mean=given.mean, scale=given.scale,
         channel_order=args.channel_order, timeout=args.timeout, targets=targets, top_k=args.top_k, alpha=args.alpha,
-        colormap=args.colormap, overlay_format=overlay_format, jobs=args.jobs, **pool,
+        colormap=args.colormap, overlay_format=overlay_format, **({"jobs": args.jobs} if args.jobs else {}), **pool,
     )  # fmt: skip
 
 

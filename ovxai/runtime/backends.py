@@ -53,6 +53,7 @@ class Session(Protocol):
     output_shapes: dict[str, list[int | None]]
     output_dtypes: dict[str, str]  # numpy's names: 'float32', 'uint8', 'int64'
     info: ModelInfo  # what the exporter recorded: labels, preprocessing, score
+    optimal_requests: int  # requests in flight that keep the engine busy: OpenVINO's own figure, else 1
 
     def infer(self, x: np.ndarray) -> Outputs: ...
 
@@ -156,6 +157,7 @@ class OpenVinoSession:
                 f"cannot compile the model for {device}: {engine_reason(exc)}", _device_hint(device)
             ) from None
         self.request = self.compiled.create_infer_request()
+        self.optimal_requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.device = device
         self._ov = ov
         self._queues: list[tuple[int, Any]] = []  # idle AsyncInferQueues by size, see _take_queue
@@ -279,6 +281,7 @@ class OnnxRuntimeSession:
             o.name: [d if isinstance(d, int) else None for d in o.shape] for o in self.session.get_outputs()
         }
         self.output_dtypes = {o.name: _ort_dtype(o.type) for o in self.session.get_outputs()}
+        self.optimal_requests = 1  # one run() already uses every core
 
     def infer(self, x: np.ndarray) -> Outputs:
         return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
@@ -389,6 +392,7 @@ class RemoteSession:
         self.output_dtypes = {str(o["name"]): _numpy_name(str(o.get("datatype"))) for o in outputs}
         parameters = metadata.get("parameters")
         self.info = read_parameters(parameters) if isinstance(parameters, dict) else ModelInfo()
+        self.optimal_requests = 1  # the server's capacity is not known here
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
