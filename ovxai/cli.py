@@ -445,8 +445,7 @@ def _explain_here(
             path = out / f"{name}_{target.class_id}{pictures.SUFFIXES[form]}"
             paths.append(write(path, pictures.encode(picture, form)))
             if index < sheet_limit:
-                picture.thumbnail((pictures.TILE, pictures.TILE))
-                tiles.append((picture, result.caption(i)))
+                tiles.append((pictures.thumbnail(picture), result.caption(i)))
         return paths, tiles
 
     summary: list[dict[str, object]] = []

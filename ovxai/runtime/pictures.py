@@ -112,6 +112,14 @@ def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray,
 TILE = 256  # a contact sheet's tiles are this many pixels square
 
 
+def thumbnail(picture: Image.Image, size: int = TILE) -> Image.Image:
+    """``picture`` fitted into ``size`` x ``size`` (in place, and returned): first shrunk by a whole factor
+    (a box filter, Pillow's ``reduce``), then resized bilinearly by less than 2x. A tenth of what Pillow's
+    default (bicubic over a 2x reducing gap) costs at 512 px, which was as much as drawing the overlay."""
+    picture.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=1.0)
+    return picture
+
+
 def contact_sheet(tiles: list[tuple[Image.Image, str]], columns: int = 4, tile: int = TILE) -> Image.Image:
     """A grid of (picture, caption) tiles, each fitted into tile x tile with its caption below."""
     font = ImageFont.load_default()
@@ -121,8 +129,7 @@ def contact_sheet(tiles: list[tuple[Image.Image, str]], columns: int = 4, tile: 
     draw = ImageDraw.Draw(sheet)
     for i, (picture, caption) in enumerate(tiles):
         x, y = (i % columns) * tile, (i // columns) * (tile + caption_height)
-        thumb = picture.copy()
-        thumb.thumbnail((tile, tile))
+        thumb = thumbnail(picture.copy(), tile)
         sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
         text = caption if draw.textlength(caption, font=font) <= tile - 4 else caption[: tile // 7] + "..."
         draw.text((x + 2, y + tile + 2), text, fill="black", font=font)
