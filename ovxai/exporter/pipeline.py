@@ -23,6 +23,7 @@ from ovxai.conventions import SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.formats import Format, format_for
 from ovxai.graph.batch import plan_free_batch
+from ovxai.graph.ops import Ops
 from ovxai.graph.view import GraphView
 from ovxai.hook.options import HookOptions
 from ovxai.hook.recipro import ReciproCamHook
@@ -100,14 +101,15 @@ def export(
         classes = _num_classes(graph, prediction)
         info.check(classes)
         _check_explained(options, classes)
-        emitter = source_format.hook_ops(loaded.model, graph)
+        builder = source_format.builder(loaded.model, graph)
+        emitter = Ops(builder)
         if tokens is None:
             hook = ReciproCamHook(emitter, graph, plan, options)
             hook.build()
             path = hook.path
         else:
             ViTReciproCamHook(emitter, graph, tokens, options).build()
-        patched = emitter.finish()
+        patched = builder.finish()
         try:
             if output_format is not source_format:
                 patched = output_format.convert(
