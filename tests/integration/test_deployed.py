@@ -209,7 +209,7 @@ def test_int8_shortcut_equals_its_mosaic(int8: Path, tmp_path: Path) -> None:
     options = HookOptions(score="logits")
     cut = export(int8, tmp_path / "cut.xml", layer="layer4", options=options)
     assert cut.path == "mean"
-    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", fast_path=False))
+    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", path="mosaic"))
     x = images(2, SIZE, seed=3)
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     a, b = _outputs(cut.files[0], x, config), _outputs(mosaic.files[0], x, config)

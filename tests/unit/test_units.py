@@ -25,7 +25,12 @@ from ovxai.formats.openvino import OPENVINO
 from ovxai.graph.batch import plan_free_batch
 from ovxai.graph.macs import macs, node_macs
 from ovxai.graph.view import GraphView, Kind, Node, scope_from_name
-from ovxai.hook.tail import Shortcut, plan_tail
+from ovxai.hook.options import HookOptions
+from ovxai.hook.paths.linear import LINEAR
+from ovxai.hook.paths.mean import MEAN, MeanPlan
+from ovxai.hook.paths.path import Declined
+from ovxai.hook.paths.positionwise import Positionwise
+from ovxai.hook.tail import TailPlan, plan_tail
 from ovxai.hook.target import Candidate, candidates, pick_prediction, resolve
 from ovxai.metadata import ModelInfo, read_onnxruntime, read_openvino
 
@@ -448,7 +453,8 @@ def test_same_model_through_both_adapters(shared: tuple[GraphView, GraphView]) -
         plan = plan_tail(graph, chosen.tensor, "logits")
         assert [n.name for n in plan.nodes] == ["/pool/ReduceMean", "logits"]
         assert set(plan.side_inputs.values()) == {Kind.CONSTANT}  # weights (and OpenVINO's axes input)
-        assert plan.shortcut is not None and (plan.shortcut.kind, plan.shortcut.keepdims) == ("mean", False)
+        mean = _mean(graph, plan)
+        assert mean is not None and not mean.keepdims
 
 
 def test_openvino_scopes_of_a_biased_conv_match_onnx(tmp_path: Path) -> None:
@@ -631,6 +637,12 @@ def test_candidates_by_depth(resnet: GraphView) -> None:
 # -- the tail plan ----------------------------------------------------------------------------------
 
 
+def _mean(graph: GraphView, tail: TailPlan) -> MeanPlan | None:
+    """The global-pool path's plan, None where it declines."""
+    plan = MEAN.plan(graph, tail, HookOptions())
+    return None if isinstance(plan, Declined) else plan
+
+
 def test_tail_plan_nodes_and_side_inputs() -> None:
     graph = ONNX.view(_resnet("view"))
     inside = plan_tail(graph, "a3", "logits")  # inside the residual block
@@ -647,11 +659,12 @@ def test_tail_plan_nodes_and_side_inputs() -> None:
         "w_fc": Kind.CONSTANT,
         "b_fc": Kind.CONSTANT,
     }
-    assert inside.shortcut is None  # T's first reader is the Add
+    assert _mean(graph, inside) is None  # T's first reader is the Add
+    assert isinstance(LINEAR.plan(graph, inside, HookOptions()), Declined)
     after = plan_tail(graph, "a5", "logits")
     assert [n.op for n in after.nodes] == ["GlobalAveragePool", "Reshape", "Gemm"]
     assert after.side_inputs == {"view_shape": Kind.SHAPE, "w_fc": Kind.CONSTANT, "b_fc": Kind.CONSTANT}
-    assert after.shortcut == Shortcut((), "a5", _node(graph, "/avgpool/GlobalAveragePool"), "mean", True)
+    assert _mean(graph, after) == MeanPlan(Positionwise((), "a5", _node(graph, "/avgpool/GlobalAveragePool")), True)
     assert (after.target, after.prediction) == ("a5", "logits")
 
 
@@ -685,7 +698,8 @@ def test_fast_path_is_a_global_average_pool_over_h_and_w(pool: str) -> None:
     graph = _pooled_head(nodes, features, opset, axes=np.array([2, -1]))
     plan = plan_tail(graph, "map", "logits")
     assert [n.name for n in plan.nodes] == ["/pool", "/Flatten", "/fc/Gemm"]
-    assert plan.shortcut == (None if keepdims is None else Shortcut((), "map", _node(graph, "/pool"), "mean", keepdims))
+    expected = None if keepdims is None else MeanPlan(Positionwise((), "map", _node(graph, "/pool")), keepdims)
+    assert _mean(graph, plan) == expected
 
 
 def test_fast_path_needs_the_pool_to_be_the_only_reader() -> None:
@@ -699,14 +713,15 @@ def test_fast_path_needs_the_pool_to_be_the_only_reader() -> None:
     ints = {"zero": np.array([0]), "one": np.array([1]), "minus_one": np.array([-1])}
     graph = _pooled_head(pool, 4, **ints)
     plan = plan_tail(graph, "map", "logits")
-    assert plan.shortcut == Shortcut((), "map", _node(graph, "/pool"), "mean", True)
+    assert _mean(graph, plan) == MeanPlan(Positionwise((), "map", _node(graph, "/pool")), True)
     assert plan.side_inputs["zero"] is Kind.CONSTANT and "map_shape" not in plan.side_inputs
     skip = [
         _n("GlobalAveragePool", ["map"], ["gap"], "/pool"),
         _n("ReduceMax", ["map"], ["peak"], "/peak", axes=[2, 3], keepdims=1),
         _n("Add", ["gap", "peak"], ["pooled"], "/add"),
     ]
-    assert plan_tail(_pooled_head(skip, 4), "map", "logits").shortcut is None
+    skipped = _pooled_head(skip, 4)
+    assert _mean(skipped, plan_tail(skipped, "map", "logits")) is None
 
 
 def test_fast_path_through_openvino() -> None:
@@ -720,9 +735,11 @@ def test_fast_path_through_openvino() -> None:
         return OPENVINO.view(ov.Model([ops.result(logits)], [x]))
 
     def keepdims(pool: Any) -> bool | None:
-        plan = plan_tail(head(pool), "map", "logits")
+        graph = head(pool)
+        plan = plan_tail(graph, "map", "logits")
         assert [n.name for n in plan.nodes] == ["pooled", "flat", "logits"]
-        return None if plan.shortcut is None else plan.shortcut.keepdims
+        mean = _mean(graph, plan)
+        return None if mean is None else mean.keepdims
 
     assert keepdims(lambda m: ops.reduce_mean(m, _const([2, 3]), keep_dims=False)) is False
     assert keepdims(lambda m: ops.reduce_mean(m, _const([-1, -2]), keep_dims=True)) is True
