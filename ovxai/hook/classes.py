@@ -8,21 +8,18 @@ weight, the copies run only the selected classes' rows of it: K' of 1000 columns
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
+from ovxai.hook.paths.path import ClassAxis, Site
 from ovxai.hook.tail import Classifier, final_classifier, tail_logits
 
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
-
 T = TypeVar("T")
-ClassAxis = Literal[1, 2]  # where the classes are in per-image scores: (B, K, N) columns or (B, N, K) rows
 
 
 class ClassSelection(Generic[T]):
     """The selected classes of one hook, emitted once when first read."""
 
-    def __init__(self, hook: ReciproCamHook[T]) -> None:
+    def __init__(self, hook: Site[T]) -> None:
         self.hook = hook
         self.selection = hook.options.selection
         self._chosen: T | None = None

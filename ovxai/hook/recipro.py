@@ -25,9 +25,10 @@ from ovxai.conventions import CLASSES_OUTPUT, FEATURE_OUTPUT, SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError
 from ovxai.graph.ops import END, Ops
 from ovxai.graph.view import SHAPE_OPS, Dim, GraphView, Kind, Node
-from ovxai.hook.classes import ClassAxis, ClassSelection
+from ovxai.hook.classes import ClassSelection
 from ovxai.hook.masks import mask_matrix
 from ovxai.hook.options import HookOptions
+from ovxai.hook.paths.path import ClassAxis
 from ovxai.hook.tail import TailPlan
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ from ovxai.graph.ops import END, Ops
 from ovxai.graph.view import Dim, GraphView
 from ovxai.hook.masks import TAPS
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.vit_short import ShortPlan
 from ovxai.hook.recipro import ReciproCamHook
 from ovxai.hook.tokens import TokenPlan
 
@@ -25,7 +24,7 @@ class ViTReciproCamHook(ReciproCamHook[T]):
 
     def __init__(self, ops: Ops[T], graph: GraphView, tokens: TokenPlan, options: HookOptions, choice: Any) -> None:
         self.tokens = tokens
-        self.short = isinstance(choice.plan, ShortPlan)
+        self.short = choice.name == "tokens"
         self.slots = TAPS[options.mask]
         super().__init__(ops, graph, tokens.tail, options, choice)
 

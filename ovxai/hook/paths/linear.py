@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ovxai.conventions import HookPath, Mask
 from ovxai.graph.macs import macs, node_macs
 from ovxai.graph.view import GraphView, Node
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.path import Copies, Declined
+from ovxai.hook.paths.path import Copies, Declined, Site
 from ovxai.hook.paths.positionwise import Positionwise, plan_positionwise, scaled, through, zeros
 from ovxai.hook.tail import TailPlan, is_constant
-
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
 
 T = TypeVar("T")
 
@@ -61,7 +58,7 @@ class LinearPath:
             return total
         return total + 3 * (macs(graph, plan.pw.nodes) + node_macs(graph, plan.product))
 
-    def emit(self, hook: ReciproCamHook[T], plan: LinearPlan) -> Copies[T]:
+    def emit(self, hook: Site[T], plan: LinearPlan) -> Copies[T]:
         ops, pw, product = hook.ops, plan.pw, plan.product
         _, c, h, w = _static(hook, pw.source)
         n = h * w
@@ -98,13 +95,13 @@ class LinearPath:
 LINEAR = LinearPath()
 
 
-def _static(hook: ReciproCamHook[T], name: str) -> tuple[int, ...]:
+def _static(hook: Site[T], name: str) -> tuple[int, ...]:
     """The dimensions of a tensor the plan requires to be static (beyond its batch)."""
     shape = hook.graph.tensor(name).shape or ()
     return tuple(d if isinstance(d, int) else -1 for d in shape)
 
 
-def _background_offset(hook: ReciproCamHook[T], pw: Positionwise, products: Callable[[T], T], bias: T | None) -> T:
+def _background_offset(hook: Site[T], pw: Positionwise, products: Callable[[T], T], bias: T | None) -> T:
     """(N, K): what the background adds to copy n, b + sum_m W_m z - sum_{p in n's footprint} W_p z.
 
     Built from constants only (static shapes): the engines fold it once, at load."""
@@ -123,7 +120,7 @@ def _background_offset(hook: ReciproCamHook[T], pw: Positionwise, products: Call
     return offset if bias is None else ops.binary("Add", offset, bias)
 
 
-def _placed(hook: ReciproCamHook[T], parts: list[tuple[T, T]], rows: Callable[[T], T]) -> T:
+def _placed(hook: Site[T], parts: list[tuple[T, T]], rows: Callable[[T], T]) -> T:
     """sum_j A_j @ rows(P_j): each part's per-position products placed by its (N, N) matrix."""
     total: T | None = None
     for placement, products in parts:

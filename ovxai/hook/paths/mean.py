@@ -9,18 +9,15 @@ path, (M T^T) / N. The (B*N, C, H, W) mosaic never exists; the copies cost the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ovxai.conventions import HookPath, Mask
 from ovxai.graph.macs import macs
 from ovxai.graph.view import SHAPE_OPS, GraphView, Node
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.path import Copies, Declined
+from ovxai.hook.paths.path import Copies, Declined, Site
 from ovxai.hook.paths.positionwise import Positionwise, background, plan_positionwise, scaled
 from ovxai.hook.tail import TailPlan, acts_per_position, global_pool_keepdims, tail_logits
-
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
 
 T = TypeVar("T")
 
@@ -66,7 +63,7 @@ class MeanPath:
         total = tail.positions(graph) * macs(graph, [node for node in tail.nodes if node.name not in replaced])
         return total if mask == "onehot" else total + 3 * macs(graph, plan.pw.nodes)
 
-    def emit(self, hook: ReciproCamHook[T], plan: MeanPlan) -> Copies[T]:
+    def emit(self, hook: Site[T], plan: MeanPlan) -> Copies[T]:
         ops, pw = hook.ops, plan.pw
         dtype = ops.dtype(pw.source)
         channels = ops.slice(ops.shape(ops.tensor(pw.source)), 1, 2)
@@ -97,7 +94,7 @@ class MeanPath:
 MEAN = MeanPath()
 
 
-def _pooled_columns(hook: ReciproCamHook[T], parts: list[tuple[T | None, T]], z: T | None, flat: T, n: T) -> T:
+def _pooled_columns(hook: Site[T], parts: list[tuple[T | None, T]], z: T | None, flat: T, n: T) -> T:
     """(B, C', N): column n is copy n's pooled features, (sum_j D_j A_j^T + N z) / N: each part's columns placed
     by its (N, N) matrix (None: the identity)."""
     ops = hook.ops

@@ -6,17 +6,14 @@ then the whole tail runs on the B*N copies. It applies to any tail; the other pa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ovxai.conventions import HookPath, Mask
 from ovxai.graph.macs import macs
 from ovxai.graph.view import GraphView
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.path import Copies
+from ovxai.hook.paths.path import Copies, Site
 from ovxai.hook.tail import TailPlan
-
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
 
 T = TypeVar("T")
 
@@ -33,7 +30,7 @@ class MosaicPath:
     def macs(self, graph: GraphView, tail: TailPlan, plan: TailPlan, mask: Mask) -> int:
         return tail.positions(graph) * macs(graph, tail.nodes)
 
-    def emit(self, hook: ReciproCamHook[T], plan: TailPlan) -> Copies[T]:
+    def emit(self, hook: Site[T], plan: TailPlan) -> Copies[T]:
         """The product runs on 4-D views, (B, 1, C, N) x (1, N, 1, N): with a dynamic batch, OpenVINO's CPU plugin
         runs this 2-3x faster than the same broadcast over 5-D tensors."""
         ops = hook.ops

@@ -11,14 +11,11 @@ with up to nine scaled columns per copy: for each kernel weight s in {4, 2, 1}/1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ovxai.graph.view import SHAPE_OPS, GraphView, Node
-from ovxai.hook.paths.path import Declined
+from ovxai.hook.paths.path import Declined, Site
 from ovxai.hook.tail import TailPlan, acts_per_position, is_constant
-
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
 
 T = TypeVar("T")
 GAUSSIAN_WEIGHTS = (4.0, 2.0, 1.0)  # the Gaussian kernel's distinct weights, times 16
@@ -72,7 +69,7 @@ def _homogeneous(graph: GraphView, node: Node) -> bool:
 # -- emission --------------------------------------------------------------------------------------
 
 
-def zeros(hook: ReciproCamHook[T], dtype: str, channels: T | None = None) -> T:
+def zeros(hook: Site[T], dtype: str, channels: T | None = None) -> T:
     """A (1, C, 1, 1) map of zeros with T's channels (``channels``: that count, as a 1-element tensor)."""
     ops = hook.ops
     one = ops.i64([1])
@@ -80,17 +77,17 @@ def zeros(hook: ReciproCamHook[T], dtype: str, channels: T | None = None) -> T:
     return ops.expand(ops.cast(ops.f32(0.0), dtype), ops.concat([one, count, one, one]))
 
 
-def through(hook: ReciproCamHook[T], pw: Positionwise, start: T) -> T:
+def through(hook: Site[T], pw: Positionwise, start: T) -> T:
     """A copy of the per-position ops run on ``start`` in place of T: the counterpart of ``pw.source``."""
     return hook.copied(pw.nodes, {hook.tail.target: start})[pw.source]
 
 
-def background(hook: ReciproCamHook[T], pw: Positionwise) -> T:
+def background(hook: Site[T], pw: Positionwise) -> T:
     """z: the per-position ops' response to a zero column, (1, C', 1, 1)."""
     return through(hook, pw, zeros(hook, hook.ops.dtype(hook.tail.target)))
 
 
-def scaled(hook: ReciproCamHook[T], pw: Positionwise) -> list[tuple[T, T]]:
+def scaled(hook: Site[T], pw: Positionwise) -> list[tuple[T, T]]:
     """Gaussian mask through the per-position ops: per kernel weight s, the (N, N) placement of s (where mask n
     holds s) and the ops' response to s T, (B, C', H, W)."""
     ops = hook.ops

@@ -4,17 +4,14 @@ to it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ovxai.conventions import HookPath, Mask
 from ovxai.graph.macs import node_macs
 from ovxai.graph.view import GraphView
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.path import Copies
+from ovxai.hook.paths.path import Copies, TokenSite
 from ovxai.hook.tokens import TokenPlan
-
-if TYPE_CHECKING:
-    from ovxai.hook.vit import ViTReciproCamHook
 
 T = TypeVar("T")
 
@@ -33,7 +30,7 @@ class TokenMosaicPath:
         n = tokens.grid[0] * tokens.grid[1]
         return n * sum(node_macs(graph, node) for node in tokens.tail.nodes if node.name not in tokens.norm_nodes)
 
-    def emit(self, hook: ViTReciproCamHook[T], plan: TokenPlan) -> Copies[T]:
+    def emit(self, hook: TokenSite[T], plan: TokenPlan) -> Copies[T]:
         return Copies(replaced=plan.norm_nodes, lazy=hook.block_inputs())  # LN1's copies are read masked
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -30,12 +30,9 @@ from ovxai.graph.ops import END
 from ovxai.graph.view import GraphView, Kind, Node
 from ovxai.hook.masks import TAPS
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.path import Copies, Declined
+from ovxai.hook.paths.path import Copies, Declined, TokenSite
 from ovxai.hook.tail import PER_POSITION_OPS
 from ovxai.hook.tokens import TokenPlan
-
-if TYPE_CHECKING:
-    from ovxai.hook.vit import ViTReciproCamHook
 
 T = TypeVar("T")
 
@@ -80,7 +77,7 @@ class TokensPath:
             total += cost
         return int(tokens.grid[0] * tokens.grid[1] * total)
 
-    def emit(self, hook: ViTReciproCamHook[T], plan: ShortPlan) -> Copies[T]:
+    def emit(self, hook: TokenSite[T], plan: ShortPlan) -> Copies[T]:
         short = ShortSequence(hook, plan)
         values = short.projected() if plan.affine else {}
         replaced = self.replaced(plan) | hook.tokens.norm_nodes  # LN1's copies are read masked
@@ -93,7 +90,7 @@ TOKENS = TokensPath()
 class ShortSequence(Generic[T]):
     """The nodes whose copy differs on the short sequence: attention, token means, reshapes, the readout."""
 
-    def __init__(self, hook: ViTReciproCamHook[T], plan: ShortPlan) -> None:
+    def __init__(self, hook: TokenSite[T], plan: ShortPlan) -> None:
         self.hook, self.plan, self.ops, self.tokens = hook, plan, hook.ops, hook.tokens
 
     def copy(self, node: Node) -> list[T] | None:

@@ -25,7 +25,7 @@ export time; the graph holds the indices (N x patch size int64 each) and no per-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -33,11 +33,8 @@ from ovxai.conventions import HookPath, Mask
 from ovxai.graph.macs import macs, node_macs
 from ovxai.graph.view import QUANTIZERS, SHAPE_OPS, GraphView, Node, Sliding
 from ovxai.hook.options import HookOptions
-from ovxai.hook.paths.path import Copies, Declined
+from ovxai.hook.paths.path import Copies, Declined, Site
 from ovxai.hook.tail import TailPlan, acts_per_position, global_pool_keepdims, is_constant
-
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
 
 T = TypeVar("T")
 CHEAPER = 0.75  # windows are taken when their MACs are at most this share of the mosaic's (gathers cost too)
@@ -197,7 +194,7 @@ class WindowsPath:
     def macs(self, graph: GraphView, tail: TailPlan, plan: Windows, mask: Mask) -> int:
         return plan.macs(graph, tail.nodes)
 
-    def emit(self, hook: ReciproCamHook[T], plan: Windows) -> Copies[T]:
+    def emit(self, hook: Site[T], plan: Windows) -> Copies[T]:
         return Copies({plan.output: WindowedCopies(hook, plan).pooled()}, frozenset(plan.replaced), pool=plan.pool)
 
 
@@ -239,7 +236,7 @@ class WindowedCopies(Generic[T]):
     """Emits the incremental path through the hook's :class:`~ovxai.graph.ops.Ops`: the pool's output for all B*N
     copies, (B*N, C, 1, 1) (or (B*N, C) without keepdims), from windows instead of the mosaic."""
 
-    def __init__(self, hook: ReciproCamHook[T], windows: Windows) -> None:
+    def __init__(self, hook: Site[T], windows: Windows) -> None:
         self.hook, self.ops, self.windows = hook, hook.ops, windows
         self.geometry = windows.geometry
         self.n = len(windows.geometry[windows.target].starts)
