@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
+from ovxai.graph.numpy_ops import RunNode
 from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
 from ovxai.metadata import Entries, onnx_key
 
@@ -501,3 +502,37 @@ def _sorted(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeP
     if len(order) != len(nodes):
         raise RuntimeError("ovxai produced a graph with a cycle, please report")
     return order
+
+
+# -- eager evaluation (tests) -----------------------------------------------------------------------
+
+
+def reference_runner(model: onnx.ModelProto) -> RunNode:
+    """Runs single nodes of ``model`` with ONNX's reference implementation (numpy, no engine): the original
+    nodes a :class:`~ovxai.graph.numpy_ops.NumpyBuilder` copies."""
+    from onnx.reference import ReferenceEvaluator
+
+    version = opset(model)
+
+    def run(node: Node, inputs: Sequence[np.ndarray | None], unpadded: bool) -> list[np.ndarray]:
+        proto = onnx.NodeProto()
+        proto.CopyFrom(node.handle)
+        if unpadded:
+            kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
+            del proto.attribute[:]
+            proto.attribute.extend(kept)
+        names = [f"in{k}" if x is not None else "" for k, x in enumerate(inputs)]
+        del proto.input[:]
+        proto.input.extend(names)
+        outputs = [f"out{k}" for k in range(len(proto.output))]
+        del proto.output[:]
+        proto.output.extend(outputs)
+        feeds = {name: x for name, x in zip(names, inputs, strict=True) if x is not None}
+        return [np.asarray(r) for r in ReferenceEvaluator(proto, opsets={"": version}).run(None, feeds)]
+
+    return run
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The model's stored constants by name."""
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
