@@ -275,7 +275,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         help=f"before timing a batch, wait up to this many seconds for a second in which other processes use\n"
-        f"under {QUIET_SHARE:.0%} of the CPUs (0: off)",
+        f"under {QUIET_SHARE * 100:.0f}%% of the CPUs (0: off)",
     )
     p.add_argument("--device", default="CPU")
     p.add_argument("--precision", choices=("default", "f32"), default="default", help="default: what the plugin picks")

@@ -55,6 +55,7 @@ class Request:
     warmup: int = 3
     budget_s: float | None = None
     quiet_wait_s: float = 0.0
+    max_rounds: int | None = None
     max_lost_share: float = MAX_LOST_SHARE
     rss: bool = True
     image: str | None = None
@@ -197,7 +198,7 @@ def child(request: Request) -> dict[str, Any]:
     shape = [d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:]]
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
     options = {"warmup": request.warmup, "budget_s": request.budget_s, "quiet_wait_s": request.quiet_wait_s,
-               "max_lost_share": request.max_lost_share}  # fmt: skip
+               "max_rounds": request.max_rounds, "max_lost_share": request.max_lost_share}  # fmt: skip
     report["timings"] = []
     for precision in request.precisions:
         timed = time_models(compile_models(models, "openvino", precision), x, request.rounds, **options)
