@@ -81,8 +81,14 @@ def python(explicit: str | None = None) -> str:
     if executable.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return str(executable)
     print(f"creating {VENV} with {PIN} (once, a few minutes) ...", file=sys.stderr, flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(executable), "-m", "pip", "install", "-q", PIN], check=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(executable), "-m", "pip", "install", "-q", PIN], check=True)
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(
+            f"could not create the peer's venv ({exc}); by hand: python3 -m venv {VENV} && {executable} -m pip install "
+            f"{PIN}, or pass the python of a venv that has it"
+        ) from None
     return str(executable)
 
 
@@ -197,8 +203,10 @@ def child(request: Request) -> dict[str, Any]:
     report["models"] = static_info(models)
     shape = [d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:]]
     x = np.random.default_rng(0).standard_normal((1, *shape), dtype=np.float32)
-    options = {"warmup": request.warmup, "budget_s": request.budget_s, "quiet_wait_s": request.quiet_wait_s,
-               "max_rounds": request.max_rounds, "max_lost_share": request.max_lost_share}  # fmt: skip
+    options: dict[str, Any] = {
+        "warmup": request.warmup, "budget_s": request.budget_s, "quiet_wait_s": request.quiet_wait_s,
+        "max_rounds": request.max_rounds, "max_lost_share": request.max_lost_share,
+    }  # fmt: skip
     report["timings"] = []
     for precision in request.precisions:
         timed = time_models(compile_models(models, "openvino", precision), x, request.rounds, **options)
