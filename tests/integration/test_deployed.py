@@ -17,6 +17,7 @@ from oracle import reference_saliency
 from runners import run
 from torch import nn
 
+from models import routes
 from ovxai import HookOptions, export, export_torch
 from ovxai.cli import main
 from ovxai.formats.openvino import OPENVINO
@@ -45,16 +46,9 @@ def converted(resnet: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="module")
 def int8(converted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same IR quantised to INT8 by NNCF's post-training quantisation, as OpenVINO recommends shipping."""
-    nncf = pytest.importorskip("nncf")
-    model = ov.Core().read_model(str(converted))
-    model.reshape({model.inputs[0]: ov.PartialShape([-1, 3, SIZE, SIZE])})
+    pytest.importorskip("nncf")
     calibration = [images(1, SIZE, seed) for seed in range(4)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=4)
-    path = tmp_path_factory.mktemp("int8") / "resnet_int8.xml"
-    ov.save_model(quantized, str(path))
-    return path
+    return routes.to_int8(converted, calibration, tmp_path_factory.mktemp("int8") / "resnet_int8.xml")
 
 
 def _outputs(path: Path, x: np.ndarray, config: dict[str, str]) -> dict[str, np.ndarray]:

@@ -21,13 +21,13 @@ import pytest
 from conftest import export_onnx, images
 
 torch = pytest.importorskip("torch")
-if importlib.util.find_spec("torchvision") is None:  # found, not imported: it imports through tests/zoo.py
+if importlib.util.find_spec("torchvision") is None:  # found, not imported: it imports through models/zoo.py
     pytest.skip("ResNet needs torchvision (the dev extra)", allow_module_level=True)
-import zoo
 from oracle import reference_saliency
 from runners import run
 from torch import nn
 
+from models import zoo
 from ovxai import HookOptions, export
 from ovxai.exporter.pipeline import ExportResult
 from ovxai.formats.onnx import ONNX
