@@ -12,6 +12,7 @@ traffic allows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,10 +54,8 @@ def _completed(request: Any, userdata: tuple[asyncio.AbstractEventLoop, Finished
         seconds = request.latency / 1000
     except BaseException as exc:
         result, seconds = exc, 0.0
-    try:
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for this batch
         loop.call_soon_threadsafe(finished, result, seconds)
-    except RuntimeError:  # the loop closed meanwhile: nobody waits for this batch
-        pass
 
 
 def _name(output: Any) -> str:
@@ -80,10 +79,8 @@ class _ThreadEngine:
                 result = self._session.infer(batch)
             except BaseException as exc:
                 result = exc
-            try:
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(finished, result, time.perf_counter() - began)
-            except RuntimeError:
-                pass
 
         self._pool.submit(run)
 

@@ -38,7 +38,11 @@ class GrpcCalls:
         return pb.ServerReadyResponse(ready=self.handlers.ready)
 
     async def ModelReady(self, request: Any) -> Any:
-        return pb.ModelReadyResponse(ready=self.handlers.model_ready(request.name, request.version))
+        try:  # an unknown model is not ready (as Triton answers): clients ask this to poll, not to fail
+            ready = self.handlers.model_ready(request.name, request.version)
+        except ProtocolError:
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any) -> Any:
         return pb.ServerMetadataResponse(**self.handlers.server_metadata())
@@ -64,7 +68,7 @@ class GrpcCalls:
 
 
 def status_code(error: ProtocolError) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, error.grpc_code)  # type: ignore[no-any-return]
+    return getattr(grpc.StatusCode, error.grpc_code)
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]

@@ -19,7 +19,7 @@ import io
 import json
 import os
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ class Handlers:
         self.spec = ModelSpec(
             options.name,
             TensorSpec(session.input_name, protocol.datatype(session.input_dtype), protocol.dims(session.input_shape)),
-            [TensorSpec(n, protocol.datatype(session.output_dtypes[n]), self._output_dims(n)) for n in session.output_names],
+            [TensorSpec(n, protocol.datatype(session.output_dtypes[n]), self._output_dims(n))
+             for n in session.output_names],
         )  # fmt: skip
         self.batcher = Batcher(session, options.max_batch_size, options.batch_wait_ms / 1000)
         self.ready = True  # false while draining: health/ready says so, load balancers stop sending
@@ -105,7 +106,8 @@ class Handlers:
         """Hold ``cost`` bytes of the in-flight budget for a request, or refuse it with 503 (one request alone is
         always admitted: the per-request limits bound it)."""
         if self.in_flight and self.in_flight + cost > self.options.max_in_flight:
-            raise ProtocolError(503, f"the server is busy: {self.in_flight // 2**20} MiB of requests in flight; retry shortly")  # fmt: skip
+            busy = f"the server is busy: {self.in_flight // 2**20} MiB of requests in flight"
+            raise ProtocolError(503, f"{busy}; retry shortly")
         self.in_flight += cost
         self._burst = max(self._burst, self.in_flight)
         try:
@@ -216,7 +218,7 @@ class Handlers:
             _, image = load_rgb(data, max_pixels=self.options.max_pixels)
             return self.explainer.prepare(image)
         except ImageError as exc:
-            raise ProtocolError(400, str(exc).replace("'<array>'", "the upload").replace("'<bytes>'", "the upload")) from None  # fmt: skip
+            raise ProtocolError(400, str(exc).replace("'<bytes>'", "the upload")) from None
 
     def explain_query(self, pairs: Sequence[tuple[str, str]]) -> tuple[int, Targets, str]:
         """(top_k, targets, format) from ``/v1/explain``'s query string; 400 naming the bad parameter."""
@@ -299,7 +301,8 @@ def _instance_bytes(item: Any, index: int) -> bytes:
     """One KServe v1 instance's image bytes."""
     text = item
     if isinstance(item, dict):
-        text = item.get("b64", item.get("image_bytes", {}).get("b64") if isinstance(item.get("image_bytes"), dict) else None)  # fmt: skip
+        nested = item.get("image_bytes")
+        text = item.get("b64", nested.get("b64") if isinstance(nested, dict) else None)
     if not isinstance(text, str):
         raise ProtocolError(400, f'instance {index} is not a base64 image; send "<base64>" or {{"b64": "<base64>"}}')
     try:
@@ -310,7 +313,5 @@ def _instance_bytes(item: Any, index: int) -> bytes:
 
 def _give_memory_back() -> None:
     """Return the heap's free pages to the system (glibc only; elsewhere a no-op)."""
-    try:
+    with suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

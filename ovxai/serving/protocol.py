@@ -32,19 +32,23 @@ _BINARY_COST = 3  # a binary body -> memory (the body, the batch it joins, the o
 _JSON_NUMBER_BYTES = 12  # the most an FP32 value takes as JSON text, on average, with its comma
 # gRPC's status for each HTTP status an error carries (grpc.StatusCode names; grpc is imported by the server)
 _GRPC_CODES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 411: "INVALID_ARGUMENT",
-               413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
+               413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE",
+               504: "DEADLINE_EXCEEDED"}  # fmt: skip
 
 
 class ProtocolError(Exception):
     """An answer other than success: the HTTP status and the one-line message the client reads."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, grpc_code: str | None = None) -> None:
         super().__init__(clean(message))
         self.status = status
+        self._grpc_code = grpc_code
 
     @property
     def grpc_code(self) -> str:
-        return _GRPC_CODES.get(self.status, "INTERNAL" if self.status >= 500 else "INVALID_ARGUMENT")
+        """The gRPC status name (``grpc.StatusCode``'s) for the same refusal."""
+        default = _GRPC_CODES.get(self.status, "INTERNAL" if self.status >= 500 else "INVALID_ARGUMENT")
+        return self._grpc_code or default
 
 
 def clean(text: str) -> str:
@@ -104,7 +108,7 @@ def memory_cost(length: int, binary: bool) -> int:
 # -- REST -------------------------------------------------------------------------------------------------
 
 
-def load_json(data: bytes | memoryview, what: str) -> Any:
+def load_json(data: bytes, what: str) -> Any:
     """Strict JSON: NaN/Infinity tokens and nesting deeper than any request needs are refused."""
 
     def constant(token: str) -> Any:
@@ -113,23 +117,22 @@ def load_json(data: bytes | memoryview, what: str) -> Any:
     if _depth_over(data, _MAX_DEPTH):
         raise ProtocolError(400, f"{what} is nested more than {_MAX_DEPTH} levels deep")
     try:
-        return json.loads(bytes(data), parse_constant=constant)
+        return json.loads(data, parse_constant=constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError(400, f"{what} is not JSON") from None
 
 
-def _depth_over(data: bytes | memoryview, limit: int) -> bool:
-    """Whether brackets nest deeper than ``limit`` (a cheap bound, counted before parsing; brackets inside
-    strings count too, which only makes the bound stricter for text no request holds)."""
-    raw = bytes(data)
-    if raw.count(b"[") + raw.count(b"{") <= limit:
+def _depth_over(data: bytes, limit: int) -> bool:
+    """Whether brackets nest deeper than ``limit``, counted before parsing (brackets inside strings count too,
+    which only makes the bound stricter for text that no request holds)."""
+    if data.count(b"[") + data.count(b"{") <= limit:
         return False
-    depth = 0
-    for byte in raw.translate(None, delete=bytes(set(range(256)) - set(b"[]{}"))):
-        depth += 1 if byte in b"[{" else -1
-        if depth > limit:
-            return True
-    return False
+    brackets = np.frombuffer(data.translate(None, delete=_NOT_BRACKETS), np.uint8)
+    depth = np.cumsum(np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1))
+    return bool(depth.max(initial=0) > limit)
+
+
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 
 
 def parse_rest(body: bytes, header_length: str | None, spec: ModelSpec, max_bytes: int) -> InferRequest:
@@ -138,9 +141,9 @@ def parse_rest(body: bytes, header_length: str | None, spec: ModelSpec, max_byte
         text = header_length.strip()
         if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= len(body):
             raise ProtocolError(400, f"Inference-Header-Content-Length '{text[:20]}' is not a length within the body")
-        head, binary = memoryview(body)[: int(text)], memoryview(body)[int(text) :]
+        head, binary = body[: int(text)], memoryview(body)[int(text) :]
     else:
-        head, binary = memoryview(body), memoryview(b"")
+        head, binary = body, memoryview(b"")
     request = load_json(head, "the request")
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise ProtocolError(400, "the request has no 'inputs' list; send a v2 inference request")
@@ -158,7 +161,7 @@ def parse_rest(body: bytes, header_length: str | None, spec: ModelSpec, max_byte
     wanted = request.get("outputs")
     if wanted is not None and (not isinstance(wanted, list) or not wanted):
         raise ProtocolError(400, "'outputs' must be a non-empty list of {\"name\": ...} objects")
-    asked: list[tuple[str, bool]] = []
+    asked: list[tuple[Any, bool]] = []
     for item in wanted or []:
         name = item.get("name") if isinstance(item, dict) else None
         options = _parameters(item, f"output '{name}'") if isinstance(item, dict) else {}
@@ -195,8 +198,9 @@ def _rest_input(
     item: dict[str, Any], binary: memoryview, spec: ModelSpec, max_bytes: int, booleans: bool
 ) -> tuple[np.ndarray | None, list[bytes], int]:
     """(tensor or None, encoded images, binary bytes used) of a request's input."""
-    name, kind, shape = item.get("name"), item.get("datatype"), item.get("shape")
-    _check_name(name, spec)
+    kind, shape = item.get("datatype"), item.get("shape")
+    _check_name(item.get("name"), spec)
+    name = spec.input.name
     parameters = _parameters(item, f"input '{name}'")
     size = parameters.get("binary_data_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0 or size > len(binary)):
@@ -277,7 +281,8 @@ def _check_shape(name: str, shape: Any, spec: ModelSpec) -> list[int]:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
         or any(m != -1 and d != m for d, m in zip(shape, model_shape, strict=True))
     ):
-        raise ProtocolError(400, f"input '{name}' has shape {str(list(shape))[:60] if isinstance(shape, (list, tuple)) else str(shape)[:60]}; the model takes {model_shape} (-1: any)")  # fmt: skip
+        shown = str(list(shape) if isinstance(shape, (list, tuple)) else shape)[:60]
+        raise ProtocolError(400, f"input '{name}' has shape {shown}; the model takes {model_shape} (-1: any)")
     return [int(d) for d in shape]
 
 
@@ -350,7 +355,8 @@ def check_response_size(request: InferRequest, outputs: Outputs, limit: int) -> 
             if some_json
             else "send fewer images per request, or serve a model exported with --explain topK"
         )
-        raise ProtocolError(400, f"the answer would take about {total // 1024} KiB, over the limit of {limit // 1024} KiB; {fix}")  # fmt: skip
+        size = f"the answer would take about {total // 1024} KiB, over the limit of {limit // 1024} KiB"
+        raise ProtocolError(400, f"{size}; {fix}", grpc_code="RESOURCE_EXHAUSTED")
 
 
 def encode_rest(spec: ModelSpec, request: InferRequest, outputs: Outputs) -> tuple[bytes, dict[str, str]]:
@@ -417,13 +423,15 @@ def parse_grpc(message: Any, spec: ModelSpec, max_bytes: int) -> InferRequest:
             raise ProtocolError(413, f"input '{item.name}' of shape {dims} is over {max_bytes} bytes")
         if raw:
             if len(raw[0]) != nbytes:
-                raise ProtocolError(400, f"input '{item.name}' of shape {dims} is {nbytes} bytes; raw_input_contents has {len(raw[0])}")  # fmt: skip
+                got = f"raw_input_contents has {len(raw[0])}"
+                raise ProtocolError(400, f"input '{item.name}' of shape {dims} is {nbytes} bytes; {got}")
             tensor = np.frombuffer(raw[0], dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(dims)
         else:
             field_name = _CONTENTS.get(item.datatype)
             values = getattr(item.contents, field_name) if field_name else []
             if len(values) != math.prod(dims):
-                raise ProtocolError(400, f"input '{item.name}' of shape {dims} needs {math.prod(dims)} values; the request has {len(values)} (send raw_input_contents or contents)")  # fmt: skip
+                needs = f"input '{item.name}' of shape {dims} needs {math.prod(dims)} values"
+                raise ProtocolError(400, f"{needs}; the request has {len(values)} (send raw_input_contents)")
             tensor = np.asarray(values, dtype).reshape(dims)
         tensor = finite(tensor, item.name)
     asked = [(o.name, True) for o in message.outputs]

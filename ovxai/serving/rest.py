@@ -51,6 +51,7 @@ class Request:
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         self._receive = receive
         self.body_read = False
+        self.declared: int | None = None  # the body's length, once accepted from the headers
 
     def pairs(self) -> list[tuple[str, str]]:
         return parse_qsl(self.query, keep_blank_values=True)
@@ -69,6 +70,7 @@ class Request:
             raise ProtocolError(413, f"the body is over {limit} bytes")
         if length == 0:
             raise ProtocolError(400, "empty body")
+        self.declared = length
         return length
 
     async def body(self, length: int, timeout_s: float) -> bytes:
@@ -97,6 +99,24 @@ class Request:
             raise ProtocolError(400, f"the body ended after {got} of {length} bytes")
         self.body_read = True
         return b"".join(chunks)
+
+    async def discard(self, timeout_s: float) -> None:
+        """Read and drop a body refused before it was read (503 when busy), so that the client, still sending
+        it, reads the answer instead of a reset connection; nothing is kept."""
+        if self.body_read or self.declared is None:
+            return
+
+        async def drain() -> None:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+
+        try:
+            await asyncio.wait_for(drain(), timeout_s)
+            self.body_read = True
+        except asyncio.TimeoutError:
+            pass
 
 
 Route = Callable[[Request, dict[str, str]], Awaitable[Answer]]
@@ -140,6 +160,8 @@ class RestApp:
         except Exception:
             log.exception("request failed")  # ours to fix: the log gets the details
             status, body, headers = 500, error_body("internal error; see the server's log"), dict(_JSON)
+        if status >= 400 and status != 408:
+            await request.discard(self.options.read_timeout_s)
         if status >= 400 and not request.body_read and request.method == "POST":
             headers["connection"] = "close"  # the unread body must not be taken for the next request
         headers["content-length"] = str(len(body))
