@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from ovxai.errors import OvxaiError
+from ovxai.serving.grpc_messages import service_pb2 as pb
+from ovxai.serving.grpc_messages import service_pb2_grpc as pb_grpc
 from ovxai.serving.handlers import Handlers
 from ovxai.serving.protocol import ProtocolError, memory_cost
 
-SERVICER_FUNCTION = "tritonclient.grpc.service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
 METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
 
 

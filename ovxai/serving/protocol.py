@@ -44,6 +44,9 @@ class ProtocolError(Exception):
         self.status = status
         self._grpc_code = grpc_code
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled across processes (Ray) with its status
+        return ProtocolError, (self.status, str(self), self._grpc_code)
+
     @property
     def grpc_code(self) -> str:
         """The gRPC status name (``grpc.StatusCode``'s) for the same refusal."""

@@ -117,10 +117,11 @@ def application(options: ServeOptions, files: dict[str, bytes] | None = None) ->
             try:
                 return await self.grpc.call(method, request)
             except ProtocolError as exc:
-                if context is not None:
-                    context.set_code(status_code(exc))
-                    context.set_details(str(exc))
-                raise
+                if context is None:
+                    raise
+                context.set_code(status_code(exc))  # Serve's proxy answers with this code and these details
+                context.set_details(str(exc))
+                raise RuntimeError(str(exc)) from None  # what the proxy unpickles needs nothing of ovxai
 
         # gRPC methods for Serve's gRPC proxy, named as the protocol's service names them.
         async def ServerLive(self, request: Any, grpc_context: Any = None) -> Any:
@@ -158,7 +159,7 @@ def deploy(
     Serve already runs, its addresses stay what they were."""
     from ray import serve
 
-    from ovxai.serving.grpc_service import SERVICER_FUNCTION
+    from ovxai.serving.grpc_messages import SERVICER_FUNCTION
 
     grpc_options = {"port": grpc_port, "grpc_servicer_functions": [SERVICER_FUNCTION]} if grpc_port else None
     serve.start(
