@@ -16,6 +16,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 sys.modules.setdefault("grpc_service_pb2", service_pb2)
 SERVICER_FUNCTION = "ovxai.serving.grpc_messages.add_servicer"
+__all__ = ["SERVICER_FUNCTION", "add_servicer", "service_pb2", "service_pb2_grpc"]
 
 
 def add_servicer(servicer: Any, server: Any) -> None:
