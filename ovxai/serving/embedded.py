@@ -113,6 +113,9 @@ def listen(host: str, port: int, flag: str) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT only
+        # Answers go out as head and body, two writes: without this, Nagle holds the body for the client's ACK
+        # of the head (a delayed ACK, milliseconds). Accepted connections inherit it.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if _unspecified(host) else 1)
         sock.bind(address)
