@@ -250,24 +250,27 @@ def sequential(call: Call, n: int) -> list[float]:
 def concurrent(make: Callable[[], Call], concurrency: int, seconds: float) -> dict[str, float]:
     """``concurrency`` clients (each its own connection) calling for ``seconds``: req/s, p50, p99 (ms)."""
     latencies: list[float] = []
+    failures: list[BaseException] = []
     lock = threading.Lock()
-    calls = [make() for _ in range(concurrency)]
-    for call in calls:
-        call()
     gate = threading.Barrier(concurrency + 1)
     deadline = [0.0]
 
-    def client(call: Call) -> None:
+    def client() -> None:
+        call = make()  # each thread its own client: tritonclient.http's is bound to the thread that made it
+        call()
         mine = []
         gate.wait()
-        while time.perf_counter() < deadline[0]:
-            began = time.perf_counter()
-            call()
-            mine.append(time.perf_counter() - began)
+        try:
+            while time.perf_counter() < deadline[0]:
+                began = time.perf_counter()
+                call()
+                mine.append(time.perf_counter() - began)
+        except Exception as exc:
+            failures.append(exc)
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(call,)) for call in calls]
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     deadline[0] = time.perf_counter() + seconds
@@ -276,6 +279,8 @@ def concurrent(make: Callable[[], Call], concurrency: int, seconds: float) -> di
     for thread in threads:
         thread.join(seconds + 120)
     wall = time.perf_counter() - began
+    if failures:
+        raise RuntimeError(f"{len(failures)} clients failed: {failures[0]!r}")
     return {"rps": len(latencies) / wall, "p50_ms": quantile(latencies, 0.5) * 1e3,
             "p99_ms": quantile(latencies, 0.99) * 1e3}  # fmt: skip
 
