@@ -14,7 +14,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OVXAI = [sys.executable, "-m", "ovxai.cli"]
@@ -179,3 +182,22 @@ def _address(hexed: str, width: int) -> str:
     words = b"".join(raw_bytes[i : i + 4][::-1] for i in range(0, 16, 4))
     address = ipaddress.IPv6Address(words)
     return str(address.ipv4_mapped or address)  # ::ffff:127.0.0.1 listens on 127.0.0.1 only
+
+
+RAY_NODE_IP = "127.0.0.2"  # loopback: Ray turns 127.0.0.1 into the machine's network address
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local Ray instance for a module, on loopback, stopped at the end (test_collection.py's --address
+    tests join it)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address=RAY_NODE_IP, log_to_driver=False)
+    try:
+        yield
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()

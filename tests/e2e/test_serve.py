@@ -28,7 +28,18 @@ import numpy as np
 import pytest
 from conftest import LABELS, NETS
 from PIL import Image
-from processes import OVXAI, Lines, free_port, listening, raw, request, rss_mib, start, stop
+from processes import (
+    OVXAI,
+    Lines,
+    cluster,  # noqa: F401 - test_collection.py imports the Ray head fixture from here
+    free_port,
+    listening,
+    raw,
+    request,
+    rss_mib,
+    start,
+    stop,
+)
 from runners import cli_fails, run
 
 from ovxai.errors import OvxaiError
