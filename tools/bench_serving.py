@@ -13,10 +13,13 @@ What it measures (a hand-run benchmark, not a test; every count and wait is boun
    the embedded server at concurrency 8, one image per request (REST binary through ``http.client``, and
    tritonclient's HTTP and gRPC clients), with p50 and p99.
 
-Servers run as their own processes; the load generator is this process, pinned to the last core where the
-machine has more than one (``os.sched_setaffinity``, as ``taskset`` does) so that it does not take the engine's
-cores: the server is left free to use them all. Variants run in rotating order, ``--rounds`` times; the report
-gives the median over rounds, and the machine's load average before and after. Run from the repository root::
+Servers run as their own processes; the load generator is this process's client threads, each pinned to the
+last core where the machine has more than one (``os.sched_setaffinity``, as ``taskset`` does), so that it does
+not take the engine's cores: the server, and the in-process engine measured here, are left free to use them all.
+Variants run in rotating order, ``--rounds`` times; the report gives the median over rounds, and the machine's
+load average before and after. Ray Serve's ways are measured with Ray running and the embedded ones without it
+(Ray's own processes take CPU all the time), each group beside its own in-process baseline. Run from the
+repository root::
 
     .venv/bin/python tools/bench_serving.py                  # both parts (about 4 minutes on 2 cores)
     .venv/bin/python tools/bench_serving.py --part stack --rounds 3
@@ -237,14 +240,43 @@ def triton_call(kind: str, port: int, name: str, tensor: np.ndarray) -> Call:
     return call
 
 
-def sequential(call: Call, n: int) -> list[float]:
-    call()  # warm the connection
-    times = []
-    for _ in range(n):
-        began = time.perf_counter()
+GENERATOR_CORES: set[int] | None = None  # where client threads run (None: anywhere)
+
+
+def on_generator_core(work: Callable[[], Any]) -> Any:
+    """``work()`` on a thread pinned to the load generator's core (its result, or its exception raised here)."""
+    result: list[Any] = []
+
+    def run() -> None:
+        if GENERATOR_CORES:
+            os.sched_setaffinity(0, GENERATOR_CORES)  # this thread only
+        try:
+            result.append(work())
+        except BaseException as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def sequential(make: Callable[[], Call], n: int, pinned: bool = True) -> list[float]:
+    """``n`` calls one after the other (after one to warm the connection): their times."""
+
+    def work() -> list[float]:
+        call = make()
         call()
-        times.append(time.perf_counter() - began)
-    return times
+        times = []
+        for _ in range(n):
+            began = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - began)
+        return times
+
+    return on_generator_core(work) if pinned else work()
 
 
 def concurrent(make: Callable[[], Call], concurrency: int, seconds: float) -> dict[str, float]:
@@ -256,6 +288,8 @@ def concurrent(make: Callable[[], Call], concurrency: int, seconds: float) -> di
     deadline = [0.0]
 
     def client() -> None:
+        if GENERATOR_CORES:
+            os.sched_setaffinity(0, GENERATOR_CORES)
         call = make()  # each thread its own client: tritonclient.http's is bound to the thread that made it
         call()
         mine = []
@@ -293,40 +327,51 @@ def p50_ms(times: list[float]) -> float:
 
 
 def stack_part(model: Path, rounds: int, n: int, with_ray: bool) -> dict[str, Any]:
-    """p50 per way in and the in-process call's, each round; medians over rounds."""
+    """p50 per way in, and the in-process call's beside them, each round; medians over rounds."""
     explainer = Explainer.load(model)
     tensor = explainer.prepare(np.zeros((32, 32, 3), np.uint8)).tensor
     name = model.stem
-    servers: dict[str, Any] = {"embedded": Embedded(model), "fastapi": Embedded(model, fastapi=True)}
-    if with_ray:
-        servers["ray"] = OnRay(model)
-    ways: dict[str, Callable[[], Call]] = {
-        "in process": lambda: lambda: explainer.session.infer(tensor) and None,
-        "embedded REST binary": lambda: rest_call(servers["embedded"].port, name, tensor),
-        "embedded gRPC": lambda: grpc_call(servers["embedded"].grpc_port, name, tensor),
-        "embedded tritonclient.http": lambda: triton_call("http", servers["embedded"].port, name, tensor),
-        "embedded tritonclient.grpc": lambda: triton_call("grpc", servers["embedded"].grpc_port, name, tensor),
-        "embedded GET /v2/health/live": lambda: live_call(servers["embedded"].port),
-        "FastAPI app, REST binary": lambda: rest_call(servers["fastapi"].port, name, tensor),
-        "FastAPI app, GET /v2/health/live": lambda: live_call(servers["fastapi"].port),
-    }
-    if with_ray:
-        ways |= {
-            "Ray Serve REST binary": lambda: rest_call(servers["ray"].port, name, tensor),
-            "Ray Serve gRPC": lambda: grpc_call(servers["ray"].grpc_port, name, tensor),
-            "Ray Serve GET /v2/health/live": lambda: live_call(servers["ray"].port),
-        }
-    results: dict[str, list[float]] = {way: [] for way in ways}
-    try:
+
+    def in_process() -> Call:
+        return lambda: explainer.session.infer(tensor) and None
+
+    def measure(ways: dict[str, Callable[[], Call]]) -> dict[str, float]:
+        results: dict[str, list[float]] = {way: [] for way in ways}
         for round_ in range(rounds):
             order = list(ways)
-            order = order[round_ % len(order) :] + order[: round_ % len(order)]
-            for way in order:
-                results[way].append(p50_ms(sequential(ways[way](), n)))
+            for way in order[round_ % len(order) :] + order[: round_ % len(order)]:
+                results[way].append(p50_ms(sequential(ways[way], n, pinned=way != "in process")))
+        return {way: statistics.median(values) for way, values in results.items()}
+
+    embedded, fastapi = Embedded(model), Embedded(model, fastapi=True)
+    try:
+        stack = measure({
+            "in process": in_process,
+            "embedded REST binary": lambda: rest_call(embedded.port, name, tensor),
+            "embedded gRPC": lambda: grpc_call(embedded.grpc_port, name, tensor),
+            "embedded tritonclient.http": lambda: triton_call("http", embedded.port, name, tensor),
+            "embedded tritonclient.grpc": lambda: triton_call("grpc", embedded.grpc_port, name, tensor),
+            "embedded GET /v2/health/live": lambda: live_call(embedded.port),
+            "FastAPI app, REST binary": lambda: rest_call(fastapi.port, name, tensor),
+            "FastAPI app, GET /v2/health/live": lambda: live_call(fastapi.port),
+        })  # fmt: skip
     finally:
-        for server in servers.values():
-            server.close()
-    return {way: statistics.median(values) for way, values in results.items()}
+        embedded.close()
+        fastapi.close()
+    if with_ray:
+        ray = OnRay(model)
+        try:
+            ray_ways = measure({
+                "in process": in_process,
+                "Ray Serve REST binary": lambda: rest_call(ray.port, name, tensor),
+                "Ray Serve gRPC": lambda: grpc_call(ray.grpc_port, name, tensor),
+                "Ray Serve GET /v2/health/live": lambda: live_call(ray.port),
+            })  # fmt: skip
+        finally:
+            ray.close()
+        stack["in process, with Ray running"] = ray_ways.pop("in process")
+        stack |= ray_ways
+    return stack
 
 
 def throughput_part(model: Path, rounds: int, seconds: float) -> dict[str, Any]:
@@ -371,6 +416,52 @@ def throughput_part(model: Path, rounds: int, seconds: float) -> dict[str, Any]:
     return {"variants": medians, "served": info["served"]}
 
 
+def memory_part(model: Path) -> dict[str, Any]:
+    """20 concurrent requests of ~19 MiB (JSON, then binary) against the embedded server: statuses, its RSS before,
+    at the peak (VmHWM) and after each burst."""
+    explainer = Explainer.load(model)
+    image = explainer.prepare(np.zeros((224, 224, 3), np.uint8)).tensor
+    server = Embedded(model)
+    images = 19 * 2**20 // (image.size * 4)  # JSON text of ~19 MiB (4 bytes per number: '0.5,')
+    tensor = np.repeat(image * 0, images, axis=0)
+    head = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(tensor.shape)}]}
+    json_body = json.dumps({**head, "outputs": [{"name": "logits"}]}).replace("]}]", '], "data": DATA}]')
+    json_body = json_body.replace("DATA", "[" + ",".join(["0.5"] * tensor.size) + "]")
+    binary_tensor = np.repeat(image, 19 * 2**20 // image.nbytes, axis=0)
+    bodies = {"JSON": (json_body.encode(), {}), "binary": rest_body(binary_tensor)}
+
+    def rss(field: str) -> float:
+        for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    results: dict[str, Any] = {"rss_start_mib": rss("VmRSS")}
+    try:
+        for kind, (body, headers) in bodies.items():
+            statuses: list[int] = []
+
+            def one(body: bytes = body, headers: dict[str, str] = headers, statuses: list[int] = statuses) -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=300)
+                conn.request("POST", f"/v2/models/{model.stem}/infer", body, headers)
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+
+            threads = [threading.Thread(target=one) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(600)
+            time.sleep(1)
+            counts = {str(k): statuses.count(k) for k in sorted(set(statuses))}
+            results[kind] = {"MiB": round(len(body) / 2**20, 1), "statuses": counts,
+                             "rss_peak_mib": rss("VmHWM"), "rss_after_mib": rss("VmRSS")}  # fmt: skip
+    finally:
+        server.close()
+    return results
+
+
 def _get(port: int, path: str) -> bytes:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", path)
@@ -381,7 +472,7 @@ def _get(port: int, path: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("stack", "throughput", "all"), default="all")
+    parser.add_argument("--part", choices=("stack", "throughput", "memory", "all"), default="all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per way and round (stack)")
     parser.add_argument("--seconds", type=float, default=4.0, help="per variant and round (throughput)")
@@ -389,9 +480,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "out/bench_serving", help="exported models")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
+    global GENERATOR_CORES
     cores = sorted(os.sched_getaffinity(0))
-    if len(cores) > 1:  # the load generator on the last core; the servers it starts inherit nothing of this
-        os.sched_setaffinity(0, {cores[-1]})
+    if len(cores) > 1:  # client threads on the last core; the servers and the in-process engine anywhere
+        GENERATOR_CORES = {cores[-1]}
     import openvino as ov
 
     results: dict[str, Any] = {
@@ -404,6 +496,8 @@ def main(argv: list[str] | None = None) -> None:
         results["stack"] = stack_part(build_model("tiny", args.workdir), args.rounds, args.requests, not args.no_ray)
     if args.part in ("throughput", "all"):
         results["throughput"] = throughput_part(build_model("resnet18", args.workdir), args.rounds, args.seconds)
+    if args.part in ("memory", "all"):
+        results["memory"] = memory_part(build_model("resnet18", args.workdir))
     results["load_after"] = os.getloadavg()
     report(results)
     if args.json:
@@ -416,8 +510,10 @@ def report(results: dict[str, Any]) -> None:
           f"after {results['load_after'][0]:.1f}; OpenVINO f32")  # fmt: skip
     if "stack" in results:
         stack = results["stack"]
-        base = stack["in process"]
-        rows = [[way, f"{ms:.3f}", "" if way == "in process" else f"{ms - base:+.3f}"] for way, ms in stack.items()]
+        rows = []
+        for way, ms in stack.items():
+            base = stack["in process, with Ray running" if way.startswith("Ray") else "in process"]
+            rows.append([way, f"{ms:.3f}", "" if way.startswith("in process") else f"{ms - base:+.3f}"])
         print("\nThe stack's own cost (tiny model, one request at a time; p50, median over rounds)\n")
         print(markdown_table(["way in", "p50 ms", "over in process"], rows, "lrr"))
     if "throughput" in results:
@@ -430,6 +526,8 @@ def report(results: dict[str, Any]) -> None:
         print("\nResNet-18 (224, patched; images/s, median over rounds)\n")
         print(markdown_table(["variant", "images/s", "x best in process", "p50 ms", "p99 ms"], rows, "lrrrr"))
         print(f"\nserved: {results['throughput']['served']}")
+    if "memory" in results:
+        print(f"\n20 concurrent large requests, server RSS MiB: {json.dumps(results['memory'])}")
 
 
 if __name__ == "__main__":

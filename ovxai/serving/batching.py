@@ -129,7 +129,17 @@ class Batcher:
         self._idle: asyncio.Event | None = None
 
     async def run(self, tensor: np.ndarray) -> tuple[Outputs, float]:
-        """The model's outputs for ``tensor`` and the engine seconds of its share of the batch it ran in."""
+        """The model's outputs for ``tensor`` and the engine seconds of its share of the batches it ran in. A
+        request of more than ``max_batch_size`` images runs as several inferences of at most that many, one after
+        the other: the engine keeps memory for the largest batch it has run, and this bounds it."""
+        size = self.max_batch_size
+        if self.static_batch or len(tensor) <= size:
+            return await self._run(tensor)
+        parts = [await self._run(tensor[start : start + size]) for start in range(0, len(tensor), size)]
+        outputs = {name: np.concatenate([p[0][name] for p in parts]) for name in parts[0][0]}
+        return outputs, sum(p[1] for p in parts)
+
+    async def _run(self, tensor: np.ndarray) -> tuple[Outputs, float]:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(tensor, loop.create_future())
         self._waiting.append(waiting)
