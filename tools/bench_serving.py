@@ -12,6 +12,9 @@ What it measures (a hand-run benchmark, not a test; every count and wait is boun
    in-process ``Explainer``'s best throughput over batch sizes 1, 2, 4, 8 (``session.infer`` back to back), and
    the embedded server at concurrency 8, one image per request (REST binary through ``http.client``, and
    tritonclient's HTTP and gRPC clients), with p50 and p99.
+3. **Memory under a burst** (``memory``): 20 concurrent requests of ~19 MiB to the same server, as JSON and then
+   as binary tensors: how many were answered 200 and how many 503 (the in-flight budget), and the server's RSS
+   at the start, at its peak and after each burst.
 
 Servers run as their own processes; the load generator is this process's client threads, each pinned to the
 last core where the machine has more than one (``os.sched_setaffinity``, as ``taskset`` does), so that it does
@@ -21,7 +24,7 @@ load average before and after. Ray Serve's ways are measured with Ray running an
 (Ray's own processes take CPU all the time), each group beside its own in-process baseline. Run from the
 repository root::
 
-    .venv/bin/python tools/bench_serving.py                  # both parts (about 4 minutes on 2 cores)
+    .venv/bin/python tools/bench_serving.py                  # every part (about 8 minutes on 2 cores)
     .venv/bin/python tools/bench_serving.py --part stack --rounds 3
     .venv/bin/python tools/bench_serving.py --json out/bench_serving.json
 """
@@ -145,19 +148,24 @@ asyncio.run(main())
 
 
 class OnRay:
-    """The same model deployed on a local Ray Serve instance (HTTP and gRPC proxies), Serve's latency settings on."""
+    """The same model deployed on a local Ray Serve instance (HTTP and gRPC proxies), with ``ovxai serve``'s
+    settings (Serve's latency recommendations) or, ``defaults=True``, with Ray Serve's own defaults."""
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, defaults: bool = False) -> None:
         import ray
 
         from ovxai.serving.options import ServeOptions
         from ovxai.serving.ray_host import SERVE_ENV, deploy
 
-        os.environ.update(SERVE_ENV)
+        for key in SERVE_ENV:
+            os.environ.pop(key, None)
+        extra: dict[str, Any] = {"ray_actor_options": {"num_cpus": 1.0}} if defaults else {}
+        if not defaults:
+            os.environ.update(SERVE_ENV)
         ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address=RAY_NODE_IP,
                  log_to_driver=False)  # fmt: skip
         self.port, self.grpc_port = free_port(), free_port()
-        deploy(ServeOptions(str(model)), "127.0.0.1", self.port, self.grpc_port)
+        deploy(ServeOptions(str(model), extra=extra), "127.0.0.1", self.port, self.grpc_port)
 
     def close(self) -> None:
         import ray
@@ -358,18 +366,19 @@ def stack_part(model: Path, rounds: int, n: int, with_ray: bool) -> dict[str, An
     finally:
         embedded.close()
         fastapi.close()
-    if with_ray:
-        ray = OnRay(model)
+    for defaults in (False, True) if with_ray else ():
+        ray = OnRay(model, defaults)
+        label = "Ray Serve" + (" (Ray's defaults)" if defaults else "")
         try:
             ray_ways = measure({
                 "in process": in_process,
-                "Ray Serve REST binary": lambda: rest_call(ray.port, name, tensor),
-                "Ray Serve gRPC": lambda: grpc_call(ray.grpc_port, name, tensor),
-                "Ray Serve GET /v2/health/live": lambda: live_call(ray.port),
+                f"{label} REST binary": lambda ray=ray: rest_call(ray.port, name, tensor),
+                f"{label} gRPC": lambda ray=ray: grpc_call(ray.grpc_port, name, tensor),
+                f"{label} GET /v2/health/live": lambda ray=ray: live_call(ray.port),
             })  # fmt: skip
         finally:
             ray.close()
-        stack["in process, with Ray running"] = ray_ways.pop("in process")
+        stack[f"in process, with Ray running{' (defaults)' if defaults else ''}"] = ray_ways.pop("in process")
         stack |= ray_ways
     return stack
 
@@ -512,7 +521,9 @@ def report(results: dict[str, Any]) -> None:
         stack = results["stack"]
         rows = []
         for way, ms in stack.items():
-            base = stack["in process, with Ray running" if way.startswith("Ray") else "in process"]
+            base = stack["in process"]
+            if way.startswith("Ray"):
+                base = stack["in process, with Ray running" + (" (defaults)" if "defaults" in way else "")]
             rows.append([way, f"{ms:.3f}", "" if way.startswith("in process") else f"{ms - base:+.3f}"])
         print("\nThe stack's own cost (tiny model, one request at a time; p50, median over rounds)\n")
         print(markdown_table(["way in", "p50 ms", "over in process"], rows, "lrr"))
