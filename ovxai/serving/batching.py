@@ -145,11 +145,15 @@ class Batcher:
         self._waiting.append(waiting)
         if self._idle is not None:
             self._idle.clear()
-        if not self._running and self._timer is None:
-            if self.wait_s > 0 and len(self._waiting) < self.max_batch_size:
-                self._timer = loop.call_later(self.wait_s, self._launch)
-            else:
+        if not self._running:
+            if self._timer is not None and len(self._waiting) >= self.max_batch_size:  # full: no more waiting
+                self._timer.cancel()
                 self._launch()
+            elif self._timer is None:
+                if self.wait_s > 0 and len(self._waiting) < self.max_batch_size:
+                    self._timer = loop.call_later(self.wait_s, self._launch)
+                else:
+                    self._launch()
         return await waiting.future
 
     @property
