@@ -18,6 +18,7 @@ import ctypes
 import io
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -81,13 +82,15 @@ class Handlers:
         """An output's shape for metadata; the saliency map's class axis is K when the model fixes it."""
         shape = protocol.dims(self.session.output_shapes[name])
         explainer = self._explainer
-        if name == SALIENCY_OUTPUT and len(shape) > 1 and shape[1] == -1 and explainer is not None:
-            if CLASSES_OUTPUT not in self.session.output_names and explainer.num_classes:
-                shape[1] = explainer.num_classes  # every class mapped
-            elif (explainer.explained or "").startswith("top") and explainer.explained[3:].isdigit():  # type: ignore[index]
-                shape[1] = int(explainer.explained[3:])  # type: ignore[index]
-            elif explainer.explained and all(p.strip().isdigit() for p in explainer.explained.split(",")):
-                shape[1] = len(explainer.explained.split(","))
+        if name != SALIENCY_OUTPUT or len(shape) < 2 or shape[1] != -1 or explainer is None:
+            return shape
+        explained = explainer.explained or ""  # recorded at export: 'all', 'topK' or class ids '281,285'
+        if CLASSES_OUTPUT not in self.session.output_names and explainer.num_classes:
+            shape[1] = explainer.num_classes  # every class mapped
+        elif re.fullmatch(r"top\d+", explained):
+            shape[1] = int(explained[3:])
+        elif re.fullmatch(r"\d+(,\d+)*", explained.replace(" ", "")):
+            shape[1] = len(explained.split(","))
         return shape
 
     @property
