@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -177,6 +178,24 @@ class _Stop(Exception):
     """SIGTERM, as an exception in the main thread."""
 
 
+def check_reachable(address: str, seconds: float = 10.0) -> None:
+    """A cluster address (``HOST:PORT`` of its GCS) that accepts a connection within ``seconds``, else one line:
+    Ray itself would retry for minutes, printing only its own warnings."""
+    if address in ("auto", "local") or "://" in address:  # Ray's own spellings: Ray resolves them
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OvxaiError(f"--address '{address}' is not HOST:PORT", "give the head's GCS address, e.g. 10.0.0.5:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise OvxaiError(
+            f"no Ray cluster answers at {address} ({reason} within {seconds:g} s)",
+            "start one there (ray start --head) or check --address / RAY_ADDRESS",
+        ) from None
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -230,7 +249,14 @@ def serve_model(
     started = False
     try:
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            check_reachable(address)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:  # refused token, version mismatch, ...
+                reason = " ".join(str(exc).split())[:200]
+                raise OvxaiError(
+                    f"cannot join the Ray cluster at {address}: {reason}", "check --address and its token"
+                ) from None
         else:
             os.environ.update(SERVE_ENV)  # the proxy and controller start from this environment
             wanted = options.cpus_per_replica * (options.max_replicas or options.replicas)

@@ -468,6 +468,7 @@ def test_taken_ports_bad_hosts_and_devices_are_one_line_before_anything_starts(
             ([*common, "--host", "10.254.254.254", "--port", str(free_port())], "is not an address of this machine"),
             ([*common, "--device", "GPU", "--port", str(free_port())], "OpenVINO device 'GPU' is not available"),
             ([*common, "--replicas", "2", "--port", str(free_port())], "opens Ray's own ports on every interface"),
+            ([*common, "--address", f"127.0.0.1:{free_port()}"], "no Ray cluster answers at 127.0.0.1"),
         ):
             began = time.monotonic()
             done = subprocess.run(
