@@ -8,9 +8,9 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ovxai.conventions import CHANNEL_ORDERS, MASKS, SALIENCY_DTYPES, SCORES
+from ovxai.conventions import CHANNEL_ORDERS, HOOK_PATHS, MASKS, SALIENCY_DTYPES, SCORES
 from ovxai.errors import OvxaiError
 from ovxai.hook.options import HookOptions
 from ovxai.metadata import ModelInfo
@@ -18,6 +18,7 @@ from ovxai.metadata import ModelInfo
 if TYPE_CHECKING:
     from ovxai.exporter.pipeline import ExportResult
     from ovxai.graph.view import GraphView
+    from ovxai.hook.paths import Choice
     from ovxai.serving.collection import CollectionOptions
     from ovxai.serving.options import ServeOptions
 
@@ -91,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--score", choices=SCORES, default=SCORES[0])
     exp.add_argument("--mask", choices=MASKS, default=MASKS[0])
     exp.add_argument("--saliency-dtype", choices=SALIENCY_DTYPES, default=SALIENCY_DTYPES[0])
+    exp.add_argument(
+        "--path",
+        choices=HOOK_PATHS,
+        default="auto",
+        help="how the copies are computed: the first exact path that applies (auto), one by name, or the general "
+        "mosaic (see `ovxai inspect`)",
+    )
     exp.add_argument(
         "--explain", default="all", help="classes that get a map: all (default), topK of each image, or ids 281,285"
     )
@@ -213,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, explain=args.explain)
+    options = HookOptions(
+        score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, path=args.path, explain=args.explain
+    )
     if args.torch:
         if args.output is None or args.input_shape is None:
             raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
@@ -299,6 +309,8 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         h, w = result.grid
         print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
+    for name, reason in result.declined:
+        print(f"         (not {name}: {reason})")
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
     if options.explain != "all":
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"
@@ -544,10 +556,10 @@ def _serve_on_ray(args: argparse.Namespace, options: ServeOptions, address: str 
 def _inspect(args: argparse.Namespace) -> int:
     from ovxai.exporter.pipeline import SMOKE_SIZE, load_model
     from ovxai.graph.macs import macs
-    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.cost import choice_macs
+    from ovxai.hook.paths import CNN_PATHS, choose, survey
     from ovxai.hook.tail import plan_tail
     from ovxai.hook.target import candidates, pick_prediction, resolve
-    from ovxai.hook.windows import plan_windows
 
     loaded = load_model(args.model, args.input_shape)
     dims = loaded.graph.input_dims()
@@ -566,30 +578,55 @@ def _inspect(args: argparse.Namespace) -> int:
     if default.tensor not in {c.tensor for c in found}:
         found.append(default)
     total = macs(graph, graph.nodes) or 1
+    options = HookOptions()
     print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
-    print("hook cost = extra MACs per image relative to the model (one-hot mask); path: mean / linear shortcut,")
-    print("windows (each copy computed only where it differs) or the full mosaic (N copies of the tail); * = default")
-    header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
-    print(header)
+    print("hook cost = extra MACs per image relative to the model (one-hot mask) on the path the export takes:")
+    print("mean / linear (closed forms), windows (each copy computed only where it differs), mosaic (N copies of")
+    print("the tail); * = default")
+    print(f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor")
     for cand in found:
-        plan = plan_tail(graph, cand.tensor, prediction)
-        n = cand.n
-        cost = f"{100 * hook_macs(graph, plan, n) / total:.1f} %" if n else "?"
+        tail = plan_tail(graph, cand.tensor, prediction)
+        choice = choose(CNN_PATHS, graph, tail, options)
+        cost = f"{100 * choice_macs(graph, tail, choice, options) / total:.1f} %" if cand.n else "?"
         mark = "*" if cand.tensor == default.tensor else " "
-        path = plan.shortcut.kind if plan.shortcut else ("windows" if plan_windows(graph, plan, "onehot") else "mosaic")
-        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
+        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {cand.n or '?':>6} {cost:>10}  {choice.name:<8} {cand.tensor}")
+    tail = plan_tail(graph, default.tensor, prediction)
+    print(f"paths at the default target {default.layer}, in the order tried (--path NAME asks for one):")
+    for option in survey(CNN_PATHS, graph, tail, options):
+        _print_path(option, graph, tail, total)
     return 0
+
+
+def _print_path(option: Choice[Any], graph: GraphView, cut: Any, total: int) -> None:
+    """One path's line in ``inspect``: its cost where it applies (one-hot / Gaussian mask), or why it does not."""
+    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.paths.path import Declined
+
+    if isinstance(option.plan, Declined):
+        print(f"  {option.name:<8} {'-':>15}  does not apply: {option.plan.reason}")
+        return
+    costs = []
+    for mask in MASKS:
+        try:
+            costs.append(f"{100 * hook_macs(graph, cut, HookOptions(mask=mask, path=option.name)) / total:.1f}")
+        except OvxaiError:  # applies with one mask only (the Gaussian's wider windows may not pay)
+            costs.append("n/a")
+    print(f"  {option.name:<8} {'/'.join(costs) + ' %':>15}  applies")
 
 
 def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) -> bool:
     """A vision transformer's blocks with the hook's cost at each (False: not a transformer)."""
     from ovxai.graph.macs import macs
-    from ovxai.hook.vit import hook_macs, plan_tokens, transformer_blocks
+    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.paths import VIT_PATHS, survey
+    from ovxai.hook.paths.path import Declined
+    from ovxai.hook.tokens import plan_tokens, transformer_blocks
 
     blocks = transformer_blocks(graph, prediction)
     if not blocks:
         return False
     total = macs(graph, graph.nodes) or 1
+    options = HookOptions()
     print(f"model {model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
     print("vision transformer: ViT-ReciproCAM explains a block's input tokens (--layer BLOCK); hook cost = extra")
     print("MACs per image relative to the model (one-hot / Gaussian mask) on the exact short sequence, and on the")
@@ -598,17 +635,18 @@ def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) ->
     for block in blocks:
         plan = plan_tokens(graph, prediction, block)
         assert plan is not None
+        short = survey(VIT_PATHS, graph, plan, options)[0]
         tokens = "x".join(str(d) for d in (graph.tensor(plan.target).shape or ("?", "?"))[1:])
-        if plan.short is None:
-            short = "/".join(f"{100 * hook_macs(graph, plan, m) / total:.1f}" for m in ("onehot", "gaussian")) + " %"
+        if isinstance(short.plan, Declined):
+            cost = "n/a"
         else:
-            short = "n/a"
-        general = f"{100 * hook_macs(graph, plan, fast_path=False) / total:.0f} %"
+            cost = "/".join(f"{100 * hook_macs(graph, plan, HookOptions(mask=m)) / total:.1f}" for m in MASKS) + " %"
         mark = "*" if block == blocks[-1] else " "
         grid = f"{plan.grid[0]}x{plan.grid[1]}"
-        print(f"{mark} {block:<36} {tokens:<12} {grid:<7} {short:>15} {general:>9}  {plan.target}")
-        if plan.short is not None:
-            print(f"      general path only: {plan.short}")
+        print(f"{mark} {block:<36} {tokens:<12} {grid:<7} {cost:>15} "
+              f"{100 * hook_macs(graph, plan, HookOptions(path='mosaic')) / total:>7.0f} %  {plan.target}")  # fmt: skip
+        if isinstance(short.plan, Declined):
+            print(f"      general path only: {short.plan.reason}")
     return True
 
 

@@ -4,7 +4,7 @@ What it measures, for each batch size in ``--batches``:
 
 * three OpenVINO IR models built from one random-weight ResNet-50 (``models.architectures``):
   ``plain`` (the classifier as is), ``fast`` (ovxai hook at ``layer4``, exact pooled fast path) and
-  ``general`` (same hook, ``HookOptions(fast_path=False)``: the full (B*N, C, H, W) mosaic);
+  ``general`` (same hook, ``HookOptions(path="mosaic")``: the full (B*N, C, H, W) mosaic);
 * synchronous latency with one reused InferRequest per model, ``time.perf_counter`` around
   ``request.infer``, timed by ``tools/harness.py``: runs *alternated* (each round runs every model once,
   in a rotating order) so that thermal or frequency drift hits every variant alike; median, p90 and the
@@ -95,9 +95,8 @@ def build_models(workdir: Path) -> tuple[dict[str, Path], str]:
     extra: dict[str, Any] = {"fp16": False} if "fp16" in inspect.signature(export).parameters else {}
     target = ""
     for name, fast in (("fast", True), ("general", False)):
-        result = export(
-            paths["onnx"], workdir / f"{name}.xml", layer=LAYER, options=HookOptions(fast_path=fast), **extra
-        )
+        options = HookOptions(path="auto" if fast else "mosaic")
+        result = export(paths["onnx"], workdir / f"{name}.xml", layer=LAYER, options=options, **extra)
         if result.fast_path != fast:
             raise SystemExit(f"export for '{name}' used fast_path={result.fast_path}, expected {fast}")
         paths[name] = Path(result.files[0])

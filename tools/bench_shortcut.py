@@ -6,7 +6,7 @@ weights, tests/zoo.py, 1000 classes), at the targets of the issue's table: Squee
 (timm EfficientViT-B0 at its last stage: 1 x 1 conv + BN + act, pool, MLP), and ResNet-50 at ``layer4``
 (the classic fast path, which must not get slower), and ResNet-50 at ``layer3`` (layer4's 3 x 3 convolutions
 follow: the incremental windows of ovxai/incremental.py). Each exported three ways: plain, patched with the
-fast path (the closed-form shortcut, or the windows), patched with the full mosaic (``fast_path=False``).
+fast path (the closed-form shortcut, or the windows), patched with the full mosaic (``path="mosaic"``).
 The peer at the same target: ``.venv-xai/bin/python tools/bench_openvino_xai.py --plain PLAIN.xml --target TENSOR
 --extra windows=PATCHED.xml`` (``--keep DIR`` keeps this script's files).
 
@@ -68,7 +68,7 @@ def build(name: str, folder: Path) -> dict[str, Path]:
     for variant, fast in (("shortcut", True), ("mosaic", False)):
         for suffix in ("onnx", "xml"):
             result = export(paths["plain.onnx"], folder / f"{name}_{variant}.{suffix}", layer=layer,
-                            options=HookOptions(fast_path=fast), fp16=False)  # fmt: skip
+                            options=HookOptions(path="auto" if fast else "mosaic"), fp16=False)  # fmt: skip
             paths[f"{variant}.{suffix}"] = result.files[0]
         paths[f"{variant}.path"] = Path(result.path)
     return paths
@@ -178,7 +178,7 @@ def pruning(name: str, folder: Path, rounds: int) -> list[tuple[Any, ...]]:
     graph = load_model(plain).graph
     prediction = pick_prediction(graph, None)
     plan = plan_tail(graph, resolve(graph, prediction, layer).tensor, prediction)
-    total, n = macs(graph, graph.nodes), int(np.prod((graph.tensor(plan.target).shape or (1, 1, 1, 1))[2:]))
+    total = macs(graph, graph.nodes)
     paths = {"plain": folder / f"{name}.xml"}
     ov.save_model(ov.convert_model(str(plain)), str(paths["plain"]), compress_to_fp16=False)
     for variant, explain in (("all", "all"), ("top5", "top5")):
@@ -195,7 +195,7 @@ def pruning(name: str, folder: Path, rounds: int) -> list[tuple[Any, ...]]:
     timing = alternate(variants, rounds, warmup=2, max_rounds=2 * rounds)
     rows = []
     for variant, selected in (("all", None), ("top5", 5)):
-        cost = hook_macs(graph, plan, n, selected=selected)
+        cost = hook_macs(graph, plan, HookOptions(score="logits"), selected=selected)
         s = timing.summary(variant, "plain")
         rows.append(
             (

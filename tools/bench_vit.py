@@ -6,7 +6,7 @@ peaked: see ``peak_last_attention``): torchvision ``vit_b_16``
 and timm ``vit_base_patch16_224`` (the same architecture; openvino-xai cannot patch torchvision's, see
 below). Each is converted to an FP32 IR by ``ov.convert_model`` (``ovxai.exporter.from_torch.to_ir``) and patched by
 ``ovxai.export`` at its automatic target (the last block's input), logits scores, ``--mask`` (Gaussian: the
-reference's default), FP32 weights, as ``fast`` (``fast_path=True``) and ``general`` (``fast_path=False``).
+reference's default), FP32 weights, as ``fast`` (``path="auto"``) and ``general`` (``path="mosaic"``).
 
 * **ovxai side** (this venv, its OpenVINO): latency of plain / fast / general at each ``--batches``, OpenVINO CPU
   in the plugin's default precision (bf16 where the CPU has it) and f32, ``PERFORMANCE_HINT=LATENCY``, alternated
@@ -146,7 +146,7 @@ def build(library: str, workdir: Path, mask: str) -> dict[str, Any]:
     to_ir(net, workdir / "plain.xml", SIZE)
     info: dict[str, Any] = {}
     for variant in OVXAI:
-        options = HookOptions(score="logits", mask=mask, fast_path=variant == "fast")
+        options = HookOptions(score="logits", mask=mask, path="auto" if variant == "fast" else "mosaic")
         result = export(workdir / "plain.xml", workdir / f"{variant}.xml", options=options, fp16=False)
         info[variant] = {"target": result.target.layer, "path": result.path, "fast_path": result.fast_path}
     np.save(workdir / "image.npy", images(1))

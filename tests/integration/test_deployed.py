@@ -75,7 +75,7 @@ def test_converted_ir_resolves_module_paths(converted: Path, resnet: nn.Module, 
 
 
 def test_export_torch_to_ir_converts_directly(resnet: nn.Module, tmp_path: Path, monkeypatch) -> None:
-    from ovxai import torch_export
+    from ovxai.exporter import from_torch as torch_export
 
     monkeypatch.setattr(torch_export, "to_onnx", lambda *a, **k: pytest.fail("no ONNX detour for an IR output"))
     result = export_torch(resnet, torch.rand(2, 3, SIZE, SIZE), tmp_path / "direct.xml", layer="layer4", fp16=False)
@@ -209,7 +209,7 @@ def test_int8_shortcut_equals_its_mosaic(int8: Path, tmp_path: Path) -> None:
     options = HookOptions(score="logits")
     cut = export(int8, tmp_path / "cut.xml", layer="layer4", options=options)
     assert cut.path == "mean"
-    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", fast_path=False))
+    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", path="mosaic"))
     x = images(2, SIZE, seed=3)
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     a, b = _outputs(cut.files[0], x, config), _outputs(mosaic.files[0], x, config)

@@ -128,7 +128,7 @@ def vit_patched(vit_models: Any, tmp_path_factory: pytest.TempPathFactory) -> An
             built = vit_models(name, source)
             suffix = ".xml" if source == "ir" else ".onnx"
             out = folder / f"{name}-{source}-{layer or 'auto'}-{mask}-{'fast' if fast else 'general'}{suffix}"
-            options = HookOptions(score="logits", mask=mask, fast_path=fast)
+            options = HookOptions(score="logits", mask=mask, path="auto" if fast else "mosaic")
             result = export(built.files[source], out, layer=layer, options=options, fp16=False)
             engine = "openvino" if source == "ir" else "onnxruntime"
             outputs = {b: run(result.files[0], built.images[:b], engine) for b in (BATCH, 1)}
@@ -237,7 +237,7 @@ def test_last_block_matches_oracle(
     vit_models: Any, vit_oracle: Any, vit_patched: Any, name: str, source: str, mask: str, fast: bool
 ) -> None:
     """Automatic target = the last block; maps at batch 3 and 1 (one dynamic-batch file) equal the oracle;
-    the prediction is the plain model's; ``fast_path=True`` takes the token path."""
+    the prediction is the plain model's; ``path="auto"`` takes the token path."""
     case, built = vit_zoo.CASES[name], vit_models(name, source)
     patched = vit_patched(name, source, None, mask, fast)
     assert patched.result.target.layer == case.block(-1), f"automatic target {patched.result.target.layer}"
@@ -276,7 +276,7 @@ def test_legacy_exporter_and_ir_from_onnx(vit_models: Any, vit_oracle: Any, tmp_
     """The legacy (TorchScript) exporter's ONNX of the DeiT, patched into an IR (ONNX in, IR out), in OpenVINO."""
     name = "deit_distilled"
     built = vit_models(name, "legacy")
-    options = HookOptions(score="logits", mask="gaussian", fast_path=fast)
+    options = HookOptions(score="logits", mask="gaussian", path="auto" if fast else "mosaic")
     result = export(built.files["legacy"], tmp_path / "deit.xml", options=options, fp16=False)
     assert result.target.layer == vit_zoo.CASES[name].block(-1)
     got = run(result.files[0], built.images, "openvino")["saliency_map"]
