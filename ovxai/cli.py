@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ovxai.graph.view import GraphView
     from ovxai.hook.paths import Choice
     from ovxai.serving.collection import CollectionOptions
+    from ovxai.serving.options import ServeOptions
 
 
 def _shape(text: str) -> list[int | str]:
@@ -68,6 +69,7 @@ _FLAGS = {
     "targets": "--explain",
     "explain": "--explain",
     "top_k": "--top-k",
+    "device": "--device",
 }
 _PARAMETER = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")= ?")
 
@@ -154,16 +156,16 @@ def _parser() -> argparse.ArgumentParser:
         "--node-ip-address", default=unset, help="the IP of the local Ray instance's node (as ray start's flag)"
     )
 
-    srv = sub.add_parser("serve", help="serve a patched model on Ray Serve (Open Inference Protocol, /v1/explain)")
+    srv = sub.add_parser(
+        "serve", help="serve a patched model: Open Inference Protocol (REST and gRPC), /v1/explain; Ray for replicas"
+    )
     srv.add_argument("--model", "-m", type=Path, required=True, help="patched model (.xml or .onnx)")
     srv.add_argument("--name", help="the model's name in the protocol's URLs (default: the file's stem)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    srv.add_argument("--device", default="CPU", help="OpenVINO device of each replica: CPU, GPU, NPU, AUTO")
+    srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0: no gRPC)")
+    srv.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO")
     srv.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
-    srv.add_argument("--replicas", type=int, default=1, help="replicas, each with the model loaded (default 1)")
-    srv.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
-    srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
     srv.add_argument("--max-batch-size", type=int, default=8, help="dynamic batching: most requests per batch; 1: off")
     srv.add_argument(
         "--batch-wait-ms",
@@ -171,18 +173,24 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="dynamic batching: longest wait for company (0: the queued ones)",
     )
-    srv.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
-    srv.add_argument(
-        "--proxy-location",
-        choices=("HeadOnly", "EveryNode"),
-        default="HeadOnly",
-        help="where Ray Serve's HTTP proxies run (default HeadOnly: one address)",
-    )
-    srv.add_argument("--node-ip-address", help="the IP of the local Ray instance's node (as ray start's flag)")
     srv.add_argument("--labels", type=Path, help="class names file, if the model carries none")
     srv.add_argument("--mean", help="per-channel mean (default: the model's; required if it has none), e.g. 0")
     srv.add_argument("--scale", help="per-channel scale (default: the model's; required if it has none), e.g. 1")
     srv.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="default: the model's, else rgb")
+    cluster = srv.add_argument_group(
+        "Ray Serve: replicas and clusters (any of these serves on Ray instead of in process)"
+    )
+    cluster.add_argument("--replicas", type=int, default=1, help="replicas, each with the model loaded (default 1)")
+    cluster.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
+    cluster.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS; else no Ray for one replica)")
+    cluster.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
+    cluster.add_argument(
+        "--proxy-location",
+        choices=("HeadOnly", "EveryNode"),
+        default="HeadOnly",
+        help="where Ray Serve's proxies run (default HeadOnly: one address)",
+    )
+    cluster.add_argument("--node-ip-address", help="the IP of the local Ray instance's node (as ray start's flag)")
 
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
     ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx, or .xml IR)")
@@ -466,19 +474,17 @@ def _explain_collection(
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import ray.serve  # noqa: F401
-    except ImportError:
-        raise OvxaiError("ovxai serve needs Ray Serve and FastAPI", "pip install 'ovxai[serve]'") from None
-    from ovxai.serving.server import ServeOptions, check, serve_model
+    from ovxai.serving.options import ServeOptions
 
     flags = {"name": "--name", "max_batch_size": "--max-batch-size", "batch_wait_ms": "--batch-wait-ms",
              "replicas": "--replicas", "max_replicas": "--max-replicas", "cpus_per_replica": "--replica-cpus",
-             "mean": "--mean", "scale": "--scale", "labels": "--labels",
+             "mean": "--mean", "scale": "--scale", "labels": "--labels", "device": "--device",
              "channel_order": "--channel-order"}  # fmt: skip
     if not 0 < args.port < 65536:
         raise OvxaiError(f"--port {args.port} is not a TCP port", "use 1..65535, e.g. 8000")
+    if not 0 <= args.grpc_port < 65536 or args.grpc_port == args.port:
+        raise OvxaiError(f"--grpc-port {args.grpc_port} is not a second TCP port", "use 1..65535 (not --port), or 0")
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
     try:
         given = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
         options = ServeOptions(
@@ -486,19 +492,65 @@ def _serve(args: argparse.Namespace) -> int:
             name=args.name or "", max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
             replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
         )  # fmt: skip
-        preprocessing = check(options)
+        on_ray = bool(address) or options.wants_ray
+        if on_ray:
+            _serve_on_ray(args, options, address)
+        else:
+            _serve_embedded(args, options)
     except OvxaiError as exc:  # the library names its parameters (max_batch_size=): say the flags
         text = re.sub(r"\b(\w+)=\s*", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(exc))
         raise OvxaiError(text) from None
-    print(f"preprocessing: {preprocessing}", flush=True)
-
-    def ready(url: str) -> None:
-        base = url.split("/v2/")[0]
-        print(f"serving {options.name} at {url} (POST {base}/v1/explain, GET {base}/v1/info)", flush=True)
-
-    serve_model(options, args.host, args.port, args.address, args.proxy_location, ready, args.node_ip_address)
     print("ovxai serve: stopped", file=sys.stderr)
     return 0
+
+
+def _serving(name: str, url: str, grpc: str | None, where: str) -> None:
+    base = url.split("/v2/")[0]
+    also = f", gRPC {grpc}" if grpc else ""
+    print(f"serving {name} at {url} (POST {base}/v1/explain, GET {base}/v1/info{also}; {where})", flush=True)
+
+
+def _serve_embedded(args: argparse.Namespace, options: ServeOptions) -> None:
+    try:
+        import uvicorn  # noqa: F401
+
+        from ovxai.serving import embedded, grpc_service  # noqa: F401
+        from ovxai.serving.handlers import Handlers
+    except ImportError:
+        raise OvxaiError("ovxai serve needs uvicorn, grpcio and tritonclient", "pip install 'ovxai[serve]'") from None
+
+    def loaded(handlers: Handlers) -> None:
+        print(f"preprocessing: {handlers.explainer.describe_preprocessing()}", flush=True)
+
+    def ready(url: str, grpc: str | None) -> None:
+        _serving(options.name, url, grpc, "in process")
+
+    embedded.serve(options, args.host, args.port, args.grpc_port, ready, loaded)
+
+
+def _serve_on_ray(args: argparse.Namespace, options: ServeOptions, address: str | None) -> None:
+    try:
+        import ray.serve  # noqa: F401
+
+        from ovxai.serving import ray_host
+        from ovxai.serving.handlers import Handlers
+    except ImportError:
+        raise OvxaiError("ovxai serve --replicas/--address needs Ray Serve", "pip install 'ovxai[serve]'") from None
+    # Every problem of the model (missing, unpatched, no preprocessing, a device this machine lacks) is one
+    # line here, before Ray starts; on a cluster the replicas' nodes may have devices this one lacks.
+    from dataclasses import replace
+
+    checked = Handlers(replace(options, device="CPU" if address else options.device))
+    print(f"preprocessing: {checked.explainer.describe_preprocessing()}", flush=True)
+    checked.close()
+    del checked
+
+    def ready(url: str, grpc: str | None) -> None:
+        _serving(options.name, url, grpc, "Ray Serve")
+
+    ray_host.serve_model(
+        options, args.host, args.port, args.grpc_port, address, args.proxy_location, ready, args.node_ip_address
+    )
 
 
 def _inspect(args: argparse.Namespace) -> int:

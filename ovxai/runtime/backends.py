@@ -75,6 +75,11 @@ def open_session(
     if is_model_url(path):
         if backend not in ("auto", "remote"):
             raise OvxaiError(f"backend '{backend}' cannot run a model URL", "leave the backend auto for a served model")
+        if device != "CPU" or providers:
+            raise OvxaiError(
+                f"device= {device} means nothing for a model URL: its server runs it on the device it was served on",
+                "drop device= here and serve the model with ovxai serve --device instead",
+            )
         return RemoteSession(str(path))
     path = Path(path)
     if not path.is_file():
