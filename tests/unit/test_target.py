@@ -28,6 +28,13 @@ from ovxai.hook.target import Candidate, candidates, pick_prediction, resolve
 # -- target resolution ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def resnet() -> GraphView:
+    """The one-block ResNet of graphs.py, read by the ONNX adapter (a fixture per module: a conftest here
+    would shadow the top-level one that other tiers import from)."""
+    return ONNX.view(resnet_model())
+
+
 def test_resolve_by_tensor_node_and_module_path(resnet: GraphView) -> None:
     assert resolve(resnet, "logits", "a4") == Candidate("a4", "a4", (1, 8, 8, 8))
     assert resolve(resnet, "logits", "/layer4/layer4.0/conv2/Conv").tensor == "a3"

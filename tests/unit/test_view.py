@@ -37,6 +37,13 @@ from ovxai.hook.target import candidates, resolve
 # -- the view ---------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def resnet() -> GraphView:
+    """The one-block ResNet of graphs.py, read by the ONNX adapter (a fixture per module: a conftest here
+    would shadow the top-level one that other tiers import from)."""
+    return ONNX.view(resnet_model())
+
+
 def test_scope_from_torchscript_node_names() -> None:
     assert scope_from_name("/layer4/layer4.0/relu/Relu") == "layer4.0.relu"
     assert scope_from_name("/layer4/layer4.1/conv2/Conv") == "layer4.1.conv2"
