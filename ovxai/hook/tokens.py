@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ovxai.errors import OvxaiError
 from ovxai.graph.view import SHAPE_OPS, GraphView, Kind, Node
 from ovxai.hook.tail import TailPlan, plan_tail
-from ovxai.hook.target import leaving_tensors, scope_paths
+from ovxai.hook.target import is_feature_map, leaving_tensors, scope_paths
 
 ATTENTION_OPS = frozenset({"Softmax", "ScaledDotProductAttention"})
 # Gaussian slots: (row offset, column offset, weight x 16); one-hot keeps the centre only.
@@ -124,6 +124,8 @@ def plan_tokens(graph: GraphView, prediction: str, layer: str | None) -> TokenPl
             )
         return None  # attention outside any block (or none): the CNN path explains the last feature map
     if layer is None:
+        if hybrid(graph, prediction, blocks[-1]):
+            return None  # a CNN with attention inside (MobileViT): its last feature map is the natural target
         block = blocks[-1]
     elif layer in blocks:
         block = layer
@@ -141,6 +143,30 @@ def plan_tokens(graph: GraphView, prediction: str, layer: str | None) -> TokenPl
             f"name a block: {_listed(blocks)}",
         )
     return _plan_block(graph, prediction, block, tuple(blocks))
+
+
+def hybrid(graph: GraphView, prediction: str, last: str) -> bool:
+    """Whether a convolutional feature map (B, C, H, W), H*W > 1, lies between the last block and the prediction:
+    the blocks are a CNN's inner transformers (MobileViT unfolds its maps into patches for them), not a ViT's."""
+    after: set[str] = set()
+    for node in graph.nodes:
+        if last in scope_paths(node.scope):
+            for out in node.outputs:
+                after |= graph.descendants(out)
+    feeding = graph.ancestors([prediction])
+    return any(
+        is_feature_map(graph, out) and _spatial_map(graph, out)
+        for node in graph.nodes
+        if node.name in after and node.name in feeding and node.op == "Conv"
+        for out in node.outputs
+    )
+
+
+def _spatial_map(graph: GraphView, name: str) -> bool:
+    shape = graph.tensor(name).shape or ()
+    return len(shape) == 4 and not (
+        isinstance(shape[2], int) and isinstance(shape[3], int) and shape[2] * shape[3] <= 1
+    )
 
 
 def _listed(blocks: list[str]) -> str:
@@ -167,10 +193,12 @@ def _plan_block(graph: GraphView, prediction: str, block: str, blocks: tuple[str
     h, w = _grid(graph, target, count, blocks)
     if len(shape) == 4:
         count = h * w
-    if not isinstance(count, int) or count < h * w:
+    if not isinstance(count, int):
+        raise OvxaiError(f"block '{block}' reads an unknown number of tokens ({count})", _fix_for_unknown(graph))
+    if count < h * w:
         raise OvxaiError(
-            f"block '{block}' reads {count} tokens, which is not A + h*w for the {h} x {w} patch grid",
-            _fix_for_unknown(graph),
+            f"block '{block}' reads {count} tokens, fewer than the {h} x {w} grid of the map before it",
+            f"name another block: {_listed(list(blocks))}",
         )
     return TokenPlan(
         block=block,
