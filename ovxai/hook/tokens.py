@@ -149,10 +149,8 @@ def hybrid(graph: GraphView, prediction: str, last: str) -> bool:
     """Whether a convolutional feature map (B, C, H, W), H*W > 1, lies between the last block and the prediction:
     the blocks are a CNN's inner transformers (MobileViT unfolds its maps into patches for them), not a ViT's."""
     after: set[str] = set()
-    for node in graph.nodes:
-        if last in scope_paths(node.scope):
-            for out in node.outputs:
-                after |= graph.descendants(out)
+    for out in leaving_tensors(graph, last):
+        after |= graph.descendants(out)
     feeding = graph.ancestors([prediction])
     return any(
         is_feature_map(graph, out) and _spatial_map(graph, out)
@@ -266,20 +264,16 @@ def _grid(graph: GraphView, target: str, count: object, blocks: tuple[str, ...])
         )
     feeding = graph.ancestors([target])
     batch = shape[0] if shape else None
-    maps: list[tuple[int, int]] = []
     for node in reversed(graph.nodes):
         if node.name not in feeding:
             continue
         for out in node.outputs:
             grid = _map_grid(graph, out, batch)
-            if grid is not None:
-                maps.append(grid)
-                if not isinstance(count, int) or 0 <= count - grid[0] * grid[1] < grid[0] * grid[1]:
-                    return grid
-    if maps:  # no map fits a known count: the count tells
-        return maps[0]
+            if grid is not None and (not isinstance(count, int) or 0 <= count - grid[0] * grid[1] < grid[0] * grid[1]):
+                return grid
     raise OvxaiError(
-        "cannot find the patch grid: no 2-D map of fixed size (the patch embedding) feeds the blocks",
+        f"cannot find the patch grid of the tokens '{target}' ({graph.tensor(target).describe()}): no map of fixed size "
+        "with as many positions feeds them",
         _fix_for_unknown(graph),
     )
 

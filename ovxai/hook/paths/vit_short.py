@@ -346,6 +346,8 @@ def _lays_out_tokens(graph: GraphView, node: Node, plan: TokenPlan) -> str | Non
     source, out = graph.tensor(node.inputs[0]).shape, graph.tensor(node.outputs[0]).shape
     if source is None or len(source) != 3 or source[1] != plan.tokens or out is None or plan.tokens in out[1:]:
         return None
+    if len(out) == 2 and out[1] == source[2]:
+        return None  # the tokens merged into the batch, features kept (a BatchNorm1d over tokens): still per token
     return (
         f"'{node.name}' lays the {plan.tokens} tokens out as {graph.tensor(node.outputs[0]).describe()} "
         "(a map, windows, or a flattening head): a token's place matters"
