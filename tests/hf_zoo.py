@@ -100,8 +100,9 @@ def swin(seed: int = 4) -> nn.Module:
 
 def mobilevit(seed: int = 5) -> nn.Module:
     """MobileViT: a CNN whose blocks unfold their maps into patches for small transformers (a hybrid)."""
+    necks = [8, 8, 16, 16, 16, 24, 32]
     return _build("MobileViTConfig", "MobileViTForImageClassification", seed, 64, image_size=64,
-                  hidden_sizes=[16, 16, 16], neck_hidden_sizes=[8, 8, 16, 16, 16, 24, 32], num_attention_heads=2)  # fmt: skip
+                  hidden_sizes=[16, 16, 16], neck_hidden_sizes=necks, num_attention_heads=2)  # fmt: skip
 
 
 def levit(seed: int = 6) -> nn.Module:
@@ -141,7 +142,7 @@ CASES = {
             _B.format("beit", 2) + ".layernorm_before",
             1,
             (4, 4),
-        ),  # fmt: skip
+        ),
         HfCase("dinov2", dinov2, 32, "model.dinov2.encoder.layer.2", "model.dinov2.encoder.layer.2.norm1", 1, (4, 4)),
         HfCase(
             "swin",
@@ -151,7 +152,7 @@ CASES = {
             "model.swin.encoder.layers.1.blocks.1.layernorm_before",
             0,
             (4, 4),
-        ),  # fmt: skip
+        ),
         HfCase("levit", levit, 224, "model.levit.encoder.stages.2.layers.0", None, 0, (4, 4)),
         HfCase("mobilevit", mobilevit, 64, None, None, 0, (2, 2)),
         HfCase("convnext", convnext, 64, None, None, 0, (2, 2)),

@@ -78,18 +78,18 @@ def _evaluated(graph: GraphView, node: Node, name: str, inputs: list[np.ndarray 
     if node.op in _BINARY and len(x) == 2:
         return np.asarray(_BINARY[node.op](x[0], x[1]))
     if node.op == "Div" and len(x) == 2:
-        return x[0] // x[1] if x[0].dtype.kind in "iu" else np.asarray(x[0] / x[1])
+        return np.asarray(x[0] // x[1] if x[0].dtype.kind in "iu" else x[0] / x[1])
     if node.op == "Not":
-        return np.logical_not(x[0])
+        return np.asarray(np.logical_not(x[0]))
     if node.op == "Neg":
-        return -x[0]
+        return np.asarray(np.negative(x[0]))
     if node.op == "Where" and len(x) == 3:
-        return np.where(x[0], x[1], x[2])
+        return np.asarray(np.where(x[0], x[1], x[2]))
     if node.op == "Cast":
         dtype = graph.tensor(name).dtype
         return x[0].astype(dtype) if dtype else None
     if node.op == "Expand":
-        return np.broadcast_to(x[0], np.broadcast_shapes(x[0].shape, tuple(int(d) for d in x[1]))).copy()
+        return np.array(np.broadcast_to(x[0], np.broadcast_shapes(x[0].shape, tuple(int(d) for d in x[1]))))
     if node.op == "Concat" and all(a.ndim == 1 for a in x):
         return np.concatenate(x)
     if node.op in _RESHAPED:
@@ -97,7 +97,8 @@ def _evaluated(graph: GraphView, node: Node, name: str, inputs: list[np.ndarray 
         if shape is None:
             return None
         dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(shape)]
-        return x[0].reshape([int(d) for d in dims]) if all(isinstance(d, int) for d in dims) else None
+        fixed = [d for d in dims if isinstance(d, int)]
+        return x[0].reshape(fixed) if len(fixed) == len(dims) else None
     return None
 
 

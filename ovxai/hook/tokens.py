@@ -247,7 +247,10 @@ def _fix_for_unknown(graph: GraphView) -> str:
     size is fixed and only the file's shape inference lost it, re-export on a route that records it."""
     if not all(isinstance(d, int) for d in graph.input_dims()[1:]):
         return "pin the image size with --input-shape, e.g. ?,3,224,224"
-    return "the image size is fixed but the file's shapes lose the token count: re-export with torch.onnx.export(dynamo=True) or ov.convert_model(module)"
+    return (
+        "the image size is fixed but the file's shapes lose the token count: re-export with "
+        "torch.onnx.export(dynamo=True) or ov.convert_model(module)"
+    )
 
 
 def _grid(graph: GraphView, target: str, count: object, blocks: tuple[str, ...]) -> tuple[int, int]:
@@ -272,8 +275,8 @@ def _grid(graph: GraphView, target: str, count: object, blocks: tuple[str, ...])
             if grid is not None and (not isinstance(count, int) or 0 <= count - grid[0] * grid[1] < grid[0] * grid[1]):
                 return grid
     raise OvxaiError(
-        f"cannot find the patch grid of the tokens '{target}' ({graph.tensor(target).describe()}): no map of fixed size "
-        "with as many positions feeds them",
+        f"cannot find the patch grid of the tokens '{target}' ({graph.tensor(target).describe()}): "
+        "no map of fixed size with as many positions feeds them",
         _fix_for_unknown(graph),
     )
 

@@ -150,7 +150,7 @@ def test_route(hf_models: Any, hf_oracle: Any, tmp_path: Path, name: str, route:
     engine = "openvino" if route == "ir" else "onnxruntime"
     outputs = run(result.files[0], built.images, engine)
     plain = _plain_prediction(built.files[route], built.images, engine)
-    _check_prediction(outputs[result.prediction], plain, engine)
+    np.testing.assert_array_equal(outputs[result.prediction], plain)  # FP32 weights (fp16=False): bit for bit
     exact, noise = hf_oracle(name, target)
     maps = outputs["saliency_map"]
     assert maps.shape == exact.shape
@@ -159,24 +159,13 @@ def test_route(hf_models: Any, hf_oracle: Any, tmp_path: Path, name: str, route:
     assert diff <= tolerance, f"max |map - oracle| = {diff:.3g} > {tolerance:.3g} (float32 noise {noise:.3g})"
 
 
-def _check_prediction(got: np.ndarray, plain: np.ndarray, engine: str) -> None:
-    """Bit for bit on ONNX Runtime. OpenVINO's CPU plugin compiles a tensor's producer by its readers, so a hook
-    that reads the block's input may move the original path's rounding: held to the float32 rounding of the
-    logits until the export enforces bit-identity (issue 19's private reads)."""
-    if engine == "onnxruntime":
-        np.testing.assert_array_equal(got, plain)
-        return
-    scale = float(np.abs(plain).max())
-    np.testing.assert_allclose(got, plain, rtol=0, atol=1e-3 * scale)
-
-
 def test_beit_block_named(hf_models: Any, tmp_path: Path) -> None:
     """``--layer`` a BEiT block: explained on the general path (its relative position bias), not refused as
     'not a 4-D float feature map'; forcing the short sequence says why it does not apply."""
     source = hf_models("beit", "ir").files["ir"]
     result = export(source, tmp_path / "b.xml", layer="model.beit.layers.1", options=HookOptions(score="logits"))
     assert (result.path, result.target.layer, result.grid) == ("mosaic", "model.beit.layers.1", (4, 4))
-    with pytest.raises(OvxaiError, match="path=tokens does not apply here: .*position bias"):
+    with pytest.raises(OvxaiError, match=r"path=tokens does not apply here: .*position bias"):
         export(source, tmp_path / "t.xml", options=HookOptions(path="tokens"))
     assert not (tmp_path / "t.xml").exists()
 

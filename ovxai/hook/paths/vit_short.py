@@ -377,8 +377,8 @@ def _token_terms(graph: GraphView, plan: TokenPlan) -> dict[str, float | bool] |
                     "depends on the token pair" if value is not None else "is not shown to treat every token pair alike"
                 )
                 return Declined(
-                    f"'{reader.name}' adds a position bias or mask of shape {graph.tensor(term).describe()} that {what}: "
-                    "the short sequence's tokens have no fixed place"
+                    f"'{reader.name}' adds a position bias or mask of shape {graph.tensor(term).describe()} "
+                    f"that {what}: the short sequence's tokens have no fixed place"
                 )
             single = value.reshape(-1)[0]
             if value.dtype == np.bool_ and not single:
