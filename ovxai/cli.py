@@ -615,15 +615,20 @@ def _print_path(option: Choice[Any], graph: GraphView, cut: Any, total: int) -> 
 
 
 def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) -> bool:
-    """A vision transformer's blocks with the hook's cost at each (False: not a transformer)."""
+    """A vision transformer's blocks with the hook's cost at each, and each path at the default block with why it
+    applies or not (False: not a transformer, or a CNN whose inner transformers are not the natural target)."""
     from ovxai.graph.macs import macs
     from ovxai.hook.cost import hook_macs
     from ovxai.hook.paths import VIT_PATHS, survey
     from ovxai.hook.paths.path import Declined
-    from ovxai.hook.tokens import plan_tokens, transformer_blocks
+    from ovxai.hook.tokens import hybrid, plan_tokens, transformer_blocks
 
     blocks = transformer_blocks(graph, prediction)
     if not blocks:
+        return False
+    if hybrid(graph, prediction, blocks[-1]):
+        print(f"attention blocks inside a CNN ({blocks[0]} ... {blocks[-1]}): the default target is its last feature")
+        print("map; --layer BLOCK explains a block's input tokens instead")
         return False
     total = macs(graph, graph.nodes) or 1
     options = HookOptions()
@@ -632,21 +637,29 @@ def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) ->
     print("MACs per image relative to the model (one-hot / Gaussian mask) on the exact short sequence, and on the")
     print("general path (every copy on all tokens); * = default target")
     print(f"  {'block':<36} {'tokens x D':<12} {'h x w':<7} {'short':>15} {'general':>9}  tensor")
+    default = None
     for block in blocks:
-        plan = plan_tokens(graph, prediction, block)
+        mark = "*" if block == blocks[-1] else " "
+        try:
+            plan = plan_tokens(graph, prediction, block)
+        except OvxaiError as exc:
+            print(f"{mark} {block:<36} refused: {exc}")
+            continue
         assert plan is not None
+        default = plan if block == blocks[-1] else default
         short = survey(VIT_PATHS, graph, plan, options)[0]
         tokens = "x".join(str(d) for d in (graph.tensor(plan.target).shape or ("?", "?"))[1:])
         if isinstance(short.plan, Declined):
             cost = "n/a"
         else:
             cost = "/".join(f"{100 * hook_macs(graph, plan, HookOptions(mask=m)) / total:.1f}" for m in MASKS) + " %"
-        mark = "*" if block == blocks[-1] else " "
         grid = f"{plan.grid[0]}x{plan.grid[1]}"
         print(f"{mark} {block:<36} {tokens:<12} {grid:<7} {cost:>15} "
               f"{100 * hook_macs(graph, plan, HookOptions(path='mosaic')) / total:>7.0f} %  {plan.target}")  # fmt: skip
-        if isinstance(short.plan, Declined):
-            print(f"      general path only: {short.plan.reason}")
+    if default is not None:
+        print(f"paths at the default block {default.block}, in the order tried (--path NAME asks for one):")
+        for option in survey(VIT_PATHS, graph, default, options):
+            _print_path(option, graph, default, total)
     return True
 
 

@@ -31,6 +31,7 @@ from ovxai.graph.view import GraphView, Kind, Node
 from ovxai.hook.masks import TAPS
 from ovxai.hook.options import HookOptions
 from ovxai.hook.paths.path import Copies, Declined, TokenSite
+from ovxai.hook.static_value import static_value, uniform
 from ovxai.hook.tail import PER_POSITION_OPS
 from ovxai.hook.tokens import TokenPlan
 
@@ -45,6 +46,7 @@ class ShortPlan:
     rows: int = 0  # how many leading rows the head reads from them
     affine: tuple[Node, ...] = ()  # per-token affine ops reading LN1(X) (the q, k, v projections)
     queries: frozenset[str] = frozenset()  # the last attention and the layout ops from it to the readout: its rows only
+    terms: tuple[tuple[str, float | bool], ...] = ()  # masks added to attention scores, the same for every token pair
 
 
 class TokensPath:
@@ -54,8 +56,12 @@ class TokensPath:
         refusal = _short_refusal(graph, tokens)
         if refusal is not None:
             return Declined(refusal)
+        terms = _token_terms(graph, tokens)
+        if isinstance(terms, Declined):
+            return terms
         readout, rows = _readout(graph, tokens)
-        return ShortPlan(readout, rows, _affine_projections(graph, tokens), _readout_queries(graph, tokens, readout))
+        queries = _readout_queries(graph, tokens, readout)
+        return ShortPlan(readout, rows, _affine_projections(graph, tokens), queries, tuple(terms.items()))
 
     def replaced(self, plan: ShortPlan) -> frozenset[str]:
         return frozenset(n.name for n in plan.affine)
@@ -95,6 +101,10 @@ class ShortSequence(Generic[T]):
 
     def copy(self, node: Node) -> list[T] | None:
         """The copy of ``node`` on the short sequence; None: copied as it is."""
+        terms = dict(self.plan.terms)
+        if node.op != "ScaledDotProductAttention" and any(i in terms for i in node.inputs):
+            inputs = [self._term(i) if i in terms else self.hook.input(i) for i in node.inputs]
+            return self.ops.copy_node(node, inputs)
         if node.op == "Reshape":
             return self._reshape(node)
         if node.op == "Softmax":
@@ -107,6 +117,11 @@ class ShortSequence(Generic[T]):
         if node.name in self.plan.readout:
             return self.ops.copy_node(node, [self._leading_rows(i) for i in node.inputs])
         return None
+
+    def _term(self, name: str) -> T:
+        """A mask that treats every token pair alike, as the one value it holds (it broadcasts to any length)."""
+        value = dict(self.plan.terms)[name]
+        return self.ops.builder.constant(np.array(value, dtype=self.ops.dtype(name)))
 
     def projected(self) -> dict[str, T]:
         """The copies of the affine projections' outputs read by the rest: g f(y) + (1 - g) f(0) per token,
@@ -202,8 +217,10 @@ class ShortSequence(Generic[T]):
         perm = [*range(rank - 2), rank - 1, rank - 2]
         scale = self.hook.input(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else ops.f32(depth**-0.5)
         scores = ops.binary("Mul", ops.matmul(q, ops.transpose(k, perm)), scale)  # type: ignore[arg-type]
-        if len(node.inputs) > 3 and node.inputs[3]:
-            scores = ops.binary("Add", scores, self.hook.input(node.inputs[3]))  # type: ignore[arg-type]
+        mask = node.inputs[3] if len(node.inputs) > 3 else ""
+        if mask and dict(self.plan.terms).get(mask) is not True:  # an all-True boolean mask masks nothing
+            term = self._term(mask) if mask in dict(self.plan.terms) else self.hook.input(mask)
+            scores = ops.binary("Add", scores, term)  # type: ignore[arg-type]
         scores = ops.binary("Add", scores, self._log_counts(node.inputs[0]))
         return ops.matmul(ops.softmax(scores, -1), v)  # type: ignore[arg-type]
 
@@ -301,6 +318,9 @@ def _short_refusal(graph: GraphView, plan: TokenPlan) -> str | None:
     if n <= 9:
         return f"a {plan.grid[0]} x {plan.grid[1]} grid is smaller than the mask"
     for node in plan.tail.nodes:
+        laid_out = _lays_out_tokens(graph, node, plan)
+        if laid_out is not None:
+            return laid_out
         if _token_entry(graph, node, plan.tokens) == _AMBIGUOUS:
             target = graph.values[node.inputs[1]].tolist()
             return f"reshape '{node.name}' to {target} names the token count {plan.tokens} where its axis is unclear"
@@ -316,6 +336,73 @@ def _short_refusal(graph: GraphView, plan: TokenPlan) -> str | None:
         ):
             return f"'{node.name}' ({node.op}) mixes tokens in a way the short sequence does not model"
     return None
+
+
+def _lays_out_tokens(graph: GraphView, node: Node, plan: TokenPlan) -> str | None:
+    """Why a reshape that folds the token axis away (into an h x w map, windows, or the features of a flattening
+    head) makes a token's place matter, or None."""
+    if node.op not in ("Reshape", "Flatten"):
+        return None
+    source, out = graph.tensor(node.inputs[0]).shape, graph.tensor(node.outputs[0]).shape
+    if source is None or len(source) != 3 or source[1] != plan.tokens or out is None or plan.tokens in out[1:]:
+        return None
+    if len(out) == 2 and out[1] == source[2]:
+        return None  # the tokens merged into the batch, features kept (a BatchNorm1d over tokens): still per token
+    return (
+        f"'{node.name}' lays the {plan.tokens} tokens out as {graph.tensor(node.outputs[0]).describe()} "
+        "(a map, windows, or a flattening head): a token's place matters"
+    )
+
+
+def _token_terms(graph: GraphView, plan: TokenPlan) -> dict[str, float | bool] | Declined:
+    """Masks and biases added to attention scores from outside the copies (transformers' attention mask, BEiT's or
+    LeViT's position bias), each as the one value it holds where it treats every token pair alike; Declined
+    where one depends on the pair: the short sequence's tokens have no fixed place."""
+    copied = graph.descendants(plan.target)
+    terms: dict[str, float | bool] = {}
+    for node in plan.tail.nodes:
+        if node.op == "ScaledDotProductAttention":
+            found = [(node, node.inputs[3])] if len(node.inputs) > 3 and node.inputs[3] else []
+        elif node.op == "Softmax":
+            found = _score_terms(graph, node, copied)
+        else:
+            continue
+        for reader, term in found:
+            shape = graph.tensor(term).shape
+            if shape is not None and all(d == 1 for d in shape[-2:]):
+                continue  # one value per head or image: it broadcasts to any length
+            value = static_value(graph, term)
+            if value is None or not uniform(value):
+                what = (
+                    "depends on the token pair" if value is not None else "is not shown to treat every token pair alike"
+                )
+                return Declined(
+                    f"'{reader.name}' adds a position bias or mask of shape {graph.tensor(term).describe()} "
+                    f"that {what}: the short sequence's tokens have no fixed place"
+                )
+            single = value.reshape(-1)[0]
+            if value.dtype == np.bool_ and not single:
+                return Declined(f"the mask '{term}' masks every token")
+            terms[term] = bool(single) if value.dtype == np.bool_ else float(single)
+    return terms
+
+
+def _score_terms(graph: GraphView, softmax: Node, copied: set[str]) -> list[tuple[Node, str]]:
+    """The tensors from outside the copies that the steps between q k^T and ``softmax`` read (a scale is a
+    constant of one value, a bias or mask has the scores' trailing shape)."""
+    found: list[tuple[Node, str]] = []
+    todo = [softmax.inputs[0]]
+    while todo:
+        node = graph.producer.get(todo.pop())
+        if node is None or node.name not in copied or node.op not in ("Add", "Sub", "Mul", "Div", "Where", "Cast"):
+            continue
+        for i in node.inputs:
+            producer = graph.producer.get(i)
+            if producer is not None and producer.name in copied:
+                todo.append(i)
+            elif i:
+                found.append((node, i))
+    return found
 
 
 # Ops that act on each token alone, given the checks in _per_token (weights on the feature axis only).
