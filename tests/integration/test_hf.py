@@ -28,7 +28,7 @@ for _package in ("torchvision", "transformers"):
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"the Hugging Face tests need {_package} (the dev extra)", allow_module_level=True)
 
-import hf_zoo
+from models import hf as hf_zoo
 from oracle import reference_saliency, reference_vit_saliency
 from runners import run
 

@@ -1,4 +1,4 @@
-"""Hugging Face ``transformers`` image classifiers from small configs with random weights: a test-only helper.
+"""Hugging Face ``transformers`` image classifiers from small configs with random weights (tests and tools).
 
 Every model is one of the library's own ``*ForImageClassification`` classes built offline from a config (no hub),
 wrapped as ``model`` in a module whose forward returns the logits, as users export them (module paths
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import zoo
+from models import zoo
 from torch import nn
 
 CLASSES = 10
