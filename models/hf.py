@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from models import zoo
 from torch import nn
+
+from models import zoo
 
 CLASSES = 10
 

@@ -28,10 +28,10 @@ for _package in ("torchvision", "transformers"):
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"the Hugging Face tests need {_package} (the dev extra)", allow_module_level=True)
 
-from models import hf as hf_zoo
 from oracle import reference_saliency, reference_vit_saliency
 from runners import run
 
+from models import hf as hf_zoo
 from ovxai import HookOptions, export
 from ovxai.errors import OvxaiError
 from ovxai.exporter.from_torch import to_ir, to_onnx
