@@ -8,9 +8,9 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ovxai.conventions import CHANNEL_ORDERS, MASKS, SALIENCY_DTYPES, SCORES
+from ovxai.conventions import CHANNEL_ORDERS, HOOK_PATHS, MASKS, SALIENCY_DTYPES, SCORES
 from ovxai.errors import OvxaiError
 from ovxai.hook.options import HookOptions
 from ovxai.metadata import ModelInfo
@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
     from ovxai.exporter.pipeline import ExportResult
     from ovxai.graph.view import GraphView
+    from ovxai.hook.paths import Choice
     from ovxai.serving.collection import CollectionOptions
+    from ovxai.serving.options import ServeOptions
 
 
 def _shape(text: str) -> list[int | str]:
@@ -70,6 +72,7 @@ _FLAGS = {
     "explain": "--explain",
     "top_k": "--top-k",
     "version": "--version",
+    "device": "--device",
 }
 _PARAMETER = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")= ?")
 
@@ -92,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--score", choices=SCORES, default=SCORES[0])
     exp.add_argument("--mask", choices=MASKS, default=MASKS[0])
     exp.add_argument("--saliency-dtype", choices=SALIENCY_DTYPES, default=SALIENCY_DTYPES[0])
+    exp.add_argument(
+        "--path",
+        choices=HOOK_PATHS,
+        default="auto",
+        help="how the copies are computed: the first exact path that applies (auto), one by name, or the general "
+        "mosaic (see `ovxai inspect`)",
+    )
     exp.add_argument(
         "--explain", default="all", help="classes that get a map: all (default), topK of each image, or ids 281,285"
     )
@@ -163,16 +173,16 @@ def _parser() -> argparse.ArgumentParser:
         "--node-ip-address", default=unset, help="the IP of the local Ray instance's node (as ray start's flag)"
     )
 
-    srv = sub.add_parser("serve", help="serve a patched model on Ray Serve (Open Inference Protocol, /v1/explain)")
+    srv = sub.add_parser(
+        "serve", help="serve a patched model: Open Inference Protocol (REST and gRPC), /v1/explain; Ray for replicas"
+    )
     srv.add_argument("--model", "-m", type=Path, required=True, help="patched model (.xml or .onnx)")
     srv.add_argument("--name", help="the model's name in the protocol's URLs (default: the file's stem)")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    srv.add_argument("--device", default="CPU", help="OpenVINO device of each replica: CPU, GPU, NPU, AUTO")
+    srv.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0: no gRPC)")
+    srv.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO")
     srv.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
-    srv.add_argument("--replicas", type=int, default=1, help="replicas, each with the model loaded (default 1)")
-    srv.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
-    srv.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
     srv.add_argument("--max-batch-size", type=int, default=8, help="dynamic batching: most requests per batch; 1: off")
     srv.add_argument(
         "--batch-wait-ms",
@@ -180,18 +190,24 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="dynamic batching: longest wait for company (0: the queued ones)",
     )
-    srv.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray instance)")
-    srv.add_argument(
-        "--proxy-location",
-        choices=("HeadOnly", "EveryNode"),
-        default="HeadOnly",
-        help="where Ray Serve's HTTP proxies run (default HeadOnly: one address)",
-    )
-    srv.add_argument("--node-ip-address", help="the IP of the local Ray instance's node (as ray start's flag)")
     srv.add_argument("--labels", type=Path, help="class names file, if the model carries none")
     srv.add_argument("--mean", help="per-channel mean (default: the model's; required if it has none), e.g. 0")
     srv.add_argument("--scale", help="per-channel scale (default: the model's; required if it has none), e.g. 1")
     srv.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="default: the model's, else rgb")
+    cluster = srv.add_argument_group(
+        "Ray Serve: replicas and clusters (any of these serves on Ray instead of in process)"
+    )
+    cluster.add_argument("--replicas", type=int, default=1, help="replicas, each with the model loaded (default 1)")
+    cluster.add_argument("--max-replicas", type=int, help="autoscale from --replicas up to this many")
+    cluster.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS; else no Ray for one replica)")
+    cluster.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves per replica (default 1)")
+    cluster.add_argument(
+        "--proxy-location",
+        choices=("HeadOnly", "EveryNode"),
+        default="HeadOnly",
+        help="where Ray Serve's proxies run (default HeadOnly: one address)",
+    )
+    cluster.add_argument("--node-ip-address", help="the IP of the local Ray instance's node (as ray start's flag)")
 
     ins = sub.add_parser("inspect", help="list the layers the hook can explain, with shapes and cost")
     ins.add_argument("--model", "-m", type=Path, required=True, help="classifier (.onnx, or .xml IR)")
@@ -233,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _export(args: argparse.Namespace) -> int:
     if args.version is not None and args.repository is None:
         raise OvxaiError("--version applies to --repository only", "add --repository DIR, or drop --version")
-    options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, explain=args.explain)
+    options = HookOptions(
+        score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, path=args.path, explain=args.explain
+    )
     if args.torch:
         if args.output is None or args.input_shape is None:
             raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
@@ -320,8 +338,10 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         h, w = result.grid
         print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
+    for name, reason in result.declined:
+        print(f"         (not {name}: {reason})")
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
-    if options.explained() is not None:  # 'ALL' is all too: the parsed choice, never the spelling
+    if not options.selection.every:  # 'ALL' is all too: the parsed choice, never the spelling
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
@@ -533,19 +553,17 @@ def _explain_collection(
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import ray.serve  # noqa: F401
-    except ImportError:
-        raise OvxaiError("ovxai serve needs Ray Serve and FastAPI", "pip install 'ovxai[serve]'") from None
-    from ovxai.serving.server import ServeOptions, check, serve_model
+    from ovxai.serving.options import ServeOptions
 
     flags = {"name": "--name", "max_batch_size": "--max-batch-size", "batch_wait_ms": "--batch-wait-ms",
              "replicas": "--replicas", "max_replicas": "--max-replicas", "cpus_per_replica": "--replica-cpus",
-             "mean": "--mean", "scale": "--scale", "labels": "--labels",
+             "mean": "--mean", "scale": "--scale", "labels": "--labels", "device": "--device",
              "channel_order": "--channel-order"}  # fmt: skip
     if not 0 < args.port < 65536:
         raise OvxaiError(f"--port {args.port} is not a TCP port", "use 1..65535, e.g. 8000")
+    if not 0 <= args.grpc_port < 65536 or args.grpc_port == args.port:
+        raise OvxaiError(f"--grpc-port {args.grpc_port} is not a second TCP port", "use 1..65535 (not --port), or 0")
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
     try:
         given = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
         options = ServeOptions(
@@ -553,28 +571,74 @@ def _serve(args: argparse.Namespace) -> int:
             name=args.name or "", max_batch_size=args.max_batch_size, batch_wait_ms=args.batch_wait_ms,
             replicas=args.replicas, max_replicas=args.max_replicas, cpus_per_replica=args.replica_cpus,
         )  # fmt: skip
-        preprocessing = check(options)
+        on_ray = bool(address) or options.wants_ray
+        if on_ray:
+            _serve_on_ray(args, options, address)
+        else:
+            _serve_embedded(args, options)
     except OvxaiError as exc:  # the library names its parameters (max_batch_size=): say the flags
         text = re.sub(r"\b(\w+)=\s*", lambda m: f"{flags[m[1]]} " if m[1] in flags else m[0], str(exc))
         raise OvxaiError(text) from None
-    print(f"preprocessing: {preprocessing}", flush=True)
-
-    def ready(url: str) -> None:
-        base = url.split("/v2/")[0]
-        print(f"serving {options.name} at {url} (POST {base}/v1/explain, GET {base}/v1/info)", flush=True)
-
-    serve_model(options, args.host, args.port, args.address, args.proxy_location, ready, args.node_ip_address)
     print("ovxai serve: stopped", file=sys.stderr)
     return 0
+
+
+def _serving(name: str, url: str, grpc: str | None, where: str) -> None:
+    base = url.split("/v2/")[0]
+    also = f", gRPC {grpc}" if grpc else ""
+    print(f"serving {name} at {url} (POST {base}/v1/explain, GET {base}/v1/info{also}; {where})", flush=True)
+
+
+def _serve_embedded(args: argparse.Namespace, options: ServeOptions) -> None:
+    try:
+        import uvicorn  # noqa: F401
+
+        from ovxai.serving import embedded, grpc_service  # noqa: F401
+        from ovxai.serving.handlers import Handlers
+    except ImportError:
+        raise OvxaiError("ovxai serve needs uvicorn, grpcio and tritonclient", "pip install 'ovxai[serve]'") from None
+
+    def loaded(handlers: Handlers) -> None:
+        print(f"preprocessing: {handlers.explainer.describe_preprocessing()}", flush=True)
+
+    def ready(url: str, grpc: str | None) -> None:
+        _serving(options.name, url, grpc, "in process")
+
+    embedded.serve(options, args.host, args.port, args.grpc_port, ready, loaded)
+
+
+def _serve_on_ray(args: argparse.Namespace, options: ServeOptions, address: str | None) -> None:
+    try:
+        import ray.serve  # noqa: F401
+
+        from ovxai.serving import ray_host
+        from ovxai.serving.handlers import Handlers
+    except ImportError:
+        raise OvxaiError("ovxai serve --replicas/--address needs Ray Serve", "pip install 'ovxai[serve]'") from None
+    # Every problem of the model (missing, unpatched, no preprocessing, a device this machine lacks) is one
+    # line here, before Ray starts; on a cluster the replicas' nodes may have devices this one lacks.
+    from dataclasses import replace
+
+    checked = Handlers(replace(options, device="CPU" if address else options.device))
+    print(f"preprocessing: {checked.explainer.describe_preprocessing()}", flush=True)
+    checked.close()
+    del checked
+
+    def ready(url: str, grpc: str | None) -> None:
+        _serving(options.name, url, grpc, "Ray Serve")
+
+    ray_host.serve_model(
+        options, args.host, args.port, args.grpc_port, address, args.proxy_location, ready, args.node_ip_address
+    )
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from ovxai.exporter.pipeline import SMOKE_SIZE, load_model
     from ovxai.graph.macs import macs
-    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.cost import choice_macs
+    from ovxai.hook.paths import CNN_PATHS, choose, survey
     from ovxai.hook.tail import plan_tail
     from ovxai.hook.target import candidates, pick_prediction, resolve
-    from ovxai.hook.windows import plan_windows
 
     loaded = load_model(args.model, args.input_shape)
     dims = loaded.graph.input_dims()
@@ -593,49 +657,88 @@ def _inspect(args: argparse.Namespace) -> int:
     if default.tensor not in {c.tensor for c in found}:
         found.append(default)
     total = macs(graph, graph.nodes) or 1
+    options = HookOptions()
     print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
-    print("hook cost = extra MACs per image relative to the model (one-hot mask); path: mean / linear shortcut,")
-    print("windows (each copy computed only where it differs) or the full mosaic (N copies of the tail); * = default")
-    header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
-    print(header)
+    print("hook cost = extra MACs per image relative to the model (one-hot mask) on the path the export takes:")
+    print("mean / linear (closed forms), windows (each copy computed only where it differs), mosaic (N copies of")
+    print("the tail); * = default")
+    print(f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor")
     for cand in found:
-        plan = plan_tail(graph, cand.tensor, prediction)
-        n = cand.n
-        cost = f"{100 * hook_macs(graph, plan, n) / total:.1f} %" if n else "?"
+        tail = plan_tail(graph, cand.tensor, prediction)
+        choice = choose(CNN_PATHS, graph, tail, options)
+        cost = f"{100 * choice_macs(graph, tail, choice, options) / total:.1f} %" if cand.n else "?"
         mark = "*" if cand.tensor == default.tensor else " "
-        path = plan.shortcut.kind if plan.shortcut else ("windows" if plan_windows(graph, plan, "onehot") else "mosaic")
-        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
+        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {cand.n or '?':>6} {cost:>10}  {choice.name:<8} {cand.tensor}")
+    tail = plan_tail(graph, default.tensor, prediction)
+    print(f"paths at the default target {default.layer}, in the order tried (--path NAME asks for one):")
+    for option in survey(CNN_PATHS, graph, tail, options):
+        _print_path(option, graph, tail, total)
     return 0
 
 
+def _print_path(option: Choice[Any], graph: GraphView, cut: Any, total: int) -> None:
+    """One path's line in ``inspect``: its cost where it applies (one-hot / Gaussian mask), or why it does not."""
+    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.paths.path import Declined
+
+    if isinstance(option.plan, Declined):
+        print(f"  {option.name:<8} {'-':>15}  does not apply: {option.plan.reason}")
+        return
+    costs = []
+    for mask in MASKS:
+        try:
+            costs.append(f"{100 * hook_macs(graph, cut, HookOptions(mask=mask, path=option.name)) / total:.1f}")
+        except OvxaiError:  # applies with one mask only (the Gaussian's wider windows may not pay)
+            costs.append("n/a")
+    print(f"  {option.name:<8} {'/'.join(costs) + ' %':>15}  applies")
+
+
 def _inspect_blocks(model: str, graph: GraphView, prediction: str, note: str) -> bool:
-    """A vision transformer's blocks with the hook's cost at each (False: not a transformer)."""
+    """A vision transformer's blocks with the hook's cost at each, and each path at the default block with why it
+    applies or not (False: not a transformer, or a CNN whose inner transformers are not the natural target)."""
     from ovxai.graph.macs import macs
-    from ovxai.hook.vit import hook_macs, plan_tokens, transformer_blocks
+    from ovxai.hook.cost import hook_macs
+    from ovxai.hook.paths import VIT_PATHS, survey
+    from ovxai.hook.paths.path import Declined
+    from ovxai.hook.tokens import hybrid, plan_tokens, transformer_blocks
 
     blocks = transformer_blocks(graph, prediction)
     if not blocks:
         return False
+    if hybrid(graph, prediction, blocks[-1]):
+        print(f"attention blocks inside a CNN ({blocks[0]} ... {blocks[-1]}): the default target is its last feature")
+        print("map; --layer BLOCK explains a block's input tokens instead")
+        return False
     total = macs(graph, graph.nodes) or 1
+    options = HookOptions()
     print(f"model {model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
     print("vision transformer: ViT-ReciproCAM explains a block's input tokens (--layer BLOCK); hook cost = extra")
     print("MACs per image relative to the model (one-hot / Gaussian mask) on the exact short sequence, and on the")
     print("general path (every copy on all tokens); * = default target")
     print(f"  {'block':<36} {'tokens x D':<12} {'h x w':<7} {'short':>15} {'general':>9}  tensor")
+    default = None
     for block in blocks:
-        plan = plan_tokens(graph, prediction, block)
-        assert plan is not None
-        tokens = "x".join(str(d) for d in (graph.tensor(plan.target).shape or ("?", "?"))[1:])
-        if plan.short is None:
-            short = "/".join(f"{100 * hook_macs(graph, plan, m) / total:.1f}" for m in ("onehot", "gaussian")) + " %"
-        else:
-            short = "n/a"
-        general = f"{100 * hook_macs(graph, plan, fast_path=False) / total:.0f} %"
         mark = "*" if block == blocks[-1] else " "
+        try:
+            plan = plan_tokens(graph, prediction, block)
+        except OvxaiError as exc:
+            print(f"{mark} {block:<36} refused: {exc}")
+            continue
+        assert plan is not None
+        default = plan if block == blocks[-1] else default
+        short = survey(VIT_PATHS, graph, plan, options)[0]
+        tokens = "x".join(str(d) for d in (graph.tensor(plan.target).shape or ("?", "?"))[1:])
+        if isinstance(short.plan, Declined):
+            cost = "n/a"
+        else:
+            cost = "/".join(f"{100 * hook_macs(graph, plan, HookOptions(mask=m)) / total:.1f}" for m in MASKS) + " %"
         grid = f"{plan.grid[0]}x{plan.grid[1]}"
-        print(f"{mark} {block:<36} {tokens:<12} {grid:<7} {short:>15} {general:>9}  {plan.target}")
-        if plan.short is not None:
-            print(f"      general path only: {plan.short}")
+        print(f"{mark} {block:<36} {tokens:<12} {grid:<7} {cost:>15} "
+              f"{100 * hook_macs(graph, plan, HookOptions(path='mosaic')) / total:>7.0f} %  {plan.target}")  # fmt: skip
+    if default is not None:
+        print(f"paths at the default block {default.block}, in the order tried (--path NAME asks for one):")
+        for option in survey(VIT_PATHS, graph, default, options):
+            _print_path(option, graph, default, total)
     return True
 
 

@@ -15,12 +15,16 @@ Mask = Literal["onehot", "gaussian"]
 """One position per copy, or the 3x3 kernel [[1,2,1],[2,4,2],[1,2,1]]/16 around it."""
 SaliencyDType = Literal["float32", "uint8"]
 """Maps in [0, 1], or quantised to 0..255."""
+HookPath = Literal["auto", "mean", "linear", "windows", "tokens", "mosaic"]
+"""How the masked copies are computed: ``auto`` takes the first exact path that applies (``ovxai inspect`` lists
+each with why it does or does not); ``mosaic`` is the general path, every copy on the whole map or sequence."""
 ChannelOrder = Literal["rgb", "bgr"]
 """The colour order the network expects its input in."""
 
 SCORES: tuple[Score, ...] = get_args(Score)
 MASKS: tuple[Mask, ...] = get_args(Mask)
 SALIENCY_DTYPES: tuple[SaliencyDType, ...] = get_args(SaliencyDType)
+HOOK_PATHS: tuple[HookPath, ...] = get_args(HookPath)
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
 
 SALIENCY_OUTPUT = "saliency_map"

@@ -87,7 +87,7 @@ def token_masks(h: int, w: int, kind: str, aux_tokens: int) -> np.ndarray:
 def reference_vit_saliency(
     model: nn.Module,
     block_module: str,
-    norm_module: str,
+    norm_module: str | None,
     images: np.ndarray,
     score: str = "logits",
     mask: str = "gaussian",
@@ -97,7 +97,8 @@ def reference_vit_saliency(
 
     X (1, A + h*w, D) -- or a (1, h, w, D) token map, as Swin's blocks read -- is the input of the
     transformer block ``block_module`` and ``norm_module`` that
-    block's first normalisation (timm ``blocks.11.norm1``, torchvision ``encoder.layers.encoder_layer_11.ln_1``).
+    block's first normalisation (timm ``blocks.11.norm1``, torchvision ``encoder.layers.encoder_layer_11.ln_1``), or
+    None for a block with no norm before its attention (LeViT: the masked X is all the block reads).
     Copy n of the network runs with the block's input replaced by M_n * X and the norm's output replaced by
     M_n * norm(X) - the norm evaluated on the UNMASKED X - where M_n keeps the A auxiliary tokens (CLS,
     distillation, registers) and multiplies the spatial ones by the one-hot or cut 3x3 Gaussian mask around
@@ -131,7 +132,8 @@ def reference_vit_saliency(
     Its torch variant (``white_box/torch.py`` ``TorchViTReciproCAM``) differs: it masks only the output of
     the third-last norm module (the last block's norm1) and leaves the residual unmasked.
     """
-    block, norm = model.get_submodule(block_module), model.get_submodule(norm_module)
+    block = model.get_submodule(block_module)
+    norm = None if norm_module is None else model.get_submodule(norm_module)
     tokens: list[int] = []
     with _capture_block_input(block, tokens):
         model(torch.from_numpy(images[:1]))
@@ -181,7 +183,7 @@ class _capture_block_input:
 class _masked_block:
     """Block input -> masks * X; norm input -> the unmasked X; norm output -> masks * norm(X)."""
 
-    def __init__(self, block: nn.Module, norm: nn.Module, masks: torch.Tensor) -> None:
+    def __init__(self, block: nn.Module, norm: nn.Module | None, masks: torch.Tensor) -> None:
         self.block, self.norm, self.masks = block, norm, masks
         self.unmasked: torch.Tensor | None = None
         self.norm_calls = 0
@@ -200,13 +202,16 @@ class _masked_block:
         return out * self.masks
 
     def __enter__(self) -> None:
-        self.handles = [
-            self.block.register_forward_pre_hook(self._block_input),
-            self.norm.register_forward_pre_hook(self._norm_input),
-            self.norm.register_forward_hook(self._norm_output),
-        ]
+        self.handles = [self.block.register_forward_pre_hook(self._block_input)]
+        if self.norm is not None:
+            self.handles += [
+                self.norm.register_forward_pre_hook(self._norm_input),
+                self.norm.register_forward_hook(self._norm_output),
+            ]
 
     def __exit__(self, *_: object) -> None:
         for handle in self.handles:
             handle.remove()
-        assert self.norm_calls == 1, f"the norm ran {self.norm_calls} times inside the block, expected once"
+        assert self.norm is None or self.norm_calls == 1, (
+            f"the norm ran {self.norm_calls} times inside the block, expected once"
+        )

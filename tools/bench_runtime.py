@@ -106,8 +106,8 @@ def build_models(workdir: Path, rebuild: bool) -> dict[str, Path]:
         return paths
     if not EFFNET_ONNX.is_file():
         print(f"building {EFFNET_ONNX} ...", file=sys.stderr)
-        script = ROOT / "models" / "efficientnet_lite0.py"
-        subprocess.run([sys.executable, str(script), str(EFFNET_ONNX)], check=True, cwd=ROOT)
+        script = ROOT / "models" / "build.py"
+        subprocess.run([sys.executable, str(script), "efficientnet_lite0", str(EFFNET_ONNX)], check=True, cwd=ROOT)
     effnet_info = ModelInfo.from_options(LABELS, "127", "128", channel_order="rgb")
     for key in ("effnet_xml", "effnet_onnx"):
         print(f"exporting {paths[key].name} ...", file=sys.stderr)

@@ -23,12 +23,15 @@ from ovxai.conventions import SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.formats import Format, format_for
 from ovxai.graph.batch import plan_free_batch
+from ovxai.graph.ops import Ops
 from ovxai.graph.view import GraphView
 from ovxai.hook.options import HookOptions
+from ovxai.hook.paths import CNN_PATHS, VIT_PATHS, Choice, choose
 from ovxai.hook.recipro import ReciproCamHook
 from ovxai.hook.tail import plan_tail
 from ovxai.hook.target import Candidate, pick_prediction, resolve
-from ovxai.hook.vit import ViTReciproCamHook, plan_tokens
+from ovxai.hook.tokens import plan_tokens
+from ovxai.hook.vit import ViTReciproCamHook
 from ovxai.metadata import ModelInfo
 
 SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
@@ -41,10 +44,15 @@ class ExportResult:
     files: list[Path]
     target: Candidate
     prediction: str
-    fast_path: bool  # an exact shortcut (closed form, windows, short sequence) replaced the mosaic
     options: HookOptions
-    path: str = "mosaic"  # "mean"/"linear" (shortcut's boundary), "windows", "tokens" (ViT short sequence), "mosaic"
+    path: str  # how the copies are computed: "mean", "linear", "windows", "tokens" or "mosaic" (see hook.paths)
     grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
+    declined: tuple[tuple[str, str], ...] = ()  # the exact paths tried first, with why each did not apply
+
+    @property
+    def fast_path(self) -> bool:
+        """An exact shortcut (closed form, windows, short sequence) replaced the mosaic."""
+        return self.path != "mosaic"
 
 
 @dataclass
@@ -90,24 +98,23 @@ def export(
         tokens = plan_tokens(graph, prediction, layer)
         if tokens is None:
             target = resolve(graph, prediction, layer)
-            plan = plan_tail(graph, target.tensor, prediction)
+            tail = plan_tail(graph, target.tensor, prediction)
+            choice: Choice[Any] = choose(CNN_PATHS, graph, tail, options)
         else:
             target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
-            plan = tokens.tail
+            choice = choose(VIT_PATHS, graph, tokens, options)
         info = (info or ModelInfo()).replace(
             score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
         )
         classes = _num_classes(graph, prediction)
         info.check(classes)
         _check_explained(options, classes)
-        emitter = source_format.hook_ops(loaded.model, graph)
+        builder = source_format.builder(loaded.model, graph)
         if tokens is None:
-            hook = ReciproCamHook(emitter, graph, plan, options)
-            hook.build()
-            path = hook.path
+            ReciproCamHook(Ops(builder), graph, tail, options, choice).build()
         else:
-            ViTReciproCamHook(emitter, graph, tokens, options).build()
-        patched = emitter.finish()
+            ViTReciproCamHook(Ops(builder), graph, tokens, options, choice).build()
+        patched = builder.finish()
         try:
             if output_format is not source_format:
                 patched = output_format.convert(
@@ -119,11 +126,8 @@ def export(
             raise _write_error(destination, exc) from None
         _check_runs(output_format, written[0], graph)
         files = _move_into_place(written, destination)
-    if tokens is not None:
-        short = options.fast_path and tokens.short is None
-        path = "tokens" if short else "mosaic"
-        return ExportResult(files, target, prediction, short, options, path, tokens.grid)
-    return ExportResult(files, target, prediction, path != "mosaic", options, path)
+    grid = None if tokens is None else tokens.grid
+    return ExportResult(files, target, prediction, options, choice.name, grid, choice.declined)
 
 
 def load_model(
@@ -200,15 +204,17 @@ def _num_classes(graph: GraphView, prediction: str) -> int | None:
 
 
 def _check_explained(options: HookOptions, classes: int | None) -> None:
-    picked = options.explained()
-    if classes is None or picked is None:
+    selection = options.selection
+    if classes is None or selection.every:
         return
-    if isinstance(picked, int) and picked > classes:
+    if selection.top is not None and selection.top > classes:
         raise OvxaiError(
-            f"explain=top{picked} asks for more classes than the model's {classes}", f"use top1..top{classes}"
+            f"explain=top{selection.top} asks for more classes than the model's {classes}", f"use top1..top{classes}"
         )
-    if isinstance(picked, tuple) and max(picked) >= classes:
-        raise OvxaiError(f"explain= class id {max(picked)} is out of range", f"the model has classes 0..{classes - 1}")
+    if selection.ids is not None and max(selection.ids) >= classes:
+        raise OvxaiError(
+            f"explain= class id {max(selection.ids)} is out of range", f"the model has classes 0..{classes - 1}"
+        )
 
 
 def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
+from ovxai.graph.numpy_ops import RunNode
 from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
 from ovxai.metadata import Entries, onnx_key
 
@@ -102,8 +103,8 @@ class OnnxFormat:
                 if attr.name == "allowzero":
                     attr.i = 0
 
-    def hook_ops(self, model: onnx.ModelProto, graph: GraphView) -> OnnxOps:
-        return OnnxOps(model, graph)
+    def builder(self, model: onnx.ModelProto, graph: GraphView) -> OnnxBuilder:
+        return OnnxBuilder(model, graph)
 
     def set_metadata(self, model: onnx.ModelProto, entries: Entries) -> None:
         props = {p.key: p.value for p in model.metadata_props}
@@ -339,8 +340,9 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
 # -- writing ----------------------------------------------------------------------------------------
 
 
-class OnnxOps:
-    """:class:`ovxai.graph.ops.Ops` for ONNX: each call appends a node and returns its output's name."""
+class OnnxBuilder:
+    """:class:`ovxai.graph.ops.Builder` for ONNX: each node is a NodeProto appended to the model, each tensor
+    handle the name of a tensor."""
 
     def __init__(self, model: onnx.ModelProto, graph: GraphView) -> None:
         self.model = model
@@ -357,14 +359,30 @@ class OnnxOps:
         self._count += 1
         return f"{NODE_PREFIX}{hint}_{self._count}"
 
-    def _node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
-        out = self._name(op)
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-        return out
+    def node(self, op: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> list[str]:
+        inputs = list(inputs)
+        # Operands that this opset takes as inputs rather than attributes.
+        if op == "Slice":
+            inputs += [self._ints(attrs.pop("starts")), self._ints(attrs.pop("ends"))]
+        elif op == "Unsqueeze":
+            inputs.append(self._ints(attrs.pop("axes")))
+        elif op == "TopK":
+            inputs.append(self._ints([attrs.pop("k")]))
+        elif op.startswith("Reduce") and (self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13)):
+            inputs.append(self._ints(attrs.pop("axes")))
+        elif op == "Cast":
+            attrs["to"] = helper.np_dtype_to_tensor_dtype(np.dtype(attrs["to"]))
+        first = self._name(op)
+        names = [first] + [self._name(f"{op}_{k}") for k in range(1, outputs)]
+        self.nodes.append(helper.make_node(op, inputs, names, name=first, **attrs))
+        return names
 
-    def _const(self, array: np.ndarray) -> str:
+    def _ints(self, values: Sequence[int]) -> str:
+        return self.constant(np.array(values, dtype=np.int64))
+
+    def constant(self, value: np.ndarray) -> str:
         name = self._name("const")
-        self.initializers.append(numpy_helper.from_array(array, name))
+        self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
     def tensor(self, name: str) -> str:
@@ -376,83 +394,13 @@ class OnnxOps:
             raise OvxaiError(f"the element type of '{name}' is unknown", "give the input shape as input_shape=")
         return dtype
 
-    def i64(self, values: Sequence[int] | np.ndarray) -> str:
-        return self._const(np.array(values, dtype=np.int64))
-
-    def f32(self, value: float | np.ndarray) -> str:
-        return self._const(np.array(value, dtype=np.float32))
-
-    def shape(self, x: str) -> str:
-        return self._node("Shape", [x])
-
-    def slice(self, x: str, start: int, end: int) -> str:
-        return self._node("Slice", [x, self.i64([start]), self.i64([end])])
-
-    def concat(self, xs: Sequence[str], axis: int = 0) -> str:
-        return self._node("Concat", list(xs), axis=axis)
-
-    def binary(self, op: str, a: str, b: str) -> str:
-        return self._node(op, [a, b])
-
-    def unary(self, op: str, x: str) -> str:
-        return self._node(op, [x])
-
-    def cast(self, x: str, dtype: str) -> str:
-        return self._node("Cast", [x], to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
-
-    def arange(self, n: str) -> str:
-        scalar = self.reshape(n, self.i64([]))
-        return self._node("Range", [self._const(np.array(0, np.int64)), scalar, self._const(np.array(1, np.int64))])
-
-    def reshape(self, x: str, shape: str) -> str:
-        return self._node("Reshape", [x, shape])
-
-    def unsqueeze(self, x: str, axis: int) -> str:
-        return self._node("Unsqueeze", [x, self.i64([axis])])
-
-    def transpose(self, x: str, perm: Sequence[int]) -> str:
-        return self._node("Transpose", [x], perm=list(perm))
-
-    def matmul(self, a: str, b: str) -> str:
-        return self._node("MatMul", [a, b])
-
-    def expand(self, x: str, shape: str) -> str:
-        return self._node("Expand", [x, shape])
-
-    def where(self, cond: str, a: str, b: str) -> str:
-        return self._node("Where", [cond, a, b])
-
-    def softmax(self, x: str, axis: int) -> str:
-        return self._node("Softmax", [x], axis=axis)
-
-    def reduce(self, op: str, x: str, axis: int) -> str:
-        if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):  # axes became an input (Sum first)
-            return self._node(op, [x, self.i64([axis])], keepdims=1)
-        return self._node(op, [x], axes=[axis], keepdims=1)
-
-    def topk(self, x: str, k: int) -> str:
-        out, indices = self._name("TopK_values"), self._name("TopK_indices")
-        self.nodes.append(helper.make_node("TopK", [x, self.i64([k])], [out, indices], name=out, axis=-1))
-        return indices
-
-    def gather(self, x: str, indices: str, axis: int) -> str:
-        return self._node("Gather", [x, indices], axis=axis)
-
-    def gather_elements(self, x: str, indices: str, axis: int) -> str:
-        return self._node("GatherElements", [x, indices], axis=axis)
-
-    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> str:
-        value = self._constant_value(name)
-        if value is None:  # computed from constants (a DequantizeLinear): ONNX Runtime folds the re-layout at load
-            return self.transpose(self.reshape(name, self.i64(shape)), perm)
-        return self._const(np.ascontiguousarray(value.reshape(shape).transpose(perm)))
-
-    def _constant_value(self, name: str) -> np.ndarray | None:
+    def stored(self, name: str) -> tuple[np.ndarray, str | None] | None:
         for init in self.model.graph.initializer:
             if init.name == name:
-                return numpy_helper.to_array(init)
+                return numpy_helper.to_array(init), None
         node = next((n for n in self.model.graph.node if name in n.output), None)
-        return _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+        value = _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+        return None if value is None else (value, None)
 
     def replace(self, name: str, x: str) -> None:
         self.replaced.add(name)
@@ -554,3 +502,37 @@ def _sorted(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeP
     if len(order) != len(nodes):
         raise RuntimeError("ovxai produced a graph with a cycle, please report")
     return order
+
+
+# -- eager evaluation (tests) -----------------------------------------------------------------------
+
+
+def reference_runner(model: onnx.ModelProto) -> RunNode:
+    """Runs single nodes of ``model`` with ONNX's reference implementation (numpy, no engine): the original
+    nodes a :class:`~ovxai.graph.numpy_ops.NumpyBuilder` copies."""
+    from onnx.reference import ReferenceEvaluator
+
+    version = opset(model)
+
+    def run(node: Node, inputs: Sequence[np.ndarray | None], unpadded: bool) -> list[np.ndarray]:
+        proto = onnx.NodeProto()
+        proto.CopyFrom(node.handle)
+        if unpadded:
+            kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
+            del proto.attribute[:]
+            proto.attribute.extend(kept)
+        names = [f"in{k}" if x is not None else "" for k, x in enumerate(inputs)]
+        del proto.input[:]
+        proto.input.extend(names)
+        outputs = [f"out{k}" for k in range(len(proto.output))]
+        del proto.output[:]
+        proto.output.extend(outputs)
+        feeds = {name: x for name, x in zip(names, inputs, strict=True) if x is not None}
+        return [np.asarray(r) for r in ReferenceEvaluator(proto, opsets={"": version}).run(None, feeds)]
+
+    return run
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The model's stored constants by name."""
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}

@@ -25,6 +25,16 @@ try:
     import openvino as ov
     import openvino.opset13 as opset
     from openvino import opset3, opset4, opset6, opset8, opset11
+
+    # ONNX operators that map one to one onto an opset function of the same inputs.
+    _ELEMENTWISE: dict[str, Any] = {
+        "Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide,
+        "Greater": opset.greater, "Equal": opset.equal,
+        "Abs": opset.abs, "Floor": opset.floor, "Relu": opset.relu, "Sigmoid": opset.sigmoid,
+    }  # fmt: skip
+    _REDUCTIONS: dict[str, Any] = {
+        "ReduceMin": opset.reduce_min, "ReduceMax": opset.reduce_max, "ReduceSum": opset.reduce_sum,
+    }  # fmt: skip
 except ImportError:  # pragma: no cover - openvino is a dependency; the message is for broken installs
     ov = None
 
@@ -143,8 +153,8 @@ class OpenVinoFormat:
             freed.set_friendly_name(op.get_friendly_name())
             op.output(0).replace(freed.output(0))
 
-    def hook_ops(self, model: Any, graph: GraphView) -> OvOps:
-        return OvOps(model)
+    def builder(self, model: Any, graph: GraphView) -> OvBuilder:
+        return OvBuilder(model)
 
     def set_metadata(self, model: Any, entries: Entries) -> None:
         for (section, key), value in entries.items():
@@ -292,8 +302,8 @@ def _weight_inner(kind: str, attrs: dict[str, Any], inputs: list[Tensor]) -> tup
 # -- writing ----------------------------------------------------------------------------------------
 
 
-class OvOps:
-    """:class:`ovxai.graph.ops.Ops` for OpenVINO: tensors are ``ov.Output`` handles."""
+class OvBuilder:
+    """:class:`ovxai.graph.ops.Builder` for OpenVINO: tensors are ``ov.Output`` handles."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -327,95 +337,71 @@ class OvOps:
         self._clones.append({id(o): c for o, c in zip(originals, clones, strict=True)})
         return self._clones[-1].pop(id(node.handle))
 
+    def node(self, op: str, inputs: Sequence[Any], outputs: int = 1, **attrs: Any) -> list[Any]:
+        made = self._make(op, list(inputs), attrs)
+        self._named(made)
+        return [made.output(k) for k in range(outputs)]
+
+    def _make(self, op: str, x: list[Any], a: dict[str, Any]) -> Any:
+        """The opset node for an ONNX operator (see :class:`~ovxai.graph.ops.Builder` for the conventions)."""
+        if op in _ELEMENTWISE:
+            return _ELEMENTWISE[op](*x)
+        if op == "Round":
+            return opset.round(x[0], "half_to_even")  # ONNX Round's rule
+        if op == "Shape":
+            return opset3.shape_of(x[0], "i64")
+        if op == "Slice":
+            return opset8.slice(x[0], self._ints(a["starts"]), self._ints(a["ends"]), self._ints([1]))
+        if op == "Concat":
+            return opset.concat(x, a["axis"])
+        if op == "Cast":
+            return opset.convert(x[0], _OV_TYPES[a["to"]])
+        if op == "Range":
+            return opset4.range(*x, "i64")
+        if op == "Reshape":
+            return opset.reshape(x[0], x[1], special_zero=False)
+        if op == "Unsqueeze":
+            return opset.unsqueeze(x[0], self._ints(a["axes"]))
+        if op == "Transpose":
+            return opset.transpose(x[0], self._ints(a["perm"]))
+        if op == "MatMul":
+            return opset.matmul(x[0], x[1], False, False)
+        if op == "Expand":
+            return opset3.broadcast(x[0], x[1], broadcast_spec="BIDIRECTIONAL")  # ONNX Expand
+        if op == "Where":
+            return opset.select(*x)
+        if op == "Softmax":
+            return opset8.softmax(x[0], a["axis"])
+        if op in _REDUCTIONS:
+            return _REDUCTIONS[op](x[0], self._ints(a["axes"]), keep_dims=bool(a["keepdims"]))
+        if op == "TopK":
+            mode = "max" if a["largest"] else "min"
+            return opset11.topk(x[0], self.constant(np.array(a["k"], np.int64)), a["axis"], mode, "value", "i64")
+        if op == "Gather":
+            return opset8.gather(x[0], x[1], self.constant(np.array(a["axis"], np.int64)))
+        if op == "GatherElements":
+            return opset6.gather_elements(x[0], x[1], a["axis"])
+        raise NotImplementedError(f"ovxai emits no OpenVINO node for ONNX {op}")
+
+    def _ints(self, values: Sequence[int]) -> Any:
+        return self.constant(np.array(values, dtype=np.int64))
+
+    def constant(self, value: np.ndarray) -> Any:
+        return self._named(opset.constant(value))
+
     def tensor(self, name: str) -> Any:
         return self.by_id[name]
 
     def dtype(self, name: str) -> str:
         return str(np.dtype(self.by_id[name].get_element_type().to_dtype()).name)
 
-    def i64(self, values: Sequence[int] | np.ndarray) -> Any:
-        return self._named(opset.constant(np.array(values, dtype=np.int64)))
-
-    def f32(self, value: float | np.ndarray) -> Any:
-        return self._named(opset.constant(np.array(value, dtype=np.float32)))
-
-    def shape(self, x: Any) -> Any:
-        return self._named(opset3.shape_of(x, "i64"))
-
-    def slice(self, x: Any, start: int, end: int) -> Any:
-        return self._named(opset8.slice(x, self.i64([start]), self.i64([end]), self.i64([1])))
-
-    def concat(self, xs: Sequence[Any], axis: int = 0) -> Any:
-        return self._named(opset.concat(list(xs), axis))
-
-    def binary(self, op: str, a: Any, b: Any) -> Any:
-        make = {"Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide}
-        make |= {"Greater": opset.greater, "Equal": opset.equal}
-        return self._named(make[op](a, b))
-
-    def unary(self, op: str, x: Any) -> Any:
-        if op == "Round":
-            return self._named(opset.round(x, "half_to_even"))  # ONNX Round's rule
-        return self._named(
-            {"Abs": opset.abs, "Floor": opset.floor, "Relu": opset.relu, "Sigmoid": opset.sigmoid}[op](x)
-        )
-
-    def cast(self, x: Any, dtype: str) -> Any:
-        return self._named(opset.convert(x, _OV_TYPES[dtype]))
-
-    def arange(self, n: Any) -> Any:
-        stop = self.reshape(n, self.i64([]))
-        return self._named(opset4.range(self._scalar(0), stop, self._scalar(1), "i64"))
-
-    def _scalar(self, value: int) -> Any:
-        return self._named(opset.constant(np.array(value, dtype=np.int64)))
-
-    def reshape(self, x: Any, shape: Any) -> Any:
-        return self._named(opset.reshape(x, shape, special_zero=False))
-
-    def unsqueeze(self, x: Any, axis: int) -> Any:
-        return self._named(opset.unsqueeze(x, self.i64([axis])))
-
-    def transpose(self, x: Any, perm: Sequence[int]) -> Any:
-        return self._named(opset.transpose(x, self.i64(list(perm))))
-
-    def matmul(self, a: Any, b: Any) -> Any:
-        return self._named(opset.matmul(a, b, False, False))
-
-    def expand(self, x: Any, shape: Any) -> Any:
-        return self._named(opset3.broadcast(x, shape, broadcast_spec="BIDIRECTIONAL"))  # ONNX Expand
-
-    def where(self, cond: Any, a: Any, b: Any) -> Any:
-        return self._named(opset.select(cond, a, b))
-
-    def softmax(self, x: Any, axis: int) -> Any:
-        return self._named(opset8.softmax(x, axis))
-
-    def reduce(self, op: str, x: Any, axis: int) -> Any:
-        make = {"ReduceMin": opset.reduce_min, "ReduceMax": opset.reduce_max, "ReduceSum": opset.reduce_sum}[op]
-        return self._named(make(x, self.i64([axis]), keep_dims=True))
-
-    def topk(self, x: Any, k: int) -> Any:
-        node = opset11.topk(x, self._scalar(k), -1, "max", "value", "i64")
-        self._named(node)
-        return node.output(1)
-
-    def gather(self, x: Any, indices: Any, axis: int) -> Any:
-        return self._named(opset8.gather(x, indices, self._scalar(axis)))
-
-    def gather_elements(self, x: Any, indices: Any, axis: int) -> Any:
-        return self._named(opset6.gather_elements(x, indices, axis))
-
-    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> Any:
+    def stored(self, name: str) -> tuple[np.ndarray, str | None] | None:
         source = self.by_id[name]
         producer = source.get_node()
-        decompressed = producer.get_type_name() == "Convert" and _is_constant(producer.input_value(0))
-        stored = producer.input_value(0) if decompressed else source  # FP16 weights: re-lay the FP16 data
-        if not _is_constant(stored):  # computed from constants (dequantised): the plugin folds the re-layout
-            return self.transpose(self.reshape(source, self.i64(shape)), perm)
-        data = stored.get_node().get_data()
-        relaid = self._named(opset.constant(np.ascontiguousarray(data.reshape(shape).transpose(perm))))
-        return self._named(opset.convert(relaid, source.get_element_type())) if decompressed else relaid
+        if producer.get_type_name() == "Convert" and _is_constant(producer.input_value(0)):  # FP16 weights
+            data = producer.input_value(0).get_node().get_data()
+            return data, str(np.dtype(source.get_element_type().to_dtype()).name)
+        return (producer.get_data(), None) if _is_constant(source) else None
 
     def replace(self, name: str, x: Any) -> None:
         original = self.by_id[name]

@@ -81,11 +81,16 @@ def open_session(
     :data:`DEFAULT_TIMEOUT_S`). ``throughput``: the caller keeps several requests in flight (OpenVINO's
     THROUGHPUT hint, see :class:`OpenVinoSession`). What one kind cannot use is an error rather than ignored."""
     if is_model_url(path):
-        given = {"device": device, "providers": providers, "config": config, "throughput": throughput or None}
+        if device is not None:
+            raise OvxaiError(
+                f"device= {device} means nothing for a model URL: its server runs it on the device it was served on",
+                "drop device= here and serve the model with ovxai serve --device instead",
+            )
+        given = {"providers": providers, "config": config, "throughput": throughput or None}
         ignored = next((name for name, value in given.items() if value is not None), None)
         if ignored:
             raise OvxaiError(
-                f"{ignored}= does not apply to a served model (its server chose where it runs)", f"drop {ignored}="
+                f"{ignored}= means nothing for a model URL: its server runs it as served", f"drop {ignored}="
             )
         if backend not in ("auto", "remote"):
             raise OvxaiError(f"backend '{backend}' cannot run a model URL", "leave the backend auto for a served model")

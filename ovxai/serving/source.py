@@ -28,7 +28,7 @@ class ModelSource:
 
     def __post_init__(self) -> None:
         if is_model_url(self.model) and self.device != "CPU":
-            raise OvxaiError(f"device= {self.device} does not apply to a served model", "drop device=")
+            raise OvxaiError(f"device= {self.device} means nothing for a model URL", "drop device=")
 
     def load(self) -> Explainer:
         device = None if is_model_url(self.model) else self.device

@@ -39,13 +39,6 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin would pick bf16 here
 # ------------------------------------------------------------------------------------------------ models
 
 
-def to_onnx(net: nn.Module, path: Path, size: int, exporter: str = "dynamo") -> Path:
-    """The project's torch -> ONNX helper (input 'input', output 'logits', dynamic batch)."""
-    from ovxai.exporter.from_torch import to_onnx as export_onnx
-
-    return export_onnx(net, path, size, exporter)
-
-
 def split_head_activation(net: nn.Module) -> nn.Module:
     """Give EfficientNet-Lite's head its own activation module, ``net._head_act``.
 

@@ -48,7 +48,6 @@ from tools.eval.methods import (  # noqa: E402
     ReciproCAM,
     rise_masks,
     split_head_activation,
-    to_onnx,
     to_torch,
     torch_methods,
     upsample,
@@ -110,13 +109,14 @@ def build(workdir: Path) -> dict[str, Any]:
     """Models: the torch net (for torch methods), the plain ONNX / OpenVINO scorer, the patched IRs. The ONNX
     export is cached in ``workdir`` (delete it to rebuild); the patched IRs are exported on every run."""
     from models import efficientnet_lite0 as recipe
+    from models import routes
     from ovxai import HookOptions, export
 
     workdir.mkdir(parents=True, exist_ok=True)
     onnx_path = workdir / "efficientnet_lite0.onnx"
     if not onnx_path.exists():
         print("exporting EfficientNet-Lite0 (real ImageNet weights) to ONNX ...", flush=True)
-        to_onnx(recipe.build(), onnx_path, recipe.SIZE)
+        routes.to_onnx(recipe.build(), onnx_path, recipe.SIZE)
     patched = {}
     for mask in ("onehot", "gaussian"):
         xml = workdir / f"efficientnet_lite0_xai_{mask}.xml"

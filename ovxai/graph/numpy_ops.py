@@ -1,0 +1,127 @@
+"""An eager numpy :class:`~ovxai.graph.ops.Builder`: every handle is an array, every node runs when it is made.
+
+The hook's emission can then be checked on small random tensors in milliseconds, path by path against the
+mosaic, with no engine and no torch. The original model's own nodes (the tail the hook copies) run through
+``run_node``, which a format adapter provides (the ONNX adapter's runs ONNX's reference implementation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ovxai.graph.view import Dim, GraphView, Node
+
+RunNode = Callable[[Node, Sequence[np.ndarray | None], bool], list[np.ndarray]]
+"""Run an original node on arrays: (node, inputs (None: omitted), unpadded) -> its outputs."""
+
+
+class NumpyBuilder:
+    """:class:`~ovxai.graph.ops.Builder` over numpy arrays. ``values`` holds every original tensor's value
+    (see :func:`evaluate`); ``finish`` gives the model's outputs, the hook's and the original ones (recomputed
+    where the hook replaced a tensor)."""
+
+    def __init__(self, graph: GraphView, values: Mapping[str, np.ndarray], run_node: RunNode) -> None:
+        self.graph, self.values, self.run_node = graph, dict(values), run_node
+        self.replaced: dict[str, np.ndarray] = {}
+        self.outputs: dict[str, np.ndarray] = {}
+
+    def node(self, op: str, inputs: Sequence[np.ndarray], outputs: int = 1, **attrs: Any) -> list[np.ndarray]:
+        result = _OPS[op](list(inputs), attrs)
+        return (list(result) if isinstance(result, tuple) else [result])[:outputs]
+
+    def constant(self, value: np.ndarray) -> np.ndarray:
+        return np.array(value)
+
+    def tensor(self, name: str) -> np.ndarray:
+        return self.values[name]
+
+    def dtype(self, name: str) -> str:
+        return str(self.values[name].dtype.name)
+
+    def stored(self, name: str) -> tuple[np.ndarray, str | None] | None:
+        return (self.values[name], None) if name in self.graph.constants else None
+
+    def replace(self, name: str, x: np.ndarray) -> None:
+        self.replaced[name] = x
+
+    def copy_node(self, node: Node, inputs: Sequence[np.ndarray | None], unpadded: bool = False) -> list[np.ndarray]:
+        return self.run_node(node, inputs, unpadded)
+
+    def output(self, x: np.ndarray, name: str, shape: Sequence[Dim]) -> None:
+        self.outputs[name] = x
+
+    def finish(self) -> dict[str, np.ndarray]:
+        """The original outputs (downstream of a replaced tensor recomputed) and the hook's outputs, by name."""
+        values = {**self.values, **self.replaced}
+        changed = set(self.replaced)
+        for node in self.graph.nodes:
+            if set(node.outputs) & set(self.replaced) or not changed & set(node.inputs):
+                continue
+            outs = self.run_node(node, [values[i] if i else None for i in node.inputs], False)
+            values.update(zip(node.outputs, outs, strict=False))
+            changed.update(node.outputs)
+        return {**{name: values[name] for name in self.graph.outputs}, **self.outputs}
+
+
+def evaluate(graph: GraphView, feeds: Mapping[str, np.ndarray], constants: Mapping[str, np.ndarray],
+             run_node: RunNode) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every tensor's value when the original model runs on ``feeds``."""
+    values = {**constants, **feeds}
+    for node in graph.nodes:
+        outs = run_node(node, [values[i] if i else None for i in node.inputs], False)
+        values.update(zip(node.outputs, outs, strict=False))  # optional outputs may be left out
+    return values
+
+
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
+        return np.asarray(np.trunc(a / b), np.result_type(a, b))  # ONNX integer division truncates
+    return np.asarray(np.divide(a, b), np.result_type(a, b))
+
+
+def _topk(x: np.ndarray, k: int, axis: int, largest: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-x if largest else x, axis=axis, kind="stable")  # ties: the lower index first, as ONNX
+    indices = np.take(order, np.arange(k), axis=axis)
+    return np.take_along_axis(x, indices, axis=axis), indices.astype(np.int64)
+
+
+def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return np.asarray(e / e.sum(axis=axis, keepdims=True), x.dtype)
+
+
+# ONNX semantics (opset 18) of the operators the hook's vocabulary emits; x: the inputs, a: the attributes.
+_OPS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray | tuple[np.ndarray, ...]]] = {
+    "Add": lambda x, a: np.add(x[0], x[1]),
+    "Sub": lambda x, a: np.subtract(x[0], x[1]),
+    "Mul": lambda x, a: np.multiply(x[0], x[1]),
+    "Div": lambda x, a: _divide(x[0], x[1]),
+    "Greater": lambda x, a: np.greater(x[0], x[1]),
+    "Equal": lambda x, a: np.equal(x[0], x[1]),
+    "Abs": lambda x, a: np.abs(x[0]),
+    "Floor": lambda x, a: np.floor(x[0]),
+    "Relu": lambda x, a: np.maximum(x[0], np.zeros((), x[0].dtype)),
+    "Sigmoid": lambda x, a: (1 / (1 + np.exp(-x[0]))).astype(x[0].dtype),
+    "Round": lambda x, a: np.round(x[0]),  # half to even, as ONNX
+    "Cast": lambda x, a: x[0].astype(a["to"]),
+    "Where": lambda x, a: np.where(x[0], x[1], x[2]),
+    "Shape": lambda x, a: np.array(x[0].shape, np.int64),
+    "Slice": lambda x, a: x[0][a["starts"][0] : a["ends"][0]],
+    "Concat": lambda x, a: np.concatenate(x, axis=a["axis"]),
+    "Range": lambda x, a: np.arange(int(x[0]), int(x[1]), int(x[2]), dtype=np.int64),
+    "Reshape": lambda x, a: np.reshape(x[0], [int(d) for d in x[1]]),
+    "Unsqueeze": lambda x, a: np.expand_dims(x[0], a["axes"][0]),
+    "Transpose": lambda x, a: np.transpose(x[0], a["perm"]),
+    "Expand": lambda x, a: np.broadcast_to(x[0], np.broadcast_shapes(x[0].shape, tuple(int(d) for d in x[1]))),
+    "Gather": lambda x, a: np.take(x[0], x[1], axis=a["axis"]),
+    "GatherElements": lambda x, a: np.take_along_axis(x[0], x[1], axis=a["axis"]),
+    "MatMul": lambda x, a: np.matmul(x[0], x[1]),
+    "Softmax": lambda x, a: _softmax(x[0], a["axis"]),
+    "ReduceMin": lambda x, a: np.min(x[0], axis=tuple(a["axes"]), keepdims=bool(a["keepdims"])),
+    "ReduceMax": lambda x, a: np.max(x[0], axis=tuple(a["axes"]), keepdims=bool(a["keepdims"])),
+    "ReduceSum": lambda x, a: np.sum(x[0], axis=tuple(a["axes"]), keepdims=bool(a["keepdims"])),
+    "TopK": lambda x, a: _topk(x[0], a["k"], a["axis"], a["largest"]),
+}

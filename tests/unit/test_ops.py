@@ -1,0 +1,117 @@
+"""The hook's vocabulary (:class:`ovxai.graph.ops.Ops`) means the same through every builder: eager numpy, ONNX
+(run by ONNX's reference implementation) and OpenVINO (compiled on CPU in f32)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import openvino as ov
+import openvino.opset13 as opset
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+from ovxai.formats.onnx import ONNX, OnnxBuilder
+from ovxai.formats.openvino import OPENVINO, OvBuilder
+from ovxai.graph.numpy_ops import NumpyBuilder
+from ovxai.graph.ops import END, Ops
+
+X = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+W = np.random.default_rng(1).standard_normal((4, 6)).astype(np.float32)
+
+
+def _program(ops: Ops[Any]) -> dict[str, Any]:
+    """Every operation of the vocabulary, on x (2, 3, 4) and the stored weight w (4, 6)."""
+    x = ops.tensor("x")
+    shape = ops.shape(x)
+    n = ops.binary("Mul", ops.slice(shape, 1, 2), ops.slice(shape, 2, END))  # [12]
+    flat = ops.reshape(x, ops.concat([ops.slice(shape, 0, 1), n]))  # (2, 12)
+    positions = ops.cast(ops.arange(n), "float32")
+    mixed = ops.binary("Sub", ops.binary("Div", flat, ops.f32(3.0)), ops.binary("Add", positions, ops.f32(0.5)))
+    rounded = ops.unary("Round", ops.binary("Mul", ops.unary("Abs", mixed), ops.f32(2.0)))
+    gated = ops.where(ops.binary("Greater", mixed, ops.f32(0.0)), ops.unary("Sigmoid", mixed), ops.unary("Relu", mixed))
+    equal = ops.cast(ops.binary("Equal", ops.unary("Floor", rounded), rounded), "float32")
+    product = ops.matmul(x, ops.tensor("w"))  # (2, 3, 6)
+    relaid = ops.matmul(product, ops.relaid("w", [4, 6], [1, 0]))  # w stored re-laid (6, 4): (2, 3, 4)
+    top = ops.topk(ops.transpose(product, [0, 2, 1]), 2)  # (2, 6, 2)
+    spread = ops.expand(ops.unsqueeze(ops.i64([0, 2]), 0), ops.i64([3, 2]))
+    return {
+        "flat": flat,
+        "mixed": mixed,
+        "rounded": rounded,
+        "gated": gated,
+        "equal": equal,
+        "softmax": ops.softmax(product, 2),
+        "sums": ops.reduce("ReduceSum", product, 1),
+        "spans": ops.binary("Sub", ops.reduce("ReduceMax", product, 2), ops.reduce("ReduceMin", product, 2)),
+        "relaid": relaid,
+        "top": ops.cast(top, "float32"),
+        "gather": ops.gather(product, ops.i64([5, 0]), 2),
+        "elements": ops.gather_elements(x, ops.expand(ops.unsqueeze(spread, 0), ops.i64([2, 3, 2])), 2),
+        "bytes": ops.cast(ops.binary("Mul", gated, ops.f32(255.0)), "uint8"),
+    }
+
+
+def _onnx_model() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "ops",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(X.shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, list(X.shape))],
+        [numpy_helper.from_array(W, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _through_numpy() -> dict[str, np.ndarray]:
+    model = _onnx_model()
+    builder = NumpyBuilder(ONNX.view(model), {"x": X, "w": W}, lambda node, inputs, unpadded: [])
+    return {name: np.asarray(value) for name, value in _program(Ops(builder)).items()}
+
+
+def _through_onnx() -> dict[str, np.ndarray]:
+    model = _onnx_model()
+    builder = OnnxBuilder(model, ONNX.view(model))
+    ops = Ops(builder)
+    for name, value in _program(ops).items():
+        ops.output(value, name, ())
+    patched = builder.finish()
+    names = [o.name for o in patched.graph.output][1:]
+    return dict(zip(names, ReferenceEvaluator(patched).run(names, {"x": X}), strict=True))
+
+
+def _through_openvino() -> dict[str, np.ndarray]:
+    x = opset.parameter(list(X.shape), np.float32, name="x")
+    x.output(0).get_tensor().set_names({"x"})
+    w = opset.constant(W)
+    w.output(0).get_tensor().set_names({"w"})
+    model = ov.Model([opset.result(opset.add(x, opset.constant(np.float32(0))))], [x])
+    model.add_results([opset.result(opset.matmul(x, w, False, False))])
+    builder = OvBuilder(model)
+    ops = Ops(builder)
+    names = []
+    for name, value in _program(ops).items():
+        ops.output(value, name, ())
+        names.append(name)
+    compiled = ov.Core().compile_model(builder.finish(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(X)
+    return {name: np.asarray(result[compiled.output(name)]) for name in names}
+
+
+def test_every_builder_computes_the_same() -> None:
+    expected = _through_numpy()
+    for got in (_through_onnx(), _through_openvino()):
+        assert set(got) == set(expected)
+        for name, value in expected.items():
+            assert got[name].dtype == value.dtype, name
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_numpy_ops_follow_onnx_where_numpy_differs() -> None:
+    ops = Ops(NumpyBuilder(ONNX.view(_onnx_model()), {}, lambda node, inputs, unpadded: []))
+    np.testing.assert_array_equal(ops.unary("Round", ops.f32(np.array([0.5, 1.5, 2.5, -0.5]))), [0, 2, 2, -0])
+    np.testing.assert_array_equal(ops.binary("Div", ops.i64([-7, 7]), ops.i64([2, 2])), [-3, 3])  # truncates
+    ties = ops.f32(np.array([[1.0, 3.0, 3.0, 0.0]]))
+    np.testing.assert_array_equal(ops.topk(ties, 2), [[1, 2]])  # equal values: the lower index first
+    assert OPENVINO.name == "OpenVINO IR"
