@@ -16,6 +16,8 @@ from ovxai.hook.options import HookOptions
 from ovxai.metadata import ModelInfo
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from ovxai.exporter.pipeline import ExportResult
     from ovxai.graph.view import GraphView
     from ovxai.hook.paths import Choice
@@ -69,6 +71,7 @@ _FLAGS = {
     "targets": "--explain",
     "explain": "--explain",
     "top_k": "--top-k",
+    "version": "--version",
     "device": "--device",
 }
 _PARAMETER = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")= ?")
@@ -109,8 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         "--repository",
         type=Path,
         metavar="DIR",
-        help="write DIR/NAME/1/model.xml|onnx and Triton's DIR/NAME/config.pbtxt (NAME: output's stem)",
+        help="write DIR/NAME/N/model.xml|onnx and Triton's DIR/NAME/config.pbtxt (NAME: output's stem)",
     )
+    exp.add_argument(
+        "--version", type=int, metavar="N", help="with --repository: the model version N (default 1; required, "
+        "above every version there, when NAME holds versions already)",
+    )  # fmt: skip
     meta = exp.add_argument_group("metadata written into the model (OpenVINO Model API's model_info)")
     meta.add_argument("--labels", type=Path, help="class names, one per line (line i = class i)")
     meta.add_argument("--mean", help="per-channel mean subtracted from 0..255 pixels, e.g. 123.675,116.28,103.53")
@@ -131,7 +138,10 @@ def _parser() -> argparse.ArgumentParser:
         help="image files, folders and/or list files (.txt, .lst: one path per line, relative to the list's folder)",
     )  # fmt: skip
     exp2.add_argument("--out", "-o", type=Path, default=Path("ovxai-out"), help="folder for overlays and summary.json")
-    exp2.add_argument("--device", default="CPU", help="OpenVINO device: CPU, GPU, NPU, AUTO (default CPU)")
+    exp2.add_argument("--device", help="OpenVINO device for a model file: CPU (default), GPU, NPU, AUTO")
+    exp2.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="a served model: longest wait for each answer (default 30)"
+    )
     exp2.add_argument("--backend", choices=("auto", "openvino", "onnxruntime"), default="auto")
     exp2.add_argument("--top-k", type=int, default=5, help="predictions to report per image (default 5; at most K)")
     exp2.add_argument("--explain", default="top1", help="classes to map: topK, the K best (default top1); ids: 281,285")
@@ -139,9 +149,16 @@ def _parser() -> argparse.ArgumentParser:
     exp2.add_argument("--mean", help="per-channel mean (default: the model's; required if it has none), e.g. 0")
     exp2.add_argument("--scale", help="per-channel scale (default: the model's; required if it has none), e.g. 1")
     exp2.add_argument("--channel-order", choices=CHANNEL_ORDERS, help="default: the model's, else rgb")
-    exp2.add_argument("--jobs", type=int, default=2, help="inference requests in flight (default 2)")
+    exp2.add_argument(
+        "--jobs", type=int, help="inference requests in flight (default: the engine's optimal number + 1, at least 2)"
+    )
     exp2.add_argument("--colormap", choices=("turbo", "jet", "gray"), default="turbo")
     exp2.add_argument("--alpha", type=float, default=0.5, help="overlay opacity from 0 to 1 (default 0.5)")
+    exp2.add_argument(
+        "--overlay-format",
+        choices=("jpeg", "png", "webp"),
+        help="overlay files: jpeg (default: the photo shows through), png (default at --alpha 1: the map alone), webp",
+    )
     ray = exp2.add_argument_group("a large collection on Ray Data (pip install 'ovxai[ray]'); writes results.jsonl")
     ray.add_argument("--ray", action="store_true", help="explain with a pool of Ray actors, each with the model")
     # No defaults here (absent unless given, so that they are refused without --ray): CollectionOptions has them.
@@ -205,12 +222,21 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ovxai.interrupts import Terminated, sigterm_raises
+
     args = _parser().parse_args(argv)
+    command = {"export": _export, "inspect": _inspect, "explain": _explain, "serve": _serve}[args.command]
     try:
-        return {"export": _export, "inspect": _inspect, "explain": _explain, "serve": _serve}[args.command](args)
+        if args.command != "explain":
+            return command(args)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C: requests waited for, complete results kept
+            return command(args)
     except OvxaiError as exc:
         print(f"ovxai {args.command}: error: {in_cli_terms(str(exc))}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"ovxai {args.command}: terminated; stopped", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         done = "nothing was written" if args.command == "export" else "stopped"
         print(f"ovxai {args.command}: interrupted; {done}", file=sys.stderr)
@@ -221,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.version is not None and args.repository is None:
+        raise OvxaiError("--version applies to --repository only", "add --repository DIR, or drop --version")
     options = HookOptions(
         score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, path=args.path, explain=args.explain
     )
@@ -263,13 +291,14 @@ def _export_file(args: argparse.Namespace, options: HookOptions, output: Path) -
 def _export_repository(
     args: argparse.Namespace, output: Path, options: HookOptions, write: Callable[[Path], ExportResult]
 ) -> int:
-    """``--repository DIR``: the model as ``DIR/NAME/1/model.*`` and Triton's ``DIR/NAME/config.pbtxt``."""
-    from ovxai.serving.repository import folders, model_file, write_config
+    """``--repository DIR``: the model as ``DIR/NAME/N/model.*`` and Triton's ``DIR/NAME/config.pbtxt``."""
+    from ovxai.serving.repository import CONFIG, plan, publish
 
-    path = model_file(args.repository, output)
-    with folders(path):
+    entry = plan(args.repository, output, args.version)
+    with publish(entry) as path:
         result = write(path)
-        result.files.append(write_config(path))
+    final = entry.folder / str(entry.version)
+    result.files[:] = [final / f.relative_to(path.parent) for f in result.files] + [entry.folder / CONFIG]
     _report(result, options)
     return 0
 
@@ -312,7 +341,7 @@ def _report(result: ExportResult, options: HookOptions) -> None:
     for name, reason in result.declined:
         print(f"         (not {name}: {reason})")
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
-    if options.explain != "all":
+    if not options.selection.every:  # 'ALL' is all too: the parsed choice, never the spelling
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
@@ -320,21 +349,17 @@ def _report(result: ExportResult, options: HookOptions) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    import json
-    import os
     import re
-    import time
-
-    from tqdm import tqdm
 
     from ovxai.metadata import ModelInfo
-    from ovxai.runtime import Explainer, ImageError, check_targets, contact_sheet, named_image_files, parse_targets
-    from ovxai.runtime.pictures import check_overlay
+    from ovxai.runtime import check_targets, named_image_files, parse_targets, pictures
+    from ovxai.runtime.backends import is_model_url
     from ovxai.serving.collection import expand_lists
 
     flags = {"targets": "--explain", "top_k": "--top-k", "jobs": "--jobs", "alpha": "--alpha", "mean": "--mean",
              "scale": "--scale", "labels": "--labels", "channel_order": "--channel-order", "actors": "--actors",
-             "batch_size": "--batch-size", "cpus_per_actor": "--actor-cpus"}  # fmt: skip
+             "batch_size": "--batch-size", "cpus_per_actor": "--actor-cpus", "timeout": "--timeout",
+             "device": "--device"}  # fmt: skip
 
     def in_flags(exc: OvxaiError) -> OvxaiError:
         """The library names its parameters (``mean=``); say the flags instead."""
@@ -347,9 +372,14 @@ def _explain(args: argparse.Namespace) -> int:
         check_targets(targets, None)
         if args.top_k < 1:
             raise OvxaiError(f"top_k= {args.top_k} reports no prediction", "use top_k=1 or more")
-        if args.jobs < 1:
+        if args.jobs is not None and args.jobs < 1:
             raise OvxaiError(f"jobs= {args.jobs} runs no request", "use jobs=1 or more")
-        check_overlay(args.alpha, args.colormap)
+        pictures.check_overlay(args.alpha, args.colormap)
+        if is_model_url(args.model) and args.device is not None:
+            raise OvxaiError("--device applies to a model file: a served model runs where its server put it",
+                             "drop --device, or choose the device where the server starts")  # fmt: skip
+        if not is_model_url(args.model) and args.timeout is not None:
+            raise OvxaiError("--timeout applies to a served model (a URL), not to a model file", "drop --timeout")
         override = ModelInfo.from_options(labels=args.labels, mean=args.mean, scale=args.scale)
         if not args.ray:
             _no_ray_flags(args)
@@ -365,20 +395,48 @@ def _explain(args: argparse.Namespace) -> int:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OvxaiError(f"--out '{out}' cannot be written: '{parent}' is read-only", "choose a writable folder")
     names = named_image_files(expand_lists(args.image))  # file -> a unique name for its outputs
-    files = list(names)
-    if not files:
+    if not names:
         raise OvxaiError("no images found in the given folders", "pass image files or folders with images")
     if collection is not None:
         return _explain_collection(args, collection, names, in_flags)
+    return _explain_here(args, targets, override, names, in_flags)
+
+
+def _explain_here(
+    args: argparse.Namespace,
+    targets: str | list[int],
+    override: ModelInfo,
+    names: dict[Path, str],
+    in_flags: Callable[[OvxaiError], OvxaiError],
+) -> int:
+    """``ovxai explain`` in this process: three stages overlap, so that the engine never waits for pictures —
+    images decoded ahead on a few threads (``explain_many``), the requests in flight, and each result's
+    overlays drawn, encoded and written on a pool of threads (Pillow, numpy, zlib and libjpeg work without
+    the GIL) while this thread hands the engine its next images."""
+    import json
+    import time
+    from contextlib import closing
+
+    from tqdm import tqdm
+
+    from ovxai.runtime import Explainer, Explanation, ImageError, check_targets, pictures
+    from ovxai.runtime.ahead import default_workers, map_ahead
+    from ovxai.runtime.backends import is_model_url, redact
+
     try:
         explainer = Explainer.load(
             args.model, args.backend, args.device, labels=override.labels, mean=override.mean,
-            scale=override.scale, channel_order=args.channel_order,
+            scale=override.scale, channel_order=args.channel_order, timeout=args.timeout,
+            throughput=not is_model_url(args.model),  # a folder of images: the engine's throughput setting
         )  # fmt: skip
         check_targets(targets, explainer.num_classes)
     except OvxaiError as exc:
         raise in_flags(exc) from None
     print(f"preprocessing: {explainer.describe_preprocessing()}")
+    out: Path = args.out
+    files = list(names)
+    form = args.overlay_format or pictures.overlay_format(args.alpha)
+    sheet_limit = 64  # images on the contact sheet
     skipped: list[dict[str, str]] = []
 
     def skip(item: object, exc: ImageError) -> None:
@@ -387,43 +445,60 @@ def _explain(args: argparse.Namespace) -> int:
         print(f"ovxai explain: warning: skipped {exc}", file=sys.stderr)
         skipped.append({"image": str(item), "error": str(exc)})
 
-    def write(path: Path, save: Callable[[Path], object]) -> str:
+    def write(path: Path, data: bytes) -> str:
         try:
             out.mkdir(parents=True, exist_ok=True)  # only once there is something to write
-            save(path)
+            pictures.write_atomically(path, data)
         except OSError as exc:
             raise OvxaiError(f"cannot write '{path}' ({exc.strerror or exc})", "check the disk and --out") from None
         return str(path)
 
     by_source = {str(file): name for file, name in names.items()}
-    results, summary = [], []
-    start = time.perf_counter()
-    stream = explainer.explain_many(files, targets, args.top_k, jobs=args.jobs, on_error=skip)
-    for result in tqdm(stream, total=len(files), unit="image", disable=None, file=sys.stderr):
-        entry = result.summary()
+
+    def draw(numbered: tuple[int, Explanation]) -> tuple[list[str], list[tuple[Image.Image, str]]]:
+        """One result's overlays, written; thumbnails of them for the contact sheet's first images."""
+        index, result = numbered
         name = by_source.get(result.source, Path(result.source).stem)
-        entry["overlays"] = [
-            write(out / f"{name}_{target.class_id}.png", result.overlay(i, args.alpha, args.colormap).save)
-            for i, target in enumerate(result.targets)
-        ]
-        summary.append(entry)
-        results.append(result)
-        best = result.top[0]
-        tqdm.write(f"{Path(result.source).name}: {best.label} ({best.score * 100:.1f} %)", file=sys.stdout)
+        paths, tiles = [], []
+        for i, target in enumerate(result.targets):
+            picture = result.overlay(i, args.alpha, args.colormap)
+            path = out / f"{name}_{target.class_id}{pictures.SUFFIXES[form]}"
+            paths.append(write(path, pictures.encode(picture, form)))
+            if index < sheet_limit:
+                tiles.append((pictures.thumbnail(picture), result.caption(i)))
+        return paths, tiles
+
+    summary: list[dict[str, object]] = []
+    tiles: list[tuple[Image.Image, str]] = []
+    workers = default_workers()
+    start = time.perf_counter()
+    # One request more than the engine's optimum: a stream never waits for this thread between two requests.
+    jobs = args.jobs or max(2, explainer.session.optimal_requests + 1)
+    stream = explainer.explain_many(files, targets, args.top_k, jobs=jobs, on_error=skip)
+    with closing(stream), closing(map_ahead(draw, enumerate(stream), workers, 2 * workers, "ovxai-draw")) as drawing:
+        for (_, result), drawn in tqdm(drawing, total=len(files), unit="image", disable=None, file=sys.stderr):
+            entry = result.summary()
+            entry["overlays"], some_tiles = drawn.result()
+            tiles += some_tiles
+            summary.append(entry)
+            best = result.top[0]
+            tqdm.write(f"{Path(result.source).name}: {best.label} ({best.score * 100:.1f} %)", file=sys.stdout)
     elapsed = time.perf_counter() - start
-    if results:
-        write(out / "contact_sheet.png", contact_sheet(results[:64]).save)
+    if tiles:
+        write(out / "contact_sheet.png", pictures.encode(pictures.contact_sheet(tiles), "png"))
+    local = not is_model_url(args.model)
     report = {
-        "model": str(args.model),
-        "device": args.device,
+        "model": str(args.model) if local else redact(str(args.model)),
+        "device": (args.device or "CPU") if local else None,
         "preprocessing": explainer.describe_preprocessing(),
+        "overlay_format": form,
         "images": summary,
         "skipped": skipped,
         "total_seconds": round(elapsed, 3),
-        "images_per_second": round(len(results) / elapsed, 2) if elapsed else None,
+        "images_per_second": round(len(summary) / elapsed, 2) if elapsed else None,
     }
-    write(out / "summary.json", lambda path: path.write_text(json.dumps(report, indent=2)))
-    print(f"explained {len(results)} image(s), skipped {len(skipped)}; wrote {out / 'summary.json'}")
+    write(out / "summary.json", json.dumps(report, indent=2).encode())
+    print(f"explained {len(summary)} image(s), skipped {len(skipped)}; wrote {out / 'summary.json'}")
     return 1 if skipped else 0
 
 
@@ -444,12 +519,15 @@ def _collection_options(args: argparse.Namespace, targets: str | list[int], give
         import ray.data  # noqa: F401
     except ImportError:
         raise OvxaiError("ovxai explain --ray needs Ray Data", "pip install 'ovxai[ray]'") from None
+    from ovxai.runtime.pictures import overlay_format as default_format
     from ovxai.serving.collection import CollectionOptions
 
+    overlay_format = args.overlay_format or default_format(args.alpha)
     pool = {field: getattr(args, name) for name, field in _RAY_FLAGS.items() if name in vars(args)}
     return CollectionOptions(
-        str(args.model), args.device, args.backend, given.labels, given.mean, given.scale, args.channel_order,
-        targets, args.top_k, args.alpha, args.colormap, jobs=args.jobs, **pool,
+        str(args.model), args.device or "CPU", args.backend, labels=given.labels, mean=given.mean, scale=given.scale,
+        channel_order=args.channel_order, timeout=args.timeout, targets=targets, top_k=args.top_k, alpha=args.alpha,
+        colormap=args.colormap, overlay_format=overlay_format, **({"jobs": args.jobs} if args.jobs else {}), **pool,
     )  # fmt: skip
 
 
@@ -460,7 +538,8 @@ def _explain_collection(
     in_flags: Callable[[OvxaiError], OvxaiError],
 ) -> int:
     """``ovxai explain --ray``: exit 0 when every image was explained, 1 when some were skipped."""
-    from ovxai.serving.collection import RESULTS, explain_collection
+    from ovxai.serving.collection import explain_collection
+    from ovxai.serving.results import RESULTS
 
     try:
         done = explain_collection(
@@ -468,7 +547,7 @@ def _explain_collection(
         )
     except OvxaiError as exc:
         raise in_flags(exc) from None
-    rate = f" ({done.images_per_second:.1f} images/s)" if done.explained else ""
+    rate = f" ({done.images_per_second:.1f} images/s)" if done.new else ""
     print(f"explained {done.explained} image(s){rate}, skipped {done.skipped}; wrote {args.out / RESULTS}")
     return 1 if done.skipped else 0
 

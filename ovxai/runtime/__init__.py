@@ -3,12 +3,12 @@
 Needs numpy, pillow and one backend (openvino or onnxruntime) — never torch, onnx, cv2 or
 matplotlib, so it runs in inference services and on edge devices as is::
 
-    from ovxai.runtime import Explainer
+    from ovxai.runtime import Explainer, pictures
 
     explainer = Explainer.load("resnet50_xai.xml", device="AUTO")
     for result in explainer.explain(["cat.jpg", "dog.png"], targets="top2"):  # or targets=[281, 285]
         print(result.top[0], result.maps.shape)
-        result.overlay(0).save("cat_saliency.png")
+        pictures.save(result.overlay(0), "cat_saliency.jpg")  # JPEG, PNG or WebP by the extension
 
 The steps of ``explain`` are public for callers that schedule inference themselves (benchmarks,
 servers): ``batch = explainer.prepare(images)``, ``outputs = explainer.infer(batch)``,

@@ -4,6 +4,7 @@ served by any Open Inference Protocol server (``http://host:port/v2/models/NAME`
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import threading
@@ -11,9 +12,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from numbers import Real
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -51,6 +53,7 @@ class Session(Protocol):
     output_shapes: dict[str, list[int | None]]
     output_dtypes: dict[str, str]  # numpy's names: 'float32', 'uint8', 'int64'
     info: ModelInfo  # what the exporter recorded: labels, preprocessing, score
+    optimal_requests: int  # requests in flight that keep the engine busy: OpenVINO's own figure, else 1
 
     def infer(self, x: np.ndarray) -> Outputs: ...
 
@@ -69,18 +72,32 @@ def is_model_url(path: str | os.PathLike[str]) -> bool:
 
 
 def open_session(
-    path: str | os.PathLike[str], backend: str = "auto", device: str = "CPU", providers: Sequence[str] | None = None,
-    config: dict[str, Any] | None = None,
+    path: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
+    providers: Sequence[str] | None = None, config: dict[str, Any] | None = None, timeout: float | None = None,
+    throughput: bool = False,
 ) -> Session:  # fmt: skip
+    """``path`` loaded on ``backend``: a model file on ``device`` (default CPU), or the model a server serves
+    at a URL, each of whose answers is waited for ``timeout`` seconds at most (default
+    :data:`DEFAULT_TIMEOUT_S`). ``throughput``: the caller keeps several requests in flight (OpenVINO's
+    THROUGHPUT hint, see :class:`OpenVinoSession`). What one kind cannot use is an error rather than ignored."""
     if is_model_url(path):
-        if backend not in ("auto", "remote"):
-            raise OvxaiError(f"backend '{backend}' cannot run a model URL", "leave the backend auto for a served model")
-        if device != "CPU" or providers:
+        if device is not None:
             raise OvxaiError(
                 f"device= {device} means nothing for a model URL: its server runs it on the device it was served on",
                 "drop device= here and serve the model with ovxai serve --device instead",
             )
-        return RemoteSession(str(path))
+        given = {"providers": providers, "config": config, "throughput": throughput or None}
+        ignored = next((name for name, value in given.items() if value is not None), None)
+        if ignored:
+            raise OvxaiError(
+                f"{ignored}= means nothing for a model URL: its server runs it as served", f"drop {ignored}="
+            )
+        if backend not in ("auto", "remote"):
+            raise OvxaiError(f"backend '{backend}' cannot run a model URL", "leave the backend auto for a served model")
+        return RemoteSession(str(path), DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    if timeout is not None:
+        raise OvxaiError("timeout= applies to a served model (a URL), not to a model file", "drop timeout=")
+    device = device or "CPU"
     path = Path(path)
     if not path.is_file():
         raise OvxaiError(f"model file '{path}' not found", "check the --model path")
@@ -89,7 +106,7 @@ def open_session(
     if backend == "auto":
         backend = "openvino" if path.suffix.lower() == ".xml" or _installed("openvino") else "onnxruntime"
     if backend == "openvino":
-        return OpenVinoSession(path, device, config)
+        return OpenVinoSession(path, device, config, throughput)
     if backend == "onnxruntime":
         if path.suffix.lower() == ".xml":
             raise OvxaiError("ONNX Runtime cannot run OpenVINO IR", "use backend 'openvino' or the .onnx export")
@@ -104,7 +121,14 @@ def _installed(module: str) -> bool:
 
 
 class OpenVinoSession:
-    def __init__(self, path: Path, device: str, config: dict[str, Any] | None) -> None:
+    """A model compiled by OpenVINO. On CPU the runtime asks for f32 inference (``config=None``): min-max
+    normalisation magnifies rounding. ``throughput`` adds the THROUGHPUT performance hint (unless ``config``
+    sets one): several streams, each request on a share of the cores, where the default LATENCY hint runs
+    each request on all of them. For a folder of images (``ovxai explain``) that is the engine's best, and
+    decoding and drawing beside it slow one stream a little instead of stalling every request's parallel
+    loops (README, ``ovxai explain``, has the numbers)."""
+
+    def __init__(self, path: Path, device: str, config: dict[str, Any] | None, throughput: bool = False) -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -129,6 +153,8 @@ class OpenVinoSession:
         if config is None:
             # Min-max normalisation magnifies rounding: CPU plugins that default to bf16 get f32.
             config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
+        if throughput:
+            config = {"PERFORMANCE_HINT": "THROUGHPUT", **config}
         try:
             self.compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
@@ -136,6 +162,7 @@ class OpenVinoSession:
                 f"cannot compile the model for {device}: {engine_reason(exc)}", _device_hint(device)
             ) from None
         self.request = self.compiled.create_infer_request()
+        self.optimal_requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.device = device
         self._ov = ov
         self._queues: list[tuple[int, Any]] = []  # idle AsyncInferQueues by size, see _take_queue
@@ -259,6 +286,7 @@ class OnnxRuntimeSession:
             o.name: [d if isinstance(d, int) else None for d in o.shape] for o in self.session.get_outputs()
         }
         self.output_dtypes = {o.name: _ort_dtype(o.type) for o in self.session.get_outputs()}
+        self.optimal_requests = 1  # one run() already uses every core
 
     def infer(self, x: np.ndarray) -> Outputs:
         return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
@@ -279,18 +307,39 @@ def _ort_dtype(kind: str) -> str:
 
 
 _RETRY_PAUSES_S = (0.25, 1.0)  # a served model's inference is tried again after these pauses
+DEFAULT_TIMEOUT_S = 30.0  # the longest wait for a server's answer (connection, or each read of its answer)
 _MODEL_URL = re.compile(r"(?P<prefix>.*?)/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?")
+
+
+def redact(url: str) -> str:
+    """``url`` with a password in it replaced by ``***``: what errors and reports may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+
+
+def _seconds(value: object) -> float:
+    """A timeout in seconds: a finite number above 0, else OvxaiError."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < float(value) < math.inf:
+        raise OvxaiError(f"timeout= {value!r} is not a number of seconds", "e.g. timeout=30")
+    return float(value)
 
 
 class RemoteSession:
     """A patched model served by an Open Inference Protocol (KServe v2 REST) server: ``ovxai serve``, OpenVINO
     Model Server, Triton, KServe. Requests go through ``tritonclient.http`` with binary tensors; the model's
     metadata (``GET /v2/models/NAME``) gives its tensors, and its ``parameters`` (which ``ovxai serve`` fills
-    from the model file's metadata) labels and preprocessing.
+    from the model file's metadata) labels and preprocessing. ``http://USER:PASSWORD@HOST...`` logs in with
+    HTTP basic authentication; the password never appears in a message.
 
-    tritonclient's client serves one thread: each thread that calls ``infer`` gets its own."""
+    Each answer is waited for ``timeout`` seconds at most. A request is tried again only where the way to
+    the server failed (a refused or dropped connection, a 503, a 500 that is not the server's own error),
+    never after a timeout: a server that accepted the request and went silent would only be asked to go
+    silent again. tritonclient's client serves one thread: each thread that calls ``infer`` gets its own."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         try:
             import tritonclient.http as triton_http
             from tritonclient.utils import InferenceServerException
@@ -298,38 +347,57 @@ class RemoteSession:
             raise OvxaiError(
                 "a model URL needs the 'tritonclient[http]' package", "pip install 'ovxai[serve]'"
             ) from None
+        shown = redact(url)
+        seconds = _seconds(timeout)
         parts = urlsplit(url)
         match = _MODEL_URL.fullmatch(parts.path)
         if not parts.hostname or match is None or parts.query or parts.fragment:
-            raise OvxaiError(f"'{url}' is not a model URL", "use http://HOST:PORT/v2/models/NAME")
-        self.url = url
+            raise OvxaiError(f"'{shown}' is not a model URL", "use http://HOST:PORT/v2/models/NAME")
+        try:
+            port = parts.port
+        except ValueError:  # 'abc', 99999
+            port = 0
+        if port == 0 or parts.netloc.rpartition("@")[2].endswith(":"):
+            given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise OvxaiError(f"'{given}' in '{shown}' is not a TCP port", "use a port from 1 to 65535, e.g. :8000")
+        self.url = shown
         self.model_name = unquote(match["name"])
         self.model_version = unquote(match["version"] or "")
-        self._address = parts.netloc + match["prefix"]
+        self._address = parts.netloc.rpartition("@")[2] + match["prefix"]
+        self._login = (unquote(parts.username or ""), unquote(parts.password)) if parts.password is not None else None
         self._ssl = parts.scheme.lower() == "https"
-        self._timeout = timeout
+        self._timeout = seconds
         self._http = triton_http
         self._error_type: type[Exception] = InferenceServerException
         self._local = threading.local()
         name, version = self.model_name, self.model_version
         metadata = self._call(f"read the metadata of '{name}'", lambda c: c.get_model_metadata(name, version))
+        if not isinstance(metadata, dict):
+            raise OvxaiError(
+                f"the server at {self._address} answered the metadata of '{name}' with {type(metadata).__name__}",
+                "check that the URL is an inference server's: http://HOST:PORT/v2/models/NAME",
+            )
         if not self._call(f"say whether '{name}' is ready", lambda c: c.is_model_ready(name, version)):
             raise OvxaiError(f"model '{name}' at {self._address} is not ready", "wait for the server to load it")
         inputs, outputs = metadata.get("inputs") or [], metadata.get("outputs") or []
-        if len(inputs) != 1:
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise OvxaiError(
-                f"the served model '{self.model_name}' takes {len(inputs)} inputs, not one image tensor",
+                f"the served model '{self.model_name}' does not take one image tensor (its metadata's inputs: "
+                f"{str(inputs)[:80]})",
                 "serve the model written by ovxai export",
             )
-        self.input_name = str(inputs[0]["name"])
-        self.input_datatype = str(inputs[0]["datatype"])
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
+            raise OvxaiError(f"the served model '{name}' lists its outputs as {str(outputs)[:80]}", "check the server")
+        self.input_name = str(inputs[0].get("name"))
+        self.input_datatype = str(inputs[0].get("datatype"))
         self.input_shape = _remote_dims(inputs[0].get("shape"))
         self.input_dtype = _numpy_name(self.input_datatype)
         self.output_names = [str(o["name"]) for o in outputs]
         self.output_shapes = {str(o["name"]): _remote_dims(o.get("shape")) for o in outputs}
-        self.output_dtypes = {str(o["name"]): _numpy_name(str(o["datatype"])) for o in outputs}
+        self.output_dtypes = {str(o["name"]): _numpy_name(str(o.get("datatype"))) for o in outputs}
         parameters = metadata.get("parameters")
         self.info = read_parameters(parameters) if isinstance(parameters, dict) else ModelInfo()
+        self.optimal_requests = 1  # the server's capacity is not known here
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -337,13 +405,17 @@ class RemoteSession:
             client = self._http.InferenceServerClient(
                 self._address, connection_timeout=self._timeout, network_timeout=self._timeout, ssl=self._ssl
             )
+            if self._login is not None:
+                from tritonclient.http.auth import BasicAuth
+
+                client.register_plugin(BasicAuth(*self._login))
             self._local.client = client
         return client
 
     def _call(self, what: str, call: Any, retries: int = 0) -> Any:
         """``call(client)``; ``retries`` more tries, after a pause, where the failure was the way there (a 503,
-        a 500 that is not the server's own JSON error, as when a replica dies mid-request, a dropped
-        connection) and not the request: inference is idempotent."""
+        a 500 that is not the server's own JSON error, as when a replica dies mid-request, a refused or dropped
+        connection) and not the request: inference is idempotent. A timeout is not tried again."""
         for attempt in range(retries + 1):
             try:
                 return call(self._client())
@@ -355,10 +427,16 @@ class RemoteSession:
                     continue
                 message = exc.message() if hasattr(exc, "message") else str(exc)  # the server's own error line
                 raise OvxaiError(
-                    f"the server at {self._address} could not {what}: {message}",
+                    f"the server at {self._address} could not {what}: {str(message)[:300]}",
                     "check the model name and the server's log",
                 ) from None
-            except (OSError, TimeoutError) as exc:  # refused, reset, unreachable, timed out
+            except TimeoutError:  # connected, or trying to, and no answer came
+                self._local.client = None  # the connection holds a half-read answer: never reuse it
+                raise OvxaiError(
+                    f"the server at {self._address} did not answer within {self._timeout:g} s to {what}",
+                    "check that the server is up and not overloaded, or wait longer with a larger timeout",
+                ) from None
+            except OSError as exc:  # refused, reset, unreachable
                 self._local.client = None  # a broken connection pool: start afresh on the next call
                 if attempt < retries:
                     time.sleep(_RETRY_PAUSES_S[attempt])
@@ -366,6 +444,13 @@ class RemoteSession:
                 raise OvxaiError(
                     f"cannot reach {self._address} to {what} ({type(exc).__name__}: {engine_reason(exc)})",
                     "check the URL and that the server is up",
+                ) from None
+            except Exception as exc:  # an answer the client cannot parse: not an inference server's
+                self._local.client = None
+                raise OvxaiError(
+                    f"the server at {self._address} gave an answer to {what} that is not the Open Inference "
+                    f"Protocol's ({type(exc).__name__}: {engine_reason(exc)})",
+                    "check that the URL is an inference server's: http://HOST:PORT/v2/models/NAME",
                 ) from None
         raise AssertionError("unreachable")
 
@@ -380,7 +465,11 @@ class RemoteSession:
         )
         outputs: Outputs = {}
         for name in self.output_names:
-            array = result.as_numpy(name)
+            try:
+                array = result.as_numpy(name)
+            except (ValueError, TypeError, KeyError) as exc:  # binary data of another size or datatype
+                raise OvxaiError(f"the server's answer holds output '{name}' in a form that cannot be read "
+                                 f"({engine_reason(exc)})", "check the server's log") from None  # fmt: skip
             if array is None:
                 raise OvxaiError(f"the server's answer has no output '{name}'", "check the server's log")
             outputs[name] = np.array(array, copy=True)  # writable, like the local engines' outputs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +19,7 @@ from ovxai.conventions import CLASSES_OUTPUT, HOOK_OUTPUTS, SALIENCY_OUTPUT, Cha
 from ovxai.errors import OvxaiError
 from ovxai.metadata import read_labels
 from ovxai.runtime import pictures
+from ovxai.runtime.ahead import default_workers, map_ahead
 from ovxai.runtime.backends import Outputs, Session, open_session
 from ovxai.runtime.images import (
     ONE_IMAGE,
@@ -71,6 +72,11 @@ class Explanation:
         pictures.check_overlay(alpha, colormap)
         return pictures.overlay(self.image, self.upsample(index), alpha, colormap)
 
+    def caption(self, index: int = 0) -> str:
+        """'cat.jpg: tabby 81.2%': the file and target ``index``'s class (its first name) and score."""
+        target = self.targets[self._index(index)]
+        return f"{Path(self.source).name}: {target.label.split(',')[0]} {target.score * 100:.1f}%"
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready: predictions, explained classes, timings (ms)."""
         return {
@@ -88,6 +94,16 @@ class Explanation:
             raise OvxaiError(f"index= {index!r} is not one of the {count} explained classes",
                              f"use 0..{count - 1}, in the order of .targets")  # fmt: skip
         return int(index)
+
+
+@dataclass
+class _Loaded:
+    """One image, decoded and preprocessed."""
+
+    name: str
+    image: Image.Image
+    tensor: np.ndarray  # (3, H, W)
+    timings: dict[str, float]  # load, preprocess (seconds)
 
 
 @dataclass
@@ -204,7 +220,7 @@ class Explainer:
         cls,
         path: str | Path,
         backend: str = "auto",
-        device: str = "CPU",
+        device: str | None = None,
         providers: Sequence[str] | None = None,
         *,
         labels: str | Path | Sequence[str] | None = None,
@@ -213,6 +229,8 @@ class Explainer:
         scale: float | Sequence[float] | None = None,
         channel_order: ChannelOrder | None = None,
         config: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        throughput: bool = False,
     ) -> Explainer:
         """Load ``path`` (.xml or .onnx), or use the model an inference server serves at a URL
         (``http://host:port/v2/models/NAME``: any Open Inference Protocol server, through ``tritonclient``;
@@ -223,8 +241,13 @@ class Explainer:
         Preprocessing is never guessed: a model that records neither mean nor scale needs ``mean=`` and
         ``scale=`` (``mean=0, scale=1`` for a network that takes raw 0..255 pixels). One recorded alone
         gets the neutral value for the other, as OpenVINO's Model API does. ``preprocessing_source`` and
-        :meth:`describe_preprocessing` say where each value came from."""
-        session = open_session(path, backend, device, providers, config)  # a file, or a model URL
+        :meth:`describe_preprocessing` say where each value came from.
+
+        ``device`` (default CPU), ``providers``, ``config`` and ``throughput`` (for ``explain_many`` over many
+        images: OpenVINO's THROUGHPUT hint) apply to a model file; ``timeout`` (seconds, default 30) to a URL:
+        the longest wait for each answer of the server, never tried again after it ran out. Given for the
+        other kind, each is an error rather than ignored."""
+        session = open_session(path, backend, device, providers, config, timeout, throughput)  # a file or a URL
         _prediction_output(session)  # not a patched model: say so before asking for its preprocessing
         info = session.info
         if isinstance(labels, (str, Path)):
@@ -274,7 +297,7 @@ class Explainer:
     def prepare(self, images: ImageInput | Sequence[ImageInput]) -> Batch:
         """Decode and preprocess ``images`` into one input batch (ImageError for a bad one)."""
         items = [images] if isinstance(images, ONE_IMAGE) else list(images)
-        return self._assemble([self._load(item) for item in items])
+        return self._assemble(self._load_all(items))
 
     def infer(self, batch: Batch) -> Outputs:
         """Run the model on a prepared batch (synchronously, one request)."""
@@ -297,7 +320,7 @@ class Explainer:
         """Predict and explain; a bad image raises :class:`ImageError` (see ``explain_many`` to skip)."""
         wanted, top_k = check_targets(targets, self.num_classes), _check_top_k(top_k)
         items = [images] if isinstance(images, ONE_IMAGE) else list(images)
-        loaded = [self._load(item) for item in items]  # every image decoded before any inference
+        loaded = self._load_all(items)  # every image decoded before any inference
         results: list[Explanation] = []
         size = self.static_batch or max(len(loaded), 1)  # one batch, unless the model's batch is fixed
         for start in range(0, len(loaded), size):
@@ -314,9 +337,11 @@ class Explainer:
         top_k: int = 5,
         jobs: int = 2,
         on_error: Callable[[ImageInput, ImageError], None] | None = None,
-    ) -> Iterator[Explanation]:
+    ) -> Generator[Explanation, None, None]:
         """Explain a stream of images with ``jobs`` requests in flight (OpenVINO AsyncInferQueue or
         ONNX Runtime threads). Bad images go to ``on_error`` and are skipped (raised if it is None).
+        ``images`` is read a few items ahead of the engine (``jobs`` requests' worth, plus one per decoding
+        thread), and those are decoded and preprocessed on threads while the requests run.
 
         Arguments are checked here, before any image is read or request started. Stopping early (an
         exception, ``break``, ``close()``) waits for the requests in flight."""
@@ -334,21 +359,27 @@ class Explainer:
         top_k: int,
         jobs: int,
         on_error: Callable[[ImageInput, ImageError], None] | None,
-    ) -> Iterator[Explanation]:
+    ) -> Generator[Explanation, None, None]:
+        size = self.static_batch or 1
+        workers = default_workers()
+
         def batches() -> Iterator[tuple[Batch, np.ndarray]]:
-            good: list[tuple[str, Image.Image, float]] = []
-            for item in images:
-                try:
-                    good.append(self._load(item))
-                except ImageError as exc:
-                    if on_error is None:
-                        raise
-                    on_error(item, exc)
-                    continue
-                if len(good) == (self.static_batch or 1):
-                    batch = self._assemble(good)
-                    yield batch, batch.tensor
-                    good = []
+            # Images are decoded and preprocessed on a few threads ahead of the engine (Pillow and numpy
+            # work without the GIL): the requests in flight never wait for the next JPEG to be read.
+            good: list[_Loaded] = []
+            with closing(map_ahead(self._load, images, workers, workers + jobs * size, "ovxai-decode")) as loading:
+                for item, future in loading:
+                    try:
+                        good.append(future.result())
+                    except ImageError as exc:
+                        if on_error is None:
+                            raise
+                        on_error(item, exc)
+                        continue
+                    if len(good) == size:
+                        batch = self._assemble(good)
+                        yield batch, batch.tensor
+                        good = []
             if good:
                 batch = self._assemble(good)
                 yield batch, batch.tensor
@@ -359,23 +390,31 @@ class Explainer:
             for batch, outputs, seconds in stream:
                 yield from self._explanations(batch, outputs, wanted, top_k, seconds)
 
-    def _load(self, item: ImageInput) -> tuple[str, Image.Image, float]:
+    def _load(self, item: ImageInput) -> _Loaded:
+        """One image decoded (``load``) and made the network's input (``preprocess``), each step timed."""
         start = time.perf_counter()
         name, image = load_rgb(item)
-        return name, image, time.perf_counter() - start
+        loaded = time.perf_counter()
+        tensor = self.preprocessing(image)
+        timings = {"load": loaded - start, "preprocess": time.perf_counter() - loaded}
+        return _Loaded(name, image, tensor, timings)
 
-    def _assemble(self, loaded: list[tuple[str, Image.Image, float]]) -> Batch:
-        arrays, timings = [], []
-        for _, image, load_s in loaded:
-            start = time.perf_counter()
-            arrays.append(self.preprocessing(image))
-            timings.append({"load": load_s, "preprocess": time.perf_counter() - start})
+    def _load_all(self, items: Sequence[ImageInput]) -> list[_Loaded]:
+        """Every image of ``items`` loaded (on a few threads when there are several), or the first ImageError."""
+        if len(items) < 2:
+            return [self._load(item) for item in items]
+        workers = min(default_workers(), len(items))
+        with closing(map_ahead(self._load, items, workers, workers, "ovxai-decode")) as loading:
+            return [future.result() for _, future in loading]
+
+    def _assemble(self, loaded: list[_Loaded]) -> Batch:
+        arrays = [item.tensor for item in loaded]
         if not arrays:
             height, width = self.preprocessing.size
             arrays.append(np.zeros((3, height, width), np.float32))  # an empty call still has a valid tensor
         if self.static_batch and len(arrays) < self.static_batch:  # a fixed-batch model: pad the last one
             arrays += [np.zeros_like(arrays[0])] * (self.static_batch - len(arrays))
-        return Batch([n for n, _, _ in loaded], [i for _, i, _ in loaded], np.stack(arrays), timings)
+        return Batch([i.name for i in loaded], [i.image for i in loaded], np.stack(arrays), [i.timings for i in loaded])
 
     def _explanations(
         self, batch: Batch, outputs: Outputs, wanted: int | list[int], top_k: int, inference_s: float
@@ -473,11 +512,7 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return best[np.argsort(-scores[best], kind="stable")]
 
 
-def contact_sheet(results: Sequence[Explanation], columns: int = 4, tile: int = 256) -> Image.Image:
+def contact_sheet(results: Sequence[Explanation], columns: int = 4, tile: int = pictures.TILE) -> Image.Image:
     """All targets of all results as captioned overlays on one picture."""
-    tiles = [
-        (r.overlay(i), f"{Path(r.source).name}: {t.label.split(',')[0]} {t.score * 100:.1f}%")
-        for r in results
-        for i, t in enumerate(r.targets)
-    ]
+    tiles = [(r.overlay(i), r.caption(i)) for r in results for i in range(len(r.targets))]
     return pictures.contact_sheet(tiles, columns=min(columns, max(1, len(tiles))), tile=tile)

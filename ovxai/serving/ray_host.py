@@ -282,7 +282,7 @@ def serve_model(
             if ray.is_initialized():
                 serve.delete(options.name)
                 if started:
-                    serve.shutdown()  # type: ignore[no-untyped-call]
+                    serve.shutdown()
         except Exception as exc:  # best effort: Ray itself still stops below
             print(f"ovxai serve: warning: {type(exc).__name__} while stopping the deployment", file=sys.stderr)
         finally:

@@ -244,3 +244,13 @@ def test_automatic_target_skips_a_shape_keeping_pool(tmp_path: Path) -> None:
     path = export_onnx(net, 16, tmp_path / "vgg16px.onnx", "dynamo")
     result = export(path, tmp_path / "p.onnx")
     assert result.target.layer == "features" and result.target.shape[1:] == (32, 2, 2)
+
+
+def test_the_summary_names_saliency_classes_only_when_the_model_has_them(resnet: Path, tmp_path: Path, capsys) -> None:
+    """'--explain ALL' is every class (no saliency_classes output): the summary line said otherwise."""
+    for spelled, listed in (("ALL", False), ("Top2", True)):
+        out = tmp_path / f"{spelled}.onnx"
+        assert main(["export", "--model", str(resnet), "--layer", "layer4", "--explain", spelled, "-o", str(out)]) == 0
+        printed = capsys.readouterr().out
+        outputs = [o.name for o in onnx.load(str(out)).graph.output]
+        assert ("saliency_classes" in printed) == ("saliency_classes" in outputs) == listed, printed
