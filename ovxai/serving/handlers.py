@@ -15,7 +15,6 @@ import asyncio
 import base64
 import binascii
 import ctypes
-import io
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from ovxai import __version__
 from ovxai.conventions import CLASSES_OUTPUT, SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError
 from ovxai.metadata import ModelInfo, as_parameters
-from ovxai.runtime import Batch, Explainer, Targets, check_targets, parse_targets
+from ovxai.runtime import Batch, Explainer, Targets, check_targets, parse_targets, pictures
 from ovxai.runtime.backends import Outputs, Session, open_session
 from ovxai.runtime.images import ImageError, load_rgb
 from ovxai.serving import protocol
@@ -230,8 +229,11 @@ class Handlers:
             raise ProtocolError(400, f"unknown parameter '{unknown[0][:40]}'; use {', '.join(EXPLAIN_PARAMETERS)}")
         query = dict(pairs)  # the last value of each
         form = query.get("format", "json")
-        if form not in ("json", "png"):
-            raise ProtocolError(400, f"format '{form[:20]}' is unknown; use json or png")
+        if form != "json":
+            try:
+                form = pictures.check_format(form)
+            except OvxaiError:
+                raise ProtocolError(400, f"format '{form[:20]}' is unknown; use json, png, jpeg or webp") from None
         top_k, targets = self._choice(query.get("top_k", "5"), query.get("targets", "top1"))
         return top_k, targets, form
 
@@ -255,7 +257,7 @@ class Handlers:
         top_k, targets, form = self.explain_query(pairs)
         answer = await self._explained(body, targets, top_k, form)
         if isinstance(answer, bytes):
-            return answer, "image/png"
+            return answer, pictures.MEDIA_TYPES[form]
         answer["image"] = "upload"
         return json.dumps(answer, allow_nan=False).encode(), "application/json"
 
@@ -289,10 +291,8 @@ class Handlers:
             (result,) = self.explainer.postprocess(batch, outputs, targets, top_k, inference_s=seconds)
         except OvxaiError as exc:  # a class id beyond a model whose class count shows only now
             raise ProtocolError(400, str(exc)) from None
-        if form == "png":
-            buffer = io.BytesIO()
-            result.overlay(0).save(buffer, format="PNG")  # only the drawn map is resized
-            return buffer.getvalue()
+        if form != "json":  # only the drawn map is resized; the fast encoder releases the GIL
+            return pictures.encode(result.overlay(0), form)
         if not np.isfinite(result.maps).all() or not np.isfinite(result.scores).all():
             raise ProtocolError(500, "the model's answer holds NaN or infinite values")
         answer = result.summary()

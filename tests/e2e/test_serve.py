@@ -324,6 +324,10 @@ def test_explain_endpoints_answer_maps_with_real_timings(server: Server, patched
     assert answer["timings_ms"]["inference"] > 0
     status, kind, body = request(f"{server.base}/v1/explain?targets=top10&format=png", data)
     assert status == 200 and kind == "image/png" and Image.open(io.BytesIO(body)).size == (600, 400)
+    status, kind, body = request(f"{server.base}/v1/explain?format=JPG", data)
+    assert status == 200 and kind == "image/jpeg" and Image.open(io.BytesIO(body)).format == "JPEG"
+    status, _, body = request(f"{server.base}/v1/explain?format=gif", data)
+    assert status == 400 and "use json, png, jpeg or webp" in json.loads(body)["error"]
     # KServe's v1 explain verb: base64 images in the three spellings clients use
     encoded = base64.b64encode(data).decode()
     instances = [encoded, {"b64": encoded}, {"image_bytes": {"b64": encoded}}]
