@@ -15,17 +15,9 @@ servers): ``batch = explainer.prepare(images)``, ``outputs = explainer.infer(bat
 ``explainer.postprocess(batch, outputs, targets, top_k)``.
 """
 
-from ovxai.runtime.explainer import (
-    Batch,
-    Explainer,
-    Explanation,
-    Prediction,
-    Targets,
-    check_targets,
-    contact_sheet,
-    parse_targets,
-)
+from ovxai.runtime.explainer import Explainer, contact_sheet
 from ovxai.runtime.images import ImageError, Preprocessing, image_files, named_image_files
+from ovxai.runtime.reading import Batch, Explanation, Prediction, Targets, check_targets, parse_targets
 
 __all__ = [
     "Batch",
