@@ -147,9 +147,9 @@ class OpenVinoSession:
         self.input_name = model.inputs[0].get_any_name()
         self.input_shape = _dims(model.inputs[0].get_partial_shape())
         self.input_dtype = _ov_dtype(model.inputs[0])
-        self.output_names = [_name(o) for o in model.outputs]
-        self.output_shapes = {_name(o): _dims(o.get_partial_shape()) for o in model.outputs}
-        self.output_dtypes = {_name(o): _ov_dtype(o) for o in model.outputs}
+        self.output_names = [output_name(o) for o in model.outputs]
+        self.output_shapes = {output_name(o): _dims(o.get_partial_shape()) for o in model.outputs}
+        self.output_dtypes = {output_name(o): _ov_dtype(o) for o in model.outputs}
         if config is None:
             # Min-max normalisation magnifies rounding: CPU plugins that default to bf16 get f32.
             config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
@@ -170,7 +170,7 @@ class OpenVinoSession:
 
     def infer(self, x: np.ndarray) -> Outputs:
         result = self.request.infer({0: x})
-        return {_name(o): np.array(result[o], copy=True) for o in self.compiled.outputs}
+        return {output_name(o): np.array(result[o], copy=True) for o in self.compiled.outputs}
 
     def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Stream[K]:
         queue = self._take_queue(jobs)
@@ -224,13 +224,13 @@ def _collect(request: Any, userdata: tuple[dict[int, Any], int]) -> None:
     """AsyncInferQueue callback (OpenVINO's thread): copy the outputs out before the request is reused."""
     done, index = userdata
     try:  # an exception must not escape into OpenVINO's thread
-        outputs = {_name(o): np.array(request.get_tensor(o).data, copy=True) for o in request.model_outputs}
+        outputs = {output_name(o): np.array(request.get_tensor(o).data, copy=True) for o in request.model_outputs}
         done[index] = (outputs, request.latency / 1000)  # the request's own run time, without queue wait
     except BaseException as exc:
         done[index] = exc
 
 
-def _name(output: Any) -> str:
+def output_name(output: Any) -> str:
     """A tensor may carry several names (ONNX models read directly do): prefer the ones ovxai writes."""
     names = output.get_names()
     return next((n for n in HOOK_OUTPUTS if n in names), None) or output.get_any_name()

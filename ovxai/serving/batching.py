@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ovxai.errors import OvxaiError, engine_reason
-from ovxai.runtime.backends import OpenVinoSession, Outputs, Session
+from ovxai.runtime.backends import OpenVinoSession, Outputs, Session, output_name
 
 Finished = Callable[[Outputs | BaseException, float], None]  # (outputs or failure, engine seconds)
 
@@ -50,18 +50,12 @@ def _completed(request: Any, userdata: tuple[asyncio.AbstractEventLoop, Finished
     loop, finished = userdata
     result: Outputs | BaseException
     try:  # nothing may escape into OpenVINO's thread
-        result = {_name(o): np.array(request.get_tensor(o).data, copy=True) for o in request.model_outputs}
+        result = {output_name(o): np.array(request.get_tensor(o).data, copy=True) for o in request.model_outputs}
         seconds = request.latency / 1000
     except BaseException as exc:
         result, seconds = exc, 0.0
     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits for this batch
         loop.call_soon_threadsafe(finished, result, seconds)
-
-
-def _name(output: Any) -> str:
-    from ovxai.runtime.backends import _name as backend_name
-
-    return backend_name(output)
 
 
 class _ThreadEngine:

@@ -150,7 +150,7 @@ def config_text(
     dynamic batching; a fixed-batch one ``max_batch_size: 0`` and its full shapes."""
     import openvino as ov
 
-    from ovxai.runtime.backends import _name
+    from ovxai.runtime.backends import output_name
 
     read = ov.Core().read_model(os.fspath(model))
     image = read.inputs[0]
@@ -176,7 +176,7 @@ def config_text(
     lines += ['backend: "openvino"', 'default_model_filename: "model.xml"'] if xml else ['platform: "onnxruntime_onnx"']
     lines.append(f"max_batch_size: {batch}")
     lines.append("input [\n" + tensor(image.get_any_name(), image) + "\n]")
-    lines.append("output [\n" + ",\n".join(tensor(_name(o), o) for o in read.outputs) + "\n]")
+    lines.append("output [\n" + ",\n".join(tensor(output_name(o), o) for o in read.outputs) + "\n]")
     if batch:
         lines.append(f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}")
     if xml:  # Triton's OpenVINO backend runs on CPU instances only
