@@ -534,8 +534,18 @@ class OnnxBuilder:
         self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{NODE_PREFIX}{name}"))
         self.outputs[name] = shape
 
-    def indices(self, node: Node) -> str:
-        """The original MaxPool's own ``Indices`` output, added to it (its first output is unchanged)."""
+    def indices(self, node: Node, x: str | None = None) -> str:
+        """The original MaxPool's own ``Indices`` output, added to it (its first output is unchanged); for ``x``,
+        those of a twin of the pool reading ``x``."""
+        if x is not None:
+            twin = onnx.NodeProto()
+            twin.CopyFrom(node.handle)
+            del twin.input[:], twin.output[:]
+            twin.input.append(x)
+            twin.name = self._name("MaxPool")
+            twin.output.extend([f"{twin.name}_values", f"{twin.name}_indices"])
+            self.nodes.append(twin)
+            return str(twin.output[1])
         proto: onnx.NodeProto = node.handle
         if len(proto.output) < 2 or not proto.output[1]:
             del proto.output[1:]

@@ -552,16 +552,18 @@ class OvBuilder:
         twin.validate_and_infer_types()
         return list(twin.outputs())
 
-    def indices(self, node: Node) -> Any:
-        """The original MaxPool's own indices output (opset 8 over the whole tensor, as ONNX), or for an opset 1
-        MaxPool, which has none, those of an opset 8 twin on the same input."""
+    def indices(self, node: Node, x: Any = None) -> Any:
+        """The original MaxPool's own indices output (opset 8 over the whole tensor, as ONNX); for an opset 1
+        MaxPool, which has none, or for ``x``, those of an opset 8 twin of the pool."""
         op = node.handle
         attrs = op.get_attributes()
-        if len(op.outputs()) > 1 and attrs.get("axis", 0) == 0 and attrs.get("index_element_type") == "i64":
+        own = len(op.outputs()) > 1 and attrs.get("axis", 0) == 0 and attrs.get("index_element_type") == "i64"
+        if x is None and own:
             return op.output(1)
+        source = op.input_value(0) if x is None else x
         twin = opset8.max_pool(
-            op.input_value(0), attrs["strides"], attrs.get("dilations", [1, 1]), attrs["pads_begin"],
-            attrs["pads_end"], attrs["kernel"], attrs.get("rounding_type", "floor"), "explicit", "i64", 0,
+            source, attrs["strides"], attrs.get("dilations", [1, 1]), attrs["pads_begin"], attrs["pads_end"],
+            attrs["kernel"], attrs.get("rounding_type", "floor"), "explicit", "i64", 0,
         )  # fmt: skip
         self._named(twin)
         return twin.output(1)

@@ -54,9 +54,9 @@ class NumpyBuilder:
     def output(self, x: np.ndarray, name: str, shape: Sequence[Dim]) -> None:
         self.outputs[name] = x
 
-    def indices(self, node: Node) -> np.ndarray:
+    def indices(self, node: Node, x: np.ndarray | None = None) -> np.ndarray:
         assert node.pool is not None
-        return maxpool_indices(self.values[node.inputs[0]], node.pool)
+        return maxpool_indices(self.values[node.inputs[0]] if x is None else x, node.pool)
 
     def finish(self) -> dict[str, np.ndarray]:
         """The original outputs (downstream of a replaced tensor recomputed) and the hook's outputs, by name."""

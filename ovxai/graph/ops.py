@@ -63,9 +63,10 @@ class Builder(Protocol[T]):
         """Expose ``x`` as a model output named ``name``; ``shape`` is what the hook knows of it."""
         ...
 
-    def indices(self, node: Node) -> T:
+    def indices(self, node: Node, x: T | None = None) -> T:
         """An original MaxPool's argmax, as ONNX's ``Indices`` output: int64 positions in its input flattened
-        whole (batch and channels included), the first maximum of each window where several are equal."""
+        whole (batch and channels included), the first maximum of each window where several are equal. ``x``:
+        the argmax of the same pool applied to ``x`` (a copy's input) instead of the original's own."""
         ...
 
     def finish(self) -> Any:
@@ -206,9 +207,9 @@ class Ops(Generic[T]):
         add: an index given twice gets both)."""
         return self._one("ScatterElements", data, indices, updates, axis=axis, reduction="add")
 
-    def indices(self, node: Node) -> T:
-        """An original MaxPool's argmax positions (see :meth:`Builder.indices`)."""
-        return self.builder.indices(node)
+    def indices(self, node: Node, x: T | None = None) -> T:
+        """An original MaxPool's argmax positions, or those of the same pool on ``x`` (see :meth:`Builder.indices`)."""
+        return self.builder.indices(node, x)
 
     # -- products and reductions -------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class ReciproCamHook(SaliencyHook[T]):
         super().__init__(ops, graph, tail, options)
         self.values: dict[str, T] = {}  # original tensor name -> its counterpart for all B*N copies
         self.lazy: dict[str, Callable[[], T]] = {}
+
     @cached_property
     def channels(self) -> T:
         """C of T, a 1-element int64 tensor."""

@@ -51,7 +51,7 @@ def _program(ops: Ops[Any]) -> dict[str, Any]:
         "powers": ops.binary("Pow", positive, ops.unary("Sqrt", positive)),
         "means": ops.reduce_axes("ReduceMean", x, [0, 2]),
         "mean": ops.reduce("ReduceMean", x, 1),
-        "sums": ops.reduce_axes("ReduceSum", x, [1, 2]),
+        "axes_sums": ops.reduce_axes("ReduceSum", x, [1, 2]),
         "crop": ops.crop(x, ops.i64([1, 0]), ops.slice(shape, 1, 3), [2, 1]),
         "pad": ops.pad(x, [0, 1, 2], [1, 0, 1]),
         "parts": ops.concat([halves[1], halves[0], halves[3], halves[2]], axis=2),
@@ -60,7 +60,7 @@ def _program(ops: Ops[Any]) -> dict[str, Any]:
             ops.i64(np.array([[0, 3, 3, 11], [5, 5, 5, 0]])),
             ops.f32(np.arange(8, dtype=np.float32).reshape(2, 4)),
             1,
-        ),  # fmt: skip
+        ),
         "transposed": ops.conv_transpose(image, kernel, 1, strided, [1, 0]),
         "grouped": ops.conv_transpose(image, kernel, 2, Sliding((3, 2), (1, 1), (1, 1), (1, 1), (1, 0)), [0, 0]),
         "flat": flat,

@@ -1,0 +1,105 @@
+"""What a backward rule may use: the vocabulary, the view, the forward values of the path it differentiates, and the
+layout of the gradients.
+
+A gradient has one more leading axis than its tensor: (K', R, ...) for a forward tensor of (R, ...) rows, one slice
+per selected class, so that every forward value (R, ...) broadcasts against it unchanged. Rules that need plain
+batches (convolutions, pools) fold the class axis into the rows, (K' * R, ...), and unfold their result.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from ovxai.errors import OvxaiError
+from ovxai.graph.ops import END, Ops
+from ovxai.graph.view import Dim, GraphView, Node
+
+T = TypeVar("T")
+
+
+class Flow(Generic[T]):
+    """The backward's view of one tail: ``value(name)`` is the forward tensor ``name`` of the path being
+    differentiated (the original path's own tensors, or an Integrated Grad-CAM step's copies of them)."""
+
+    def __init__(
+        self, ops: Ops[T], graph: GraphView, active: frozenset[str], copies: dict[str, T] | None = None
+    ) -> None:
+        self.ops, self.graph, self.active, self.copies = ops, graph, active, copies
+
+    def value(self, name: str) -> T:
+        """The forward value of ``name``: the original path's own tensor, or its copy where the path is a copy
+        (Integrated Grad-CAM's steps); never recomputed."""
+        if self.copies is not None and name in self.copies:
+            return self.copies[name]
+        return self.ops.tensor(name)
+
+    def indices(self, node: Node) -> T:
+        """A MaxPool's argmax positions on this path: the original pool's own, or a copy's."""
+        if self.copies is None:
+            return self.ops.indices(node)
+        return self.ops.indices(node, self.value(node.inputs[0]))
+
+    def needs(self, name: str) -> bool:
+        """Whether ``name`` depends on the target through differentiable ops (its gradient is wanted)."""
+        return name in self.active
+
+    def shape(self, name: str) -> tuple[Dim, ...]:
+        """The static shape of a tensor (its dimensions as the view knows them)."""
+        shape = self.graph.tensor(name).shape
+        if shape is None:
+            raise OvxaiError(f"the rank of '{name}' is unknown", "give the input shape with --input-shape")
+        return shape
+
+    def rank(self, name: str) -> int:
+        return len(self.shape(name))
+
+    def scalar(self, value: float, like: str) -> T:
+        """A scalar constant in the element type of the forward tensor ``like``."""
+        dtype = self.ops.dtype(like)
+        constant = self.ops.f32(value)
+        return constant if dtype == "float32" else self.ops.cast(constant, dtype)
+
+    def mask(self, condition: T, like: str) -> T:
+        """A boolean condition as 0 / 1 in the element type of ``like``."""
+        return self.ops.cast(condition, self.ops.dtype(like))
+
+    # -- the class axis ----------------------------------------------------------------------------
+
+    def rows(self, grad: T, like: str) -> T:
+        """(K', R, ...) -> (K' * R, ...): a gradient of the forward tensor ``like`` as one plain batch."""
+        ops = self.ops
+        return ops.reshape(grad, ops.concat([ops.i64([-1]), ops.slice(ops.shape(self.value(like)), 1, END)]))
+
+    def unrows(self, rows: T, like: str) -> T:
+        """(K' * R, ...) -> (K', R, ...) where ``like`` is the forward tensor (R, ...) the result is the gradient of."""
+        ops = self.ops
+        return ops.reshape(rows, ops.concat([ops.i64([-1]), ops.shape(self.value(like))]))
+
+    def like(self, grad: T, name: str) -> T:
+        """A gradient laid out as the forward tensor ``name``: (K', *shape of name) (undoes a reshape)."""
+        ops = self.ops
+        return ops.reshape(grad, ops.concat([ops.i64([-1]), ops.shape(self.value(name))]))
+
+    def full(self, grad: T, name: str) -> T:
+        """A gradient still broadcast over some axes (a global pool's: 1 x 1) expanded to the forward shape."""
+        return self.ops.expand(grad, self.ops.shape(self.value(name)))
+
+    def zeros(self, like_grad: T, name: str) -> T:
+        """A zero gradient of the forward tensor ``name``, with as many classes as ``like_grad``."""
+        ops = self.ops
+        classes = ops.slice(ops.shape(like_grad), 0, 1)
+        return ops.expand(self.scalar(0.0, name), ops.concat([classes, ops.shape(self.value(name))]))
+
+    def unbroadcast(self, grad: T, name: str, out: str, matrix: bool = False) -> T:
+        """The gradient of an input ``name`` that the op broadcast to its output ``out``: summed over the axes the
+        input lacks or has as 1 where the output does not (numpy broadcasting, read from the static shapes);
+        ``matrix``: a product's operand, whose last two axes are its own (only the batch axes broadcast)."""
+        ops = self.ops
+        have, want = self.shape(name), self.shape(out)
+        missing = len(want) - len(have)
+        axes = [1 + k for k in range(missing)]
+        batch = len(have) - 2 if matrix else len(have)
+        axes += [1 + missing + k for k, d in enumerate(have[:batch]) if d == 1 and want[missing + k] != 1]
+        if axes:
+            grad = ops.reduce_axes("ReduceSum", grad, axes)
+        return self.like(grad, name) if missing else grad

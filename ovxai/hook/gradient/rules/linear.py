@@ -1,0 +1,122 @@
+"""Backward rules of the products: a linear layer's input gets G times its weight; a convolution's input gets the
+transposed convolution of G with the same weights, strides, padding, dilations and groups, the output padding
+chosen so that it has the input's size (cropped where the size is known only at run time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ovxai.graph.view import GraphView, Node, Sliding
+from ovxai.hook.gradient.flow import Flow
+from ovxai.hook.gradient.rules.rule import Rule
+
+
+def _swap(rank: int) -> list[int]:
+    """The permutation that swaps the last two of ``rank`` axes."""
+    return [*range(rank - 2), rank - 1, rank - 2]
+
+
+def _gemm_refuses(graph: GraphView, node: Node, active: frozenset[str]) -> str | None:
+    if node.transpose_a:
+        return "it transposes its input (transA)"
+    if node.inputs[1] in active:
+        return "its weight depends on the target"
+    return None
+
+
+def _gemm(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
+    """y = alpha x W' + beta c (W' = W^T with transB): x gets alpha G W'^T; a bias from the target gets beta G."""
+    ops, grad = flow.ops, grads[0]
+    x, w = node.inputs[:2]
+    weight = flow.value(w)
+    to_x = ops.matmul(grad, weight if node.transpose_b else ops.transpose(weight, [1, 0]))
+    if node.alpha != 1.0:
+        to_x = ops.binary("Mul", to_x, flow.scalar(node.alpha, x))
+    result: list[Any] = [to_x if flow.needs(x) else None, None]
+    if len(node.inputs) > 2:
+        bias = node.inputs[2]
+        to_bias = None
+        if bias and flow.needs(bias):
+            to_bias = flow.unbroadcast(ops.binary("Mul", grad, flow.scalar(node.beta, bias)), bias, node.outputs[0])
+        result.append(to_bias)
+    return result
+
+
+def _matmul_refuses(graph: GraphView, node: Node, active: frozenset[str]) -> str | None:
+    ranks = [graph.tensor(i).rank for i in node.inputs]
+    if any(r is None or r < 2 for r in ranks):
+        return "an operand is a vector or of unknown rank"
+    return None
+
+
+def _matmul(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
+    """y = A B with A = a or a^T, B = b or b^T (OpenVINO's transpose flags): a gets G B^T, b gets A^T G (attention:
+    both), each summed back over the batch axes its operand was broadcast on."""
+    ops, grad = flow.ops, grads[0]
+    a, b = node.inputs
+    out = node.outputs[0]
+    ra, rb = flow.rank(a), flow.rank(b)
+    result: list[Any] = [None, None]
+    if flow.needs(a):
+        b_t = flow.value(b) if node.transpose_b else ops.transpose(flow.value(b), _swap(rb))  # B^T
+        to_a = ops.matmul(grad, b_t)
+        if node.transpose_a:
+            to_a = ops.transpose(to_a, _swap(flow.rank(out) + 1))
+        result[0] = flow.unbroadcast(to_a, a, out, matrix=True)
+    if flow.needs(b):
+        a_t = flow.value(a) if node.transpose_a else ops.transpose(flow.value(a), _swap(ra))  # A^T
+        to_b = ops.matmul(a_t, grad)
+        if node.transpose_b:
+            to_b = ops.transpose(to_b, _swap(flow.rank(out) + 1))
+        result[1] = flow.unbroadcast(to_b, b, out, matrix=True)
+    return result
+
+
+def transposed(flow: Flow[Any], grad: Any, weight: Any, groups: int, window: Sliding, x: str, y: str) -> Any:
+    """The gradient (K', R, C_out, Ho, Wo) of a sliding-window op's output ``y`` carried to its input ``x``
+    (K', R, C_in, H, W) by the transposed convolution with ``weight`` (C_out, C_in / groups, kh, kw)."""
+    ops = flow.ops
+    rows = flow.rows(grad, y)
+    sizes = [d for d in (*flow.shape(x)[2:4], *flow.shape(y)[2:4]) if isinstance(d, int)]
+    if len(sizes) == 4:
+        h, w, ho, wo = sizes
+        extra = [
+            size - ((out - 1) * window.strides[k] + window.dilations[k] * (window.kernel[k] - 1) + 1)
+            + window.pads[k] + window.ends[k]
+            for k, (size, out) in enumerate(((h, ho), (w, wo)))
+        ]  # fmt: skip
+        return flow.unrows(ops.conv_transpose(rows, weight, groups, window, extra), x)
+    # Sizes known only at run time: the longest output any input size gives, cropped to the input's.
+    open_end = Sliding(window.kernel, window.strides, window.pads, window.dilations, (0, 0))
+    longest = ops.conv_transpose(rows, weight, groups, open_end, [s - 1 for s in window.strides])
+    size = ops.slice(ops.shape(flow.value(x)), 2, 4)
+    return flow.unrows(ops.crop(longest, ops.i64([0, 0]), size, [2, 3]), x)
+
+
+def _conv_refuses(graph: GraphView, node: Node, active: frozenset[str]) -> str | None:
+    if node.sliding is None:
+        return "it is not a 2-D convolution with a known kernel"
+    if node.groups < 1:
+        return "its number of groups is unknown"
+    if node.inputs[1] in active:
+        return "its weight depends on the target"
+    return None
+
+
+def _conv(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
+    """The transposed convolution with the same weight: (O, I / g, kh, kw) is the transposed convolution's own
+    layout (OpenVINO's grouped (g, O / g, I / g, kh, kw) merges into it)."""
+    ops = flow.ops
+    x, w = node.inputs[:2]
+    assert node.sliding is not None
+    inner = [int(d) for d in flow.shape(w)[-3:]]  # type: ignore[arg-type]
+    weight = ops.reshape(flow.value(w), ops.i64([-1, *inner]))
+    to_x = transposed(flow, grads[0], weight, node.groups, node.sliding, x, node.outputs[0])
+    return [to_x, *[None] * (len(node.inputs) - 1)]
+
+
+RULES = {
+    "Gemm": Rule(_gemm, _gemm_refuses),
+    "MatMul": Rule(_matmul, _matmul_refuses),
+    "Conv": Rule(_conv, _conv_refuses),
+}
