@@ -18,7 +18,7 @@ from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
 from ovxai.graph.numpy_ops import RunNode
 from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
-from ovxai.metadata import Entries, onnx_key
+from ovxai.metadata import Entries, ModelInfo, onnx_key, read_onnx_props
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -110,6 +110,9 @@ class OnnxFormat:
         props = {p.key: p.value for p in model.metadata_props}
         props |= {onnx_key(section, key): value for (section, key), value in entries.items()}
         helper.set_model_props(model, props)
+
+    def metadata(self, model: onnx.ModelProto) -> ModelInfo:
+        return read_onnx_props({p.key: p.value for p in model.metadata_props})
 
     def save(self, model: onnx.ModelProto, path: Path, fp16: bool) -> list[Path]:
         """Write the model (weights beside it past protobuf's 2 GB); ``fp16`` does not apply to ONNX."""

@@ -19,7 +19,7 @@ from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
 from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
-from ovxai.metadata import Entries
+from ovxai.metadata import Entries, ModelInfo, read_openvino
 
 try:
     import openvino as ov
@@ -162,6 +162,9 @@ class OpenVinoFormat:
     def set_metadata(self, model: Any, entries: Entries) -> None:
         for (section, key), value in entries.items():
             model.set_rt_info(value, [section, key])
+
+    def metadata(self, model: Any) -> ModelInfo:
+        return read_openvino(model)
 
     def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
         """Write ``path`` and its .bin; weights in FP16 unless ``fp16`` is False (like OpenVINO's tools)."""
@@ -460,6 +463,8 @@ class OvBuilder:
             return opset12.scatter_elements_update(x[0], x[1], x[2], axis, reduction="sum", use_init_val=True)
         if op == "ConvTranspose":
             return self._conv_transpose(x[0], x[1], a)
+        if op == "Conv":
+            return self._conv(x[0], x[1], a)
         if op == "Concat":
             return opset.concat(x, a["axis"])
         if op == "Cast":
@@ -493,6 +498,16 @@ class OvBuilder:
 
     def _ints(self, values: Sequence[int]) -> Any:
         return self.constant(np.array(values, dtype=np.int64))
+
+    def _conv(self, x: Any, weight: Any, a: dict[str, Any]) -> Any:
+        """ONNX Conv: Convolution, or GroupConvolution with the weight split into groups."""
+        pads = list(a["pads"])
+        args = (a["strides"], pads[:2], pads[2:], a["dilations"], "explicit")
+        if a["group"] == 1:
+            return opset.convolution(x, weight, *args)
+        per_out, per_in, kh, kw = (d.get_length() for d in weight.get_partial_shape())
+        grouped = opset.reshape(weight, self._ints([a["group"], per_out // a["group"], per_in, kh, kw]), False)
+        return opset.group_convolution(x, grouped, *args)
 
     def _conv_transpose(self, x: Any, weight: Any, a: dict[str, Any]) -> Any:
         """ONNX ConvTranspose: ConvolutionBackpropData, or its group form with the weight split into groups."""

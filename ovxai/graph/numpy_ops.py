@@ -143,6 +143,27 @@ def _conv_transpose(x: np.ndarray, weight: np.ndarray, a: dict[str, Any]) -> np.
     return full[:, :, ph : full.shape[2] - eh, pw : full.shape[3] - ew]
 
 
+def _conv(x: np.ndarray, weight: np.ndarray, a: dict[str, Any]) -> np.ndarray:
+    """ONNX Conv (2-D, no bias): every output value sums its kernel's window of the padded input."""
+    n, channels, h, w = x.shape
+    groups, (sh, sw), (dh, dw) = a["group"], a["strides"], a["dilations"]
+    ph, pw, eh, ew = a["pads"]
+    per_in, (per_out_all, _, kh, kw) = channels // groups, weight.shape
+    per_out = per_out_all // groups
+    padded = np.pad(x, ((0, 0), (0, 0), (ph, eh), (pw, ew)))
+    out_h, out_w = (h + ph + eh - dh * (kh - 1) - 1) // sh + 1, (w + pw + ew - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, per_out_all, out_h, out_w), np.result_type(x, weight))
+    for g in range(groups):
+        xs, ws = padded[:, g * per_in : (g + 1) * per_in], weight[g * per_out : (g + 1) * per_out]
+        for th in range(kh):
+            for tw in range(kw):
+                window = xs[
+                    :, :, th * dh : th * dh + (out_h - 1) * sh + 1 : sh, tw * dw : tw * dw + (out_w - 1) * sw + 1 : sw
+                ]
+                out[:, g * per_out : (g + 1) * per_out] += np.einsum("nchw,mc->nmhw", window, ws[:, :, th, tw])
+    return out
+
+
 def _scatter_add(data: np.ndarray, indices: np.ndarray, updates: np.ndarray, axis: int) -> np.ndarray:
     out: np.ndarray = data.copy()
     positions: list[np.ndarray] = list(np.indices(indices.shape))
@@ -207,6 +228,7 @@ _OPS: dict[str, Callable[[list[np.ndarray], dict[str, Any]], np.ndarray | tuple[
     "ReduceSum": lambda x, a: np.sum(x[0], axis=tuple(a["axes"]), keepdims=bool(a["keepdims"])),
     "ReduceMean": lambda x, a: np.mean(x[0], axis=tuple(a["axes"]), keepdims=bool(a["keepdims"])),
     "ConvTranspose": lambda x, a: _conv_transpose(x[0], x[1], a),
+    "Conv": lambda x, a: _conv(x[0], x[1], a),
     "Pad": lambda x, a: np.pad(x[0], list(zip(a["pads"][: x[0].ndim], a["pads"][x[0].ndim :], strict=True))),
     "Split": lambda x, a: _split(x[0], x[1], a["axis"]),
     "ScatterElements": lambda x, a: _scatter_add(x[0], x[1], x[2], a["axis"]),

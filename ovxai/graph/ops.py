@@ -228,6 +228,14 @@ class Ops(Generic[T]):
         """Reduction over several axes, keeping them (size 1)."""
         return self._one(op, x, axes=list(axes), keepdims=1)
 
+    def conv(self, x: T, weight: T, groups: int, window: Sliding) -> T:
+        """The 2-D convolution of ``x`` with ``weight`` (C_out, C_in / groups, kh, kw), strides, pads and dilations
+        from ``window``."""
+        pads = [*window.pads, *window.ends]
+        return self._one(
+            "Conv", x, weight, group=groups, strides=list(window.strides), pads=pads, dilations=list(window.dilations)
+        )
+
     def conv_transpose(self, x: T, weight: T, groups: int, window: Sliding, output_padding: Sequence[int]) -> T:
         """The transposed 2-D convolution of ``x`` with ``weight`` (C_in, C_out / groups, kh, kw), strides, pads
         (cropped from the output) and dilations from ``window``; ``output_padding`` extends the output's end."""

@@ -62,6 +62,12 @@ def _program(ops: Ops[Any]) -> dict[str, Any]:
             1,
         ),
         "transposed": ops.conv_transpose(image, kernel, 1, strided, [1, 0]),
+        "convolved": ops.conv(
+            image,
+            ops.f32(np.random.default_rng(3).standard_normal((4, 3, 1, 2))),
+            2,
+            Sliding((1, 2), (1, 2), (0, 1), (1, 1), (1, 2)),
+        ),
         "grouped": ops.conv_transpose(image, kernel, 2, Sliding((3, 2), (1, 1), (1, 1), (1, 1), (1, 0)), [0, 0]),
         "flat": flat,
         "mixed": mixed,

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from ovxai.graph.ops import Ops
-from ovxai.graph.view import GraphView, Node
+from ovxai.graph.view import GraphView
 from ovxai.hook.gradient.backward import BackwardPlan, backward, plan_backward
 from ovxai.hook.gradient.flow import Flow
 from ovxai.hook.gradient.integrated import integrated_map, network_copy, scaled_images
 from ovxai.hook.gradient.methods import METHODS
 from ovxai.hook.options import HookOptions
 from ovxai.hook.saliency import SaliencyHook
-from ovxai.hook.tail import TailPlan, global_pool_keepdims, tail_logits
+from ovxai.hook.tail import TailPlan, tail_logits
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ class GradientCamHook(SaliencyHook[T]):
             maps = METHODS[self.options.method].map(flow, grads, target)
         per_class = ops.cast(ops.reshape(maps, ops.concat([ops.i64([-1]), self.batch, self.n])), "float32")
         saliency = self.normalised(ops.transpose(per_class, [1, 0, 2]))  # (B, K', N)
-        self.outputs(saliency, self._pool())
+        self.outputs(saliency, None)
         return saliency
 
     def seed(self, flow: Flow[T], steps: int) -> T:
@@ -105,14 +105,3 @@ class GradientCamHook(SaliencyHook[T]):
             value = flow.value(self.tail.prediction)
             return self.ops.reshape(value, self.ops.shape(scores))
         return self.ops.softmax(scores, 1)
-
-    def _pool(self) -> Node | None:
-        """The global average pool that reads the target, whose features become ``feature_vector``."""
-        for node in self.tail.nodes:
-            if (
-                node.inputs
-                and node.inputs[0] == self.tail.target
-                and global_pool_keepdims(self.graph, node) is not None
-            ):
-                return node
-        return None

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ovxai.graph.view import GraphView, Node, Sliding
 from ovxai.hook.gradient.flow import Flow
 from ovxai.hook.gradient.rules.rule import Rule
@@ -104,14 +106,36 @@ def _conv_refuses(graph: GraphView, node: Node, active: frozenset[str]) -> str |
 
 
 def _conv(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
-    """The transposed convolution with the same weight: (O, I / g, kh, kw) is the transposed convolution's own
-    layout (OpenVINO's grouped (g, O / g, I / g, kh, kw) merges into it)."""
-    ops = flow.ops
+    """The transposed convolution with the same weight, (O, I / g, kh, kw) (OpenVINO's grouped (g, O / g, I / g, kh,
+    kw) the same values). Stride 1: the equal convolution with the weight's in and out channels swapped and its
+    kernel flipped, padded d (k - 1) - p (a plain convolution kernel, faster in both engines). Strided: the transposed
+    convolution of -G with -W. Neither reads the forward's weight constant as is: OpenVINO's CPU plugin (2026.4)
+    computes a transposed convolution wrong when it shares its weight constant with a convolution."""
+    ops, grad = flow.ops, grads[0]
     x, w = node.inputs[:2]
-    assert node.sliding is not None
-    inner = [int(d) for d in flow.shape(w)[-3:]]  # type: ignore[arg-type]
-    weight = ops.reshape(flow.value(w), ops.i64([-1, *inner]))
-    to_x = transposed(flow, grads[0], weight, node.groups, node.sliding, x, node.outputs[0])
+    window = node.sliding
+    assert window is not None
+    shape = [int(d) for d in flow.shape(w)]  # type: ignore[arg-type]
+    per_in, kh, kw = shape[-3:]
+    outs = int(np.prod(shape[:-3]))
+    groups = node.groups
+    weight = ops.reshape(flow.value(w), ops.i64([outs, per_in, kh, kw])) if len(shape) == 5 else flow.value(w)
+    reach = [d * (k - 1) for d, k in zip(window.dilations, window.kernel, strict=True)]
+    pads = [r - p for r, p in zip(reach, window.pads, strict=True)]
+    ends = [r - e for r, e in zip(reach, window.ends, strict=True)]
+    if window.strides == (1, 1) and min(*pads, *ends) >= 0:
+        swapped = ops.reshape(
+            ops.transpose(ops.reshape(weight, ops.i64([groups, outs // groups, per_in, kh, kw])), [0, 2, 1, 3, 4]),
+            ops.i64([groups * per_in, outs // groups, kh, kw]),
+        )  # fmt: skip
+        flipped = ops.gather(
+            ops.gather(swapped, ops.i64(list(range(kh - 1, -1, -1))), 2), ops.i64(list(range(kw - 1, -1, -1))), 3
+        )
+        back = Sliding(window.kernel, (1, 1), (pads[0], pads[1]), window.dilations, (ends[0], ends[1]))
+        to_x = flow.unrows(ops.conv(flow.rows(grad, node.outputs[0]), flipped, groups, back), x)
+    else:
+        negated = ops.unary("Neg", weight)
+        to_x = transposed(flow, ops.unary("Neg", grad), negated, groups, window, x, node.outputs[0])
     return [to_x, *[None] * (len(node.inputs) - 1)]
 
 
