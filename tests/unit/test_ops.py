@@ -150,3 +150,38 @@ def test_numpy_ops_follow_onnx_where_numpy_differs() -> None:
     ties = ops.f32(np.array([[1.0, 3.0, 3.0, 0.0]]))
     np.testing.assert_array_equal(ops.topk(ties, 2), [[1, 2]])  # equal values: the lower index first
     assert OPENVINO.name == "OpenVINO IR"
+
+
+def test_maxpool_indices_are_the_first_maximum_in_every_builder(tmp_path: Any) -> None:
+    """The argmax a max pool's backward routes to: the ONNX builder's (the pool's own Indices output, added), the
+    OpenVINO builder's (its opset 8 pool's indices) and numpy's, on a map full of ties, with padding and ceil_mode."""
+    from ovxai.graph.numpy_ops import maxpool_indices
+
+    x = np.random.default_rng(4).integers(0, 3, (2, 3, 7, 6)).astype(np.float32)  # values 0, 1, 2: many ties
+    window = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", **window)
+    graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "pool.onnx"
+    onnx.save(model, str(path))
+    view = ONNX.view(model)
+    assert view.nodes[0].pool is not None
+    expected = maxpool_indices(x, view.nodes[0].pool)
+    builder = OnnxBuilder(model, view)
+    Ops(builder).output(Ops(builder).indices(view.nodes[0]), "where", ())
+    patched = builder.finish()
+    patched.graph.output[-1].type.tensor_type.ClearField("shape")
+    session = ort.InferenceSession(patched.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(["where"], {"x": x})[0], expected)
+    ov_model = OPENVINO.convert(path)
+    ov_builder = OvBuilder(ov_model)
+    ov_ops = Ops(ov_builder)
+    pool = next(n for n in OPENVINO.view(ov_model).nodes if n.op == "MaxPool")
+    ov_ops.output(ov_ops.indices(pool), "where", ())
+    ov_ops.output(ov_ops.indices(pool, ov_ops.tensor(pool.inputs[0])), "twin", ())
+    compiled = ov.Core().compile_model(ov_builder.finish(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(x)
+    np.testing.assert_array_equal(result[compiled.output("where")], expected)
+    np.testing.assert_array_equal(result[compiled.output("twin")], expected)

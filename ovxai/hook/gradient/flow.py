@@ -63,32 +63,47 @@ class Flow(Generic[T]):
         """A boolean condition as 0 / 1 in the element type of ``like``."""
         return self.ops.cast(condition, self.ops.dtype(like))
 
+    # -- shapes ------------------------------------------------------------------------------------
+    # A shape is read from the view where it is static, else from the gradient itself: reading the shape of a
+    # forward tensor gives it one more reader, which stops an engine fusing the op that makes it with the next
+    # (ONNX Runtime's Conv + Add + Relu) and moves the prediction by rounding.
+
+    def trailing(self, name: str) -> T:
+        """The dimensions of ``name`` after its first, 1-D int64: static where the view knows them."""
+        dims = self.shape(name)[1:]
+        if all(isinstance(d, int) for d in dims):
+            return self.ops.i64([int(d) for d in dims])  # type: ignore[arg-type]
+        return self.ops.slice(self.ops.shape(self.value(name)), 1, END)
+
+    def classes(self, grad: T) -> T:
+        """K' of a gradient, 1-D int64."""
+        return self.ops.slice(self.ops.shape(grad), 0, 1)
+
     # -- the class axis ----------------------------------------------------------------------------
 
-    def rows(self, grad: T, like: str) -> T:
-        """(K', R, ...) -> (K' * R, ...): a gradient of the forward tensor ``like`` as one plain batch."""
+    def rows(self, grad: T) -> T:
+        """(K', R, ...) -> (K' * R, ...): a gradient as one plain batch."""
         ops = self.ops
-        return ops.reshape(grad, ops.concat([ops.i64([-1]), ops.slice(ops.shape(self.value(like)), 1, END)]))
+        return ops.reshape(grad, ops.concat([ops.i64([-1]), ops.slice(ops.shape(grad), 2, END)]))
 
-    def unrows(self, rows: T, like: str) -> T:
-        """(K' * R, ...) -> (K', R, ...) where ``like`` is the forward tensor (R, ...) the result is the gradient of."""
-        ops = self.ops
-        return ops.reshape(rows, ops.concat([ops.i64([-1]), ops.shape(self.value(like))]))
+    def unrows(self, rows: T, like: str, grad: T) -> T:
+        """(K' * R, ...) -> (K', R, ...) where ``like`` is the forward tensor (R, ...) the result is the gradient of,
+        and ``grad`` the gradient the rows came from (its K')."""
+        return self.ops.reshape(rows, self.ops.concat([self.classes(grad), self.ops.i64([-1]), self.trailing(like)]))
 
     def like(self, grad: T, name: str) -> T:
-        """A gradient laid out as the forward tensor ``name``: (K', *shape of name) (undoes a reshape)."""
-        ops = self.ops
-        return ops.reshape(grad, ops.concat([ops.i64([-1]), ops.shape(self.value(name))]))
+        """A gradient laid out as the forward tensor ``name``, (K', *shape of name): undoes a reshape."""
+        return self.ops.reshape(grad, self.ops.concat([self.classes(grad), self.ops.i64([-1]), self.trailing(name)]))
 
     def full(self, grad: T, name: str) -> T:
         """A gradient still broadcast over some axes (a global pool's: 1 x 1) expanded to the forward shape."""
-        return self.ops.expand(grad, self.ops.shape(self.value(name)))
+        return self.ops.expand(grad, self.ops.concat([self.ops.i64([1]), self.trailing(name)]))
 
     def zeros(self, like_grad: T, name: str) -> T:
-        """A zero gradient of the forward tensor ``name``, with as many classes as ``like_grad``."""
+        """A zero gradient of the forward tensor ``name``, with the classes and rows of ``like_grad``."""
         ops = self.ops
-        classes = ops.slice(ops.shape(like_grad), 0, 1)
-        return ops.expand(self.scalar(0.0, name), ops.concat([classes, ops.shape(self.value(name))]))
+        shape = ops.concat([ops.slice(ops.shape(like_grad), 0, 2), self.trailing(name)])
+        return ops.expand(self.scalar(0.0, name), shape)
 
     def unbroadcast(self, grad: T, name: str, out: str, matrix: bool = False) -> T:
         """The gradient of an input ``name`` that the op broadcast to its output ``out``: summed over the axes the

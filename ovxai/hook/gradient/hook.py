@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+import numpy as np
+
 from ovxai.graph.ops import Ops
 from ovxai.graph.view import GraphView
 from ovxai.hook.gradient.backward import BackwardPlan, backward, plan_backward
@@ -65,11 +67,16 @@ class GradientCamHook(SaliencyHook[T]):
         return saliency
 
     def seed(self, flow: Flow[T], steps: int) -> T:
-        """d score / d logits for the selected classes, (K', R, classes...), R = steps * B rows (steps major)."""
+        """d score / d logits for the selected classes, (K', R, classes...), R = steps * B rows (steps major). The
+        logits' value is read only where the score needs it (softmax, sigmoid)."""
         ops, logits = self.ops, self.plan.logits
-        value = flow.value(logits)
-        scores = ops.reshape(value, ops.concat([ops.slice(ops.shape(value), 0, 1), ops.i64([-1])]))  # (R, classes)
-        every = ops.arange(ops.slice(ops.shape(scores), 1, 2))
+        rows = self.batch if steps == 1 else ops.binary("Mul", self.batch, ops.i64([steps]))
+        dims = flow.shape(logits)[1:]
+        if all(isinstance(d, int) for d in dims):
+            classes = ops.i64([int(np.prod(dims))])  # type: ignore[arg-type]
+        else:
+            classes = ops.slice(ops.shape(ops.reshape(flow.value(logits), ops.concat([rows, ops.i64([-1])]))), 1, 2)
+        every = ops.arange(classes)
         selection = self.classes.selection
         if selection.top is not None:  # (K', B) by each image's own prediction, repeated for every step
             ids = ops.unsqueeze(ops.transpose(self.classes.chosen(), [1, 0]), 2)
@@ -81,15 +88,17 @@ class GradientCamHook(SaliencyHook[T]):
         else:
             ids = ops.reshape(every, ops.i64([-1, 1, 1]))
         onehot = ops.cast(ops.binary("Equal", ids, every), ops.dtype(logits))  # (K', R or 1, classes)
-        if self.options.score == "softmax":
-            probabilities = self._probabilities(flow, scores)
-            chosen = ops.reduce("ReduceSum", ops.binary("Mul", probabilities, onehot), 2)
-            onehot = ops.binary("Mul", probabilities, ops.binary("Sub", onehot, chosen))
-        elif self.options.score == "sigmoid":
-            sigmoid = ops.unary("Sigmoid", scores)
-            slope = ops.binary("Mul", sigmoid, ops.binary("Sub", flow.scalar(1.0, logits), sigmoid))
-            onehot = ops.binary("Mul", onehot, slope)
-        return flow.like(ops.expand(onehot, ops.shape(scores)), logits)
+        if self.options.score != "logits":
+            scores = ops.reshape(flow.value(logits), ops.concat([rows, ops.i64([-1])]))  # (R, classes)
+            if self.options.score == "softmax":
+                probabilities = self._probabilities(flow, scores)
+                chosen = ops.reduce("ReduceSum", ops.binary("Mul", probabilities, onehot), 2)
+                onehot = ops.binary("Mul", probabilities, ops.binary("Sub", onehot, chosen))
+            else:
+                sigmoid = ops.unary("Sigmoid", scores)
+                slope = ops.binary("Mul", sigmoid, ops.binary("Sub", flow.scalar(1.0, logits), sigmoid))
+                onehot = ops.binary("Mul", onehot, slope)
+        return flow.like(ops.expand(onehot, ops.concat([ops.i64([1]), rows, classes])), logits)
 
     def _probabilities(self, flow: Flow[T], scores: T) -> T:
         """The softmax of the logits: the model's own output where it ends in that softmax."""

@@ -37,7 +37,11 @@ def _concat(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
     """G cut at the inputs' sizes along the axis (read at run time)."""
     ops = flow.ops
     assert node.axis is not None
-    sizes = ops.concat([ops.slice(ops.shape(flow.value(x)), node.axis, node.axis + 1) for x in node.inputs])
+    static = [flow.shape(x)[node.axis] for x in node.inputs]
+    if all(isinstance(d, int) for d in static):
+        sizes = ops.i64([int(d) for d in static])  # type: ignore[arg-type]
+    else:
+        sizes = ops.concat([ops.slice(ops.shape(flow.value(x)), node.axis, node.axis + 1) for x in node.inputs])
     parts = ops.split(grads[0], sizes, node.axis + 1, len(node.inputs))
     return [part if flow.needs(x) else None for part, x in zip(parts, node.inputs, strict=True)]
 

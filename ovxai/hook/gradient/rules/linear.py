@@ -78,7 +78,7 @@ def transposed(flow: Flow[Any], grad: Any, weight: Any, groups: int, window: Sli
     """The gradient (K', R, C_out, Ho, Wo) of a sliding-window op's output ``y`` carried to its input ``x``
     (K', R, C_in, H, W) by the transposed convolution with ``weight`` (C_out, C_in / groups, kh, kw)."""
     ops = flow.ops
-    rows = flow.rows(grad, y)
+    rows = flow.rows(grad)
     sizes = [d for d in (*flow.shape(x)[2:4], *flow.shape(y)[2:4]) if isinstance(d, int)]
     if len(sizes) == 4:
         h, w, ho, wo = sizes
@@ -87,12 +87,12 @@ def transposed(flow: Flow[Any], grad: Any, weight: Any, groups: int, window: Sli
             + window.pads[k] + window.ends[k]
             for k, (size, out) in enumerate(((h, ho), (w, wo)))
         ]  # fmt: skip
-        return flow.unrows(ops.conv_transpose(rows, weight, groups, window, extra), x)
+        return flow.unrows(ops.conv_transpose(rows, weight, groups, window, extra), x, grad)
     # Sizes known only at run time: the longest output any input size gives, cropped to the input's.
     open_end = Sliding(window.kernel, window.strides, window.pads, window.dilations, (0, 0))
     longest = ops.conv_transpose(rows, weight, groups, open_end, [s - 1 for s in window.strides])
     size = ops.slice(ops.shape(flow.value(x)), 2, 4)
-    return flow.unrows(ops.crop(longest, ops.i64([0, 0]), size, [2, 3]), x)
+    return flow.unrows(ops.crop(longest, ops.i64([0, 0]), size, [2, 3]), x, grad)
 
 
 def _conv_refuses(graph: GraphView, node: Node, active: frozenset[str]) -> str | None:
@@ -132,7 +132,7 @@ def _conv(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
             ops.gather(swapped, ops.i64(list(range(kh - 1, -1, -1))), 2), ops.i64(list(range(kw - 1, -1, -1))), 3
         )
         back = Sliding(window.kernel, (1, 1), (pads[0], pads[1]), window.dilations, (ends[0], ends[1]))
-        to_x = flow.unrows(ops.conv(flow.rows(grad, node.outputs[0]), flipped, groups, back), x)
+        to_x = flow.unrows(ops.conv(flow.rows(grad), flipped, groups, back), x, grad)
     else:
         negated = ops.unary("Neg", weight)
         to_x = transposed(flow, ops.unary("Neg", grad), negated, groups, window, x, node.outputs[0])

@@ -16,8 +16,11 @@ from ovxai.hook.gradient.rules.rule import Rule, one
 
 
 def _count(flow: Flow[Any], x: str, axes: tuple[int, ...]) -> Any:
-    """The number of values reduced over ``axes`` of ``x``, in x's type (from the run-time shape)."""
+    """The number of values reduced over ``axes`` of ``x``, in x's type (static where the view knows it)."""
     ops = flow.ops
+    dims = [flow.shape(x)[axis] for axis in axes]
+    if all(isinstance(d, int) for d in dims):
+        return flow.scalar(float(np.prod(dims)), x)  # type: ignore[arg-type]
     shape = ops.shape(flow.value(x))
     total = None
     for axis in axes:
@@ -25,6 +28,19 @@ def _count(flow: Flow[Any], x: str, axes: tuple[int, ...]) -> Any:
         total = dim if total is None else ops.binary("Mul", total, dim)
     assert total is not None
     return ops.cast(total, ops.dtype(x))
+
+
+def _per_row(flow: Flow[Any], x: str) -> Any:
+    """C H W of ``x`` (its size per batch row), 1-D int64."""
+    ops = flow.ops
+    dims = flow.shape(x)[1:]
+    if all(isinstance(d, int) for d in dims):
+        return ops.i64([int(np.prod(dims))])  # type: ignore[arg-type]
+    shape = ops.shape(flow.value(x))
+    total = ops.slice(shape, 1, 2)
+    for axis in range(2, len(dims) + 1):
+        total = ops.binary("Mul", total, ops.slice(shape, axis, axis + 1))
+    return total
 
 
 @one
@@ -114,7 +130,7 @@ def _max(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
     classes = ops.slice(ops.shape(grad), 0, 1)
     flat = ops.reshape(grad, ops.concat([classes, ops.i64([-1])]))
     where = ops.expand(ops.reshape(flow.indices(node), ops.i64([1, -1])), ops.shape(flat))
-    size = ops.shape(ops.reshape(flow.value(x), ops.i64([-1])))
+    size = ops.binary("Mul", ops.slice(ops.shape(grad), 1, 2), _per_row(flow, x))  # R C H W
     zeros = ops.expand(flow.scalar(0.0, x), ops.concat([classes, size]))
     return [flow.like(ops.scatter_add(zeros, where, flat, 1), x)]
 
