@@ -253,3 +253,17 @@ def test_an_op_without_a_rule_is_refused_naming_it_and_recipro() -> None:
     refused = r"method=xgradcam cannot differentiate '/up/Resize' \(Resize\) .*: no backward rule .*method=recipro"
     with pytest.raises(OvxaiError, match=refused):
         _hooked(model((nodes, weights)), HookOptions(method="xgradcam"))
+
+
+def test_a_written_out_gelu_is_differentiated_as_one_op() -> None:
+    """The erf GELU torch writes out (Div, Erf, Add, Mul, Mul) is one Gelu for the backward, which reads only its
+    input: engines fuse the chain through its single-reader tensors, and a read inside would stop the fusion."""
+    from ovxai.hook.gradient.hook import plan_gradient
+
+    graph = ONNX.view(TAILS["transformer"]())
+    plan = plan_gradient(graph, plan_tail(graph, "map", "logits"), HookOptions(method="gradcam"))
+    ops = [n.op for n in plan.nodes]
+    assert ops.count("Gelu") == 2 and "Erf" not in ops  # the Gelu op and the written-out one
+    gelu = next(n for n in plan.nodes if n.name == "/erf_gelu/Erf/gelu")
+    assert (gelu.inputs, gelu.outputs) == (("g1",), ("g2",))
+    assert not {"/erf_gelu/Div", "/erf_gelu/Add", "/erf_gelu/Mul", "/erf_gelu/Mul_1"} & {n.name for n in plan.nodes}

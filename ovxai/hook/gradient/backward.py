@@ -10,6 +10,7 @@ from typing import TypeVar
 from ovxai.errors import OvxaiError
 from ovxai.graph.view import SHAPE_OPS, GraphView, Node
 from ovxai.hook.gradient.flow import Flow
+from ovxai.hook.gradient.patterns import fused
 from ovxai.hook.gradient.rules import RULES
 from ovxai.hook.tail import TailPlan
 
@@ -49,7 +50,7 @@ def plan_backward(graph: GraphView, tail: TailPlan, logits: str, method: str) ->
     if tail.target not in active:
         raise OvxaiError(f"the logits '{logits}' do not depend on the target through any differentiable op",
                          "pick another layer=")  # fmt: skip
-    nodes.reverse()
+    nodes = fused(graph, nodes[::-1])
     for node in nodes:
         rule = RULES.get(node.op)
         reason = "no backward rule covers this op" if rule is None else rule.refuses(graph, node, active)

@@ -28,10 +28,22 @@ class Flow(Generic[T]):
 
     def value(self, name: str) -> T:
         """The forward value of ``name``: the original path's own tensor, or its copy where the path is a copy
-        (Integrated Grad-CAM's steps); never recomputed."""
+        (Integrated Grad-CAM's steps); never recomputed. (Reading a tensor gives it one more reader, and an engine
+        fuses a chain of ops only through tensors with one reader: the rules read outputs of activations, inputs
+        of products, and :mod:`.patterns` reads a written-out GELU as one op.)"""
         if self.copies is not None and name in self.copies:
             return self.copies[name]
         return self.ops.tensor(name)
+
+    def swapped(self, name: str) -> T:
+        """The forward value of ``name`` with its last two axes swapped: the source of a Transpose that swapped
+        them, which an engine folds into the product reading it (ONNX Runtime's FusedMatMul), else transposed."""
+        node = self.graph.producer.get(name)
+        rank = self.rank(name)
+        swap = [*range(rank - 2), rank - 1, rank - 2]
+        if node is not None and node.op == "Transpose" and node.perm is not None and list(node.perm) == swap:
+            return self.value(node.inputs[0])
+        return self.ops.transpose(self.value(name), swap)
 
     def indices(self, node: Node) -> T:
         """A MaxPool's argmax positions on this path: the original pool's own, or a copy's."""

@@ -57,16 +57,15 @@ def _matmul(flow: Flow[Any], node: Node, grads: list[Any]) -> list[Any]:
     ops, grad = flow.ops, grads[0]
     a, b = node.inputs
     out = node.outputs[0]
-    ra, rb = flow.rank(a), flow.rank(b)
     result: list[Any] = [None, None]
     if flow.needs(a):
-        b_t = flow.value(b) if node.transpose_b else ops.transpose(flow.value(b), _swap(rb))  # B^T
+        b_t = flow.value(b) if node.transpose_b else flow.swapped(b)  # B^T
         to_a = ops.matmul(grad, b_t)
         if node.transpose_a:
             to_a = ops.transpose(to_a, _swap(flow.rank(out) + 1))
         result[0] = flow.unbroadcast(to_a, a, out, matrix=True)
     if flow.needs(b):
-        a_t = flow.value(a) if node.transpose_a else ops.transpose(flow.value(a), _swap(ra))  # A^T
+        a_t = flow.value(a) if node.transpose_a else flow.swapped(a)  # A^T
         to_b = ops.matmul(a_t, grad)
         if node.transpose_b:
             to_b = ops.transpose(to_b, _swap(flow.rank(out) + 1))
