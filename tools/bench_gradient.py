@@ -77,7 +77,7 @@ class OpenVinoModel:
         config = {"INFERENCE_PRECISION_HINT": "f32"} if precision == "f32" else {}
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
     def __call__(self, x: np.ndarray) -> None:
         self.request.infer({0: x})

@@ -291,6 +291,7 @@ def test_explain_answers_json_and_png(server: str, patched: dict[str, Path]) -> 
     assert Image.open(io.BytesIO(body)).size == Image.open(PHOTOS / "coffee.jpg").size
     info = json.loads(request(f"{server}/v1/info")[2])
     assert info["model"] == "resnet_xai" and info["classes"] == 10 and info["max_batch_size"] == 4
+    assert info["method"] == "recipro"
 
 
 @pytest.mark.slow
