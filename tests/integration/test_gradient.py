@@ -31,6 +31,7 @@ from runners import run
 
 from ovxai import HookOptions, export
 from ovxai.exporter.from_torch import to_onnx
+from ovxai.formats.openvino import OPENVINO
 from ovxai.metadata import ModelInfo
 
 BATCH = 2
@@ -108,9 +109,14 @@ def _cells() -> list[Any]:
         (resnet, "layer3", "onnxruntime", {"method": "integrated-gradcam", "steps": 4, "explain": "top1"}, False),
         (resnet, "layer3", "openvino", {"method": "integrated-gradcam", "steps": 4, "explain": "top1"}, True),
         (CASES[1], "features.8", "openvino", {"method": "integrated-gradcam", "steps": 3}, True),
+        # the size free at run time: transposed convolutions cropped to the input's size, counts from shapes
+        (resnet, "layer3", "onnxruntime", {"method": "layercam", "dynamic_size": True}, False),
+        # OpenVINO's own IR in and out: its op types (GroupConvolution, HSwish, MatMul with transpose_b, ...)
+        (resnet, "layer3", "openvino", {"method": "gradcam", "source": "ir"}, False),
+        (CASES[1], "features.8", "openvino", {"method": "gradcam++", "source": "ir"}, True),
     ]
     for case, target, backend, options, slow in more:
-        name = "-".join(str(v) for v in options.values())
+        name = "-".join(str(v) if not isinstance(v, bool) else k for k, v in options.items())
         cells.append(pytest.param(case, target, backend, options, id=f"{case.model}-{target}-{backend}-{name}",
                                   marks=[pytest.mark.slow] if slow else []))  # fmt: skip
     return cells
@@ -121,10 +127,17 @@ def test_maps_equal_the_reference_and_the_prediction_is_kept(
     models: Any, tmp_path: Path, case: Case, target: str, backend: str, options: dict[str, Any]
 ) -> None:
     built = models(case)
+    options = dict(options)
+    dynamic, source = options.pop("dynamic_size", False), options.pop("source", "onnx")
     opts = HookOptions(**{"explain": "top2", **options})
     suffix = ".onnx" if backend == "onnxruntime" else ".xml"
     info = ModelInfo(mean=(MEAN,), scale=(SCALE,))
-    result = export(built.onnx, tmp_path / f"patched{suffix}", layer=target, options=opts, fp16=False, info=info)
+    model = built.onnx
+    if source == "ir":
+        model = tmp_path / "plain.xml"
+        OPENVINO.save(OPENVINO.convert(built.onnx), model, fp16=False)
+    result = export(model, tmp_path / f"patched{suffix}", layer=target, options=opts, fp16=False, info=info,
+                    dynamic_size=dynamic)  # fmt: skip
     assert result.path == "backward" and result.target.layer == target
     got = run(result.files[0], built.images, backend)
     plain = built.plain.setdefault(backend, run(built.onnx, built.images, backend)["logits"])

@@ -267,3 +267,53 @@ def test_a_written_out_gelu_is_differentiated_as_one_op() -> None:
     gelu = next(n for n in plan.nodes if n.name == "/erf_gelu/Erf/gelu")
     assert (gelu.inputs, gelu.outputs) == (("g1",), ("g2",))
     assert not {"/erf_gelu/Div", "/erf_gelu/Add", "/erf_gelu/Mul", "/erf_gelu/Mul_1"} & {n.name for n in plan.nodes}
+
+
+def _ir_tail(fake: bool) -> Any:
+    """An OpenVINO model written with its own ops: x -> a convolution -> 'map' -> HSwish -> FakeQuantize to
+    [-0.3, 0.5] (or the Clamp to that range, its straight-through equivalent) -> a grouped convolution -> the pool
+    -> a MatMul with a transposed weight: the IR-in, IR-out route, on OpenVINO's own op types. Nothing after the
+    quantiser reads a forward value, so both backwards meet the same numbers."""
+    import openvino as ov
+    import openvino.opset13 as opset
+    from graphs import ov_input, ov_named
+    from tails import random_weights
+
+    x = ov_input((BATCH, 3, 6, 6))
+    weight = opset.constant(random_weights(4, 3, 3, 3, seed=1))
+    conv = ov_named(opset.convolution(x, weight, [1, 1], [1, 1], [1, 1], [1, 1]), "map")
+    act = opset.hswish(conv)
+    if fake:
+        low, high = opset.constant(np.float32(-0.3)), opset.constant(np.float32(0.5))
+        cut = opset.fake_quantize(act, low, high, low, high, 256)
+    else:
+        cut = opset.clamp(act, -0.3, 0.5)
+    grouped_weight = opset.constant(random_weights(2, 2, 2, 3, 3, seed=2))
+    grouped = opset.group_convolution(cut, grouped_weight, [2, 2], [1, 0], [0, 1], [1, 1])
+    pooled = opset.reduce_mean(grouped, opset.constant(np.array([2, 3])), keep_dims=False)
+    logits = ov_named(opset.matmul(pooled, opset.constant(random_weights(5, 4, seed=3)), False, True), "logits")
+    return ov.Model([opset.result(logits)], [x])
+
+
+def test_openvino_ops_and_the_quantiser_through_the_ir_route(tmp_path: Any) -> None:
+    """Exported IR to IR (OpenVINO's FakeQuantize, Clamp, HSwish, GroupConvolution with its 5-D weight, MatMul with
+    transpose_b), run by OpenVINO: the quantised model's maps equal those of the model with the straight-through
+    Clamp in its place, to float32 rounding, and the prediction stays the plain model's."""
+    import openvino as ov
+
+    from ovxai import export
+    from ovxai.formats.openvino import OPENVINO
+
+    x = _image().astype(np.float32)
+    maps = {}
+    for fake in (True, False):
+        plain, out = tmp_path / f"plain-{fake}.xml", tmp_path / f"patched-{fake}.xml"
+        OPENVINO.save(_ir_tail(fake), plain, fp16=False)
+        result = export(plain, out, layer="map", options=HookOptions(method="gradcam"), fp16=False)
+        compiled = ov.Core().compile_model(str(result.files[0]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        outputs = {o.get_any_name(): np.asarray(v) for o, v in compiled(x).items()}
+        original = ov.Core().compile_model(str(plain), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+        np.testing.assert_allclose(outputs["logits"], original, rtol=1e-5, atol=1e-6)
+        maps[fake] = outputs["saliency_map"]
+    assert np.mean(maps[False].max(axis=(2, 3)) == 1.0) >= 0.5
+    np.testing.assert_allclose(maps[True], maps[False], atol=1e-5)
