@@ -63,9 +63,10 @@ def plan_backward(graph: GraphView, tail: TailPlan, logits: str, method: str) ->
     return BackwardPlan(tail.target, logits, tuple(nodes), active)
 
 
-def backward(flow: Flow[T], plan: BackwardPlan, seed: T) -> tuple[T, bool]:
-    """The gradient of the target, (K', R, ...), from the logits' ``seed``; and whether it may still be broadcast
-    over H, W (a global pool's gradient that no rule had to expand)."""
+def backward(flow: Flow[T], plan: BackwardPlan, seed: T) -> T:
+    """The gradient of the target, (K', R, ...), from the logits' ``seed``. A global pool's gradient stays broadcast
+    over H, W (K', R, C, 1, 1) until a rule needs it whole (element-wise rules do not): the target's may be so too,
+    which the methods' formulas allow (their spatial sums are written as N times a mean)."""
     ops = flow.ops
     grads: dict[str, T] = {plan.logits: seed}
     compact: set[str] = set()
@@ -93,4 +94,4 @@ def backward(flow: Flow[T], plan: BackwardPlan, seed: T) -> tuple[T, bool]:
                 grads[name] = grad
                 if stays:
                     compact.add(name)
-    return grads[plan.target], plan.target in compact
+    return grads[plan.target]

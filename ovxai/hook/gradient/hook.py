@@ -55,11 +55,11 @@ class GradientCamHook(SaliencyHook[T]):
             copies = network_copy(ops, self.graph, image, rows, self.plan.logits)
             black_map = network_copy(ops, self.graph, image, black, target)[target]
             flow = Flow(ops, self.graph, self.plan.active, copies)
-            grads, _ = backward(flow, self.plan, self.seed(flow, steps))
+            grads = backward(flow, self.plan, self.seed(flow, steps))
             maps = integrated_map(ops, grads, copies[target], black_map, steps, self.batch, self.n)
         else:
             flow = Flow(ops, self.graph, self.plan.active)
-            grads, _ = backward(flow, self.plan, self.seed(flow, 1))
+            grads = backward(flow, self.plan, self.seed(flow, 1))
             maps = METHODS[self.options.method].map(flow, grads, target)
         per_class = ops.cast(ops.reshape(maps, ops.concat([ops.i64([-1]), self.batch, self.n])), "float32")
         saliency = self.normalised(ops.transpose(per_class, [1, 0, 2]))  # (B, K', N)
