@@ -154,7 +154,7 @@ def bench_target(name: str, net: torch.nn.Module, onnx_path: Path, layer: str | 
     ]
     if args.ort:
         engines.append(("ONNX Runtime", OrtModel))
-    for engine, load in engines:
+    for engine, load in engines if "engines" in args.parts else []:
         suffix = ".onnx" if engine == "ONNX Runtime" else ".xml"
         plain = load(onnx_path if suffix == ".onnx" else folder / f"{name}-plain.xml")
         models = {m: load(paths[suffix]) for m, paths in patched.items()}
@@ -165,6 +165,8 @@ def bench_target(name: str, net: torch.nn.Module, onnx_path: Path, layer: str | 
         result["engines"][engine] = {"precision": precision, "ms": medians, "ratio": ratios, **timing.report()}
         print(f"   {engine} ({precision}): " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()), flush=True)
         print(f"   {timing.verdict()}", flush=True)
+    if "torch" not in args.parts:
+        return result
     torch.set_grad_enabled(True)
 
     def forward() -> None:
@@ -172,13 +174,18 @@ def bench_target(name: str, net: torch.nn.Module, onnx_path: Path, layer: str | 
             net(torch.from_numpy(x))
 
     black = float(-info.mean[0] / info.scale[0]) if info.mean and info.scale else 0.0
-    methods = {
-        m: torch_method(net, module, m, HookOptions(method="integrated-gradcam").step_count, black) for m in METHODS
-    }
+    steps = HookOptions(method="integrated-gradcam").step_count
+    methods = {m: torch_method(net, module, m, steps, black) for m in METHODS}
+    in_graph = {m: OpenVinoModel(patched[m][".xml"], "default") for m in METHODS}
+    # torch's methods alternate with the in-graph ones in the same rounds: the paired ratio is the speed-up
     variants = [Variant("plain", forward)] + [Variant(m, lambda f=f: f(x)) for m, f in methods.items()]
+    variants += [Variant(f"in graph {m}", lambda model=model: model(x)) for m, model in in_graph.items()]
     timing, medians, ratios = timed(variants, max(3, args.rounds // 2))
-    result["torch"] = {"ms": medians, "ratio": ratios, **timing.report()}
-    print("   torch: " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()), flush=True)
+    speedup = {m: float(timing.summary(m, f"in graph {m}").ratio or 1.0) for m in METHODS}
+    result["torch"] = {"ms": medians, "ratio": ratios, "torch_over_in_graph": speedup, **timing.report()}
+    print("   torch: " + ", ".join(f"{m} {ratios[m]:.2f}x plain, {speedup[m]:.1f}x the in-graph time" for m in METHODS),
+          flush=True)  # fmt: skip
+    print(f"   {timing.verdict()}", flush=True)
     return result
 
 
@@ -202,7 +209,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=12, help="clean alternated rounds per table (default 12)")
     parser.add_argument("--quick", action="store_true", help="4 rounds, OpenVINO only, no K sweep")
     parser.add_argument("--json", type=Path, help="write every number here")
+    parser.add_argument(
+        "--parts", default="engines,torch,classes", help="what to time: engines (patched / plain per engine), torch "
+        "(torch autograd against the in-graph models), classes (the cost by K); default all",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    args.parts = {p.strip() for p in args.parts.split(",")}
     args.ort = not args.quick
     if args.quick:
         args.rounds = 4
@@ -221,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             layer: bench_target("resnet50", resnet, onnx_path, layer, layer, x, info, folder, args)
             for layer in ("layer4", "layer3")
         }
-        if not args.quick:
+        if not args.quick and "classes" in args.parts:
             report["resnet50"]["classes"] = {
                 "layer4": bench_classes(
                     "resnet50", onnx_path, "layer4", x, folder, ["top1", "top5", "top20", "all"], args
@@ -256,18 +268,18 @@ def tables(report: dict[str, Any]) -> str:
                 continue
             header = ["engine (precision)", "plain ms", *("recipro", *METHODS)]
             rows = []
-            for engine, numbers in result["engines"].items():
+            for engine, numbers in result.get("engines", {}).items():
                 cells = [f"{numbers['ratio'][m]:.2f}x" for m in ("recipro", *METHODS)]
                 rows.append([f"{engine} ({numbers['precision']})", f"{numbers['ms']['plain']:.1f}", *cells])
-            t = result["torch"]
-            rows.append(
-                ["torch autograd (f32)", f"{t['ms']['plain']:.1f}", "-", *(f"{t['ratio'][m]:.2f}x" for m in METHODS)]
-            )
-            lines += [
-                "",
-                f"{model} at {target}: latency patched / plain (batch 1, top1)",
-                markdown_table(header, rows, "lr" + "r" * 6),
-            ]
+            t = result.get("torch")
+            if t is not None:
+                rows.append(["torch autograd (f32)", f"{t['ms']['plain']:.1f}", "-",
+                             *(f"{t['ratio'][m]:.2f}x" for m in METHODS)])  # fmt: skip
+                speedup = t["torch_over_in_graph"]
+                rows.append(["torch time / in-graph time (OpenVINO default)", "", "-",
+                             *(f"{speedup[m]:.1f}" for m in METHODS)])  # fmt: skip
+            title = f"{model} at {target}: latency patched / plain (batch 1, top1)"
+            lines += ["", title, markdown_table(header, rows, "lr" + "r" * 6)]
         for target, numbers in targets.get("classes", {}).items():
             counts = [k for k in numbers["ratio"] if k != "plain"]
             row = ["patched / plain", *(f"{numbers['ratio'][k]:.2f}x" for k in counts)]
