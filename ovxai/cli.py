@@ -10,7 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ovxai.conventions import CHANNEL_ORDERS, HOOK_PATHS, MASKS, SALIENCY_DTYPES, SCORES
+from ovxai.conventions import (
+    CHANNEL_ORDERS,
+    GRADIENT_METHODS,
+    HOOK_PATHS,
+    MASKS,
+    METHODS,
+    SALIENCY_DTYPES,
+    SALIENCY_OUTPUT,
+    SCORES,
+)
 from ovxai.errors import OvxaiError
 from ovxai.hook.options import HookOptions
 from ovxai.metadata import ModelInfo
@@ -66,6 +75,8 @@ _FLAGS = {
     "scale": "--scale",
     "channel_order": "--channel-order",
     "score": "--score",
+    "method": "--method",
+    "steps": "--steps",
     "mask": "--mask",
     "saliency_dtype": "--saliency-dtype",
     "targets": "--explain",
@@ -86,13 +97,24 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ovxai", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    exp = sub.add_parser("export", help="add the in-graph Recipro-CAM saliency_map output to a classifier")
+    exp = sub.add_parser("export", help="add an in-graph saliency_map output (Recipro-CAM or a gradient CAM)")
     source = exp.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", "-m", type=Path, help="input classifier (.onnx, or .xml IR)")
     source.add_argument("--torch", metavar="MODULE:FACTORY", help="a torch classifier from a factory (needs torch)")
     exp.add_argument("--output", "-o", type=Path, help="patched model, .onnx or .xml (default: <model>_xai.onnx)")
     exp.add_argument("--layer", "-l", help="module path (layer4), node or tensor name; default: automatic")
-    exp.add_argument("--score", choices=SCORES, default=SCORES[0])
+    exp.add_argument(
+        "--method",
+        choices=METHODS,
+        default="recipro",
+        help="recipro (masked copies of the tail, default), or a gradient CAM computed by the tail's backward in "
+        "the graph (see README: Choosing a method)",
+    )
+    exp.add_argument("--steps", type=int, help="integrated-gradcam: steps from the black image (default 20)")
+    exp.add_argument(
+        "--score", choices=SCORES, help="the class score mapped: softmax (recipro's default) or logits (the gradient "
+        "methods' default), or sigmoid",
+    )  # fmt: skip
     exp.add_argument("--mask", choices=MASKS, default=MASKS[0])
     exp.add_argument("--saliency-dtype", choices=SALIENCY_DTYPES, default=SALIENCY_DTYPES[0])
     exp.add_argument(
@@ -250,8 +272,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.version is not None and args.repository is None:
         raise OvxaiError("--version applies to --repository only", "add --repository DIR, or drop --version")
     options = HookOptions(
-        score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, path=args.path, explain=args.explain
-    )
+        score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, path=args.path, explain=args.explain,
+        method=args.method, steps=args.steps,
+    )  # fmt: skip
     if args.torch:
         if args.output is None or args.input_shape is None:
             raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
@@ -337,7 +360,13 @@ def _report(result: ExportResult, options: HookOptions) -> None:
     else:
         h, w = result.grid
         print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
-    print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
+    if result.path == "backward":
+        steps = f" in {options.step_count} steps from the black image {_floats(result.baseline)}"
+        how = steps if options.method == "integrated-gradcam" else ""
+        print(f"hook     {options.method}: the tail's backward in the graph{how}, score {options.score} "
+              f"(differentiated), saliency {options.saliency_dtype}")  # fmt: skip
+    else:
+        print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
     for name, reason in result.declined:
         print(f"         (not {name}: {reason})")
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
@@ -346,6 +375,10 @@ def _report(result: ExportResult, options: HookOptions) -> None:
     print(f"outputs  '{result.prediction}' (unchanged) + 'saliency_map' (B, K, H, W){extra}")
     for f in result.files:
         print(f"wrote    {f}")
+
+
+def _floats(values: Sequence[float] | None) -> str:
+    return "" if values is None else "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -437,6 +470,7 @@ def _explain_here(
     files = list(names)
     form = args.overlay_format or pictures.overlay_format(args.alpha)
     sheet_limit = 64  # images on the contact sheet
+    print(f"maps: {explainer.method}, score {explainer.score}")
     skipped: list[dict[str, str]] = []
 
     def skip(item: object, exc: ImageError) -> None:
@@ -492,6 +526,7 @@ def _explain_here(
         "device": (args.device or "CPU") if local else None,
         "preprocessing": explainer.describe_preprocessing(),
         "overlay_format": form,
+        "method": explainer.method,
         "images": summary,
         "skipped": skipped,
         "total_seconds": round(elapsed, 3),
@@ -641,6 +676,9 @@ def _inspect(args: argparse.Namespace) -> int:
     from ovxai.hook.target import candidates, pick_prediction, resolve
 
     loaded = load_model(args.model, args.input_shape)
+    if SALIENCY_OUTPUT in loaded.graph.outputs or SALIENCY_OUTPUT in loaded.graph.aliases:
+        _inspect_patched(args.model, loaded.format.metadata(loaded.model))
+        return 0
     dims = loaded.graph.input_dims()
     note = ""
     if args.input_shape is None and len(dims) == 4 and not all(isinstance(d, int) for d in dims[1:]):
@@ -659,21 +697,63 @@ def _inspect(args: argparse.Namespace) -> int:
     total = macs(graph, graph.nodes) or 1
     options = HookOptions()
     print(f"model {args.model}: prediction output '{prediction}', {total / 1e6:.1f} M MACs per image{note}")
-    print("hook cost = extra MACs per image relative to the model (one-hot mask) on the path the export takes:")
-    print("mean / linear (closed forms), windows (each copy computed only where it differs), mosaic (N copies of")
-    print("the tail); * = default")
-    print(f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor")
+    print("hook cost = extra MACs per image relative to the model: Recipro-CAM (one-hot mask) on the path the export")
+    print("takes: mean / linear (closed forms), windows (each copy computed only where it differs), mosaic (N copies")
+    print("of the tail); backward = a gradient method's, per explained class ('-': it cannot differentiate the tail);")
+    print("* = default")
+    print(f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} {'backward':>9}  tensor")
     for cand in found:
         tail = plan_tail(graph, cand.tensor, prediction)
         choice = choose(CNN_PATHS, graph, tail, options)
         cost = f"{100 * choice_macs(graph, tail, choice, options) / total:.1f} %" if cand.n else "?"
+        back = _backward_cost(graph, tail, total)
         mark = "*" if cand.tensor == default.tensor else " "
-        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {cand.n or '?':>6} {cost:>10}  {choice.name:<8} {cand.tensor}")
+        print(f"{mark} {cand.layer:<28} {cand.chw:<16} {cand.n or '?':>6} {cost:>10}  {choice.name:<8} {back:>9}  "
+              f"{cand.tensor}")  # fmt: skip
     tail = plan_tail(graph, default.tensor, prediction)
     print(f"paths at the default target {default.layer}, in the order tried (--path NAME asks for one):")
     for option in survey(CNN_PATHS, graph, tail, options):
         _print_path(option, graph, tail, total)
+    _print_gradient(graph, tail, default.layer)
     return 0
+
+
+def _backward_cost(graph: GraphView, tail: Any, total: int) -> str:
+    """A gradient method's backward MACs per explained class relative to the model's, or '-' where refused."""
+    from ovxai.hook.cost import backward_macs
+    from ovxai.hook.gradient.hook import plan_gradient
+
+    try:
+        plan = plan_gradient(graph, tail, HookOptions(method="gradcam"))
+    except OvxaiError:
+        return "-"
+    return f"{100 * backward_macs(graph, plan) / total:.1f} %"
+
+
+def _print_gradient(graph: GraphView, tail: Any, layer: str) -> None:
+    """Whether the gradient methods apply at the default target, or the op they cannot differentiate."""
+    from ovxai.hook.gradient.hook import plan_gradient
+
+    try:
+        plan = plan_gradient(graph, tail, HookOptions(method="gradcam"))
+    except OvxaiError as exc:
+        print(f"gradient methods at {layer}: do not apply: {in_cli_terms(exc.args[0])}")
+        return
+    print(f"gradient methods at {layer} (--method {', '.join(GRADIENT_METHODS)}): apply, the backward runs through "
+          f"{len(plan.nodes)} ops of the tail; integrated-gradcam also runs the network once per step")  # fmt: skip
+
+
+def _inspect_patched(model: Path, info: ModelInfo) -> None:
+    """What a model exported by ovxai records about its maps."""
+    method = info.method or "recipro"
+    steps = f", {info.steps} steps" if info.steps else ""
+    print(f"model {model}: exported by ovxai with a '{SALIENCY_OUTPUT}' output")
+    print(f"  method   {method}{steps}, score {info.score or 'softmax'}, explains {info.explained or 'all'} classes")
+    if info.labels:
+        print(f"  labels   {len(info.labels)} classes ({info.labels[0]}, ...)")
+    if info.mean is not None or info.scale is not None:
+        print(f"  preprocessing  mean {_floats(info.mean)}, scale {_floats(info.scale)}, "
+              f"channel order {info.channel_order or 'not recorded'}")  # fmt: skip
 
 
 def _print_path(option: Choice[Any], graph: GraphView, cut: Any, total: int) -> None:

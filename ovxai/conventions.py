@@ -18,6 +18,10 @@ SaliencyDType = Literal["float32", "uint8"]
 HookPath = Literal["auto", "mean", "linear", "windows", "tokens", "mosaic"]
 """How the masked copies are computed: ``auto`` takes the first exact path that applies (``ovxai inspect`` lists
 each with why it does or does not); ``mosaic`` is the general path, every copy on the whole map or sequence."""
+Method = Literal["recipro", "gradcam", "gradcam++", "xgradcam", "layercam", "integrated-gradcam"]
+"""What the hook computes: Recipro-CAM (masked copies, no gradient), or a gradient CAM whose backward through the
+tail is emitted into the graph (Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, Integrated Grad-CAM)."""
+GRADIENT_METHODS: tuple[Method, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "integrated-gradcam")
 ChannelOrder = Literal["rgb", "bgr"]
 """The colour order the network expects its input in."""
 
@@ -25,6 +29,7 @@ SCORES: tuple[Score, ...] = get_args(Score)
 MASKS: tuple[Mask, ...] = get_args(Mask)
 SALIENCY_DTYPES: tuple[SaliencyDType, ...] = get_args(SaliencyDType)
 HOOK_PATHS: tuple[HookPath, ...] = get_args(HookPath)
+METHODS: tuple[Method, ...] = get_args(Method)
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
 
 SALIENCY_OUTPUT = "saliency_map"

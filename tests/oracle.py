@@ -215,3 +215,81 @@ class _masked_block:
         assert self.norm is None or self.norm_calls == 1, (
             f"the norm ran {self.norm_calls} times inside the block, expected once"
         )
+
+
+# ----------------------------------------------------------------------------------------------- gradient CAMs
+
+
+def normalised(maps: np.ndarray) -> np.ndarray:
+    """Min-max per map over its last two axes (a constant map gives zeros)."""
+    low, high = maps.min(axis=(-2, -1), keepdims=True), maps.max(axis=(-2, -1), keepdims=True)
+    return (maps - low) / np.where(high > low, high - low, 1.0)  # type: ignore[no-any-return]
+
+
+def gradient_reference(
+    method: str,
+    model: nn.Module,
+    module: str,
+    images: np.ndarray,
+    classes: np.ndarray,
+    score: str = "logits",
+    steps: int = 20,
+    black: float = 0.0,
+) -> np.ndarray:
+    """(B, K', h, w) raw maps of a gradient CAM at ``module``'s output for each image's ``classes`` (B, K'), computed
+    by the reference implementations in the model's own precision: pytorch-grad-cam's ``GradCAM``,
+    ``GradCAMPlusPlus`` (the paper's alpha), ``XGradCAM`` and ``LayerCAM`` (its ``get_cam_image`` on the activations
+    and gradients its hooks record, ReLU'd as its ``compute_cam_per_layer`` does, before its upsampling and its
+    normalisation with an epsilon), and tools/eval's ``IntegratedGradCAM`` from the uniform image ``black``."""
+    target = model.get_submodule(module)
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(images).to(dtype)
+    if method == "integrated-gradcam":
+        from tools.eval.methods import IntegratedGradCAM
+
+        ig = IntegratedGradCAM(model, target, black, steps=steps, batch=steps)
+        with _scored(model, score):
+            return np.array(
+                [[ig.raw(x[b : b + 1], int(c)).detach().numpy() for c in ids] for b, ids in enumerate(classes)]
+            )
+    import zoo
+
+    zoo.torchvision()  # pytorch-grad-cam imports torchvision, whose compiled operators do not load beside this torch
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+
+    cam = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}[method](
+        model, [target]
+    )
+    maps = []
+    for k in range(classes.shape[1]):
+        recorder = cam.activations_and_grads
+        outputs = recorder(x)
+        model.zero_grad()
+        _score(outputs, score).gather(1, torch.from_numpy(classes[:, k : k + 1])).sum().backward()
+        acts, grads = recorder.activations[0].numpy(), recorder.gradients[0].numpy()
+        maps.append(np.maximum(cam.get_cam_image(x, target, None, acts, grads, False), 0))
+    cam.activations_and_grads.release()
+    return np.stack(maps, axis=1)
+
+
+def _score(logits: torch.Tensor, score: str) -> torch.Tensor:
+    if score == "softmax":
+        return torch.softmax(logits, 1)
+    return torch.sigmoid(logits) if score == "sigmoid" else logits
+
+
+class _scored:
+    """The model's output through the score (softmax, sigmoid) while inside: what IntegratedGradCAM differentiates."""
+
+    def __init__(self, model: nn.Module, score: str) -> None:
+        self.model, self.score = model, score
+
+    def _hook(self, _m, _i, out):  # type: ignore[no-untyped-def]
+        return _score(out, self.score)
+
+    def __enter__(self) -> None:
+        self.handle = self.model.register_forward_hook(self._hook) if self.score != "logits" else None
+
+    def __exit__(self, *_: object) -> None:
+        if self.handle is not None:
+            self.handle.remove()

@@ -25,6 +25,7 @@ from ovxai.formats import Format, format_for
 from ovxai.graph.batch import plan_free_batch
 from ovxai.graph.ops import Ops
 from ovxai.graph.view import GraphView
+from ovxai.hook.gradient.hook import GradientCamHook, plan_gradient
 from ovxai.hook.options import HookOptions
 from ovxai.hook.paths import CNN_PATHS, VIT_PATHS, Choice, choose
 from ovxai.hook.recipro import ReciproCamHook
@@ -45,7 +46,7 @@ class ExportResult:
     target: Candidate
     prediction: str
     options: HookOptions
-    path: str  # how the copies are computed: "mean", "linear", "windows", "tokens" or "mosaic" (see hook.paths)
+    path: str  # Recipro-CAM's copies: "mean", "linear", "windows", "tokens" or "mosaic" (hook.paths); "backward"
     grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
     declined: tuple[tuple[str, str], ...] = ()  # the exact paths tried first, with why each did not apply
 
@@ -53,6 +54,15 @@ class ExportResult:
     def fast_path(self) -> bool:
         """An exact shortcut (closed form, windows, short sequence) replaced the mosaic."""
         return self.path != "mosaic"
+
+    @property
+    def baseline(self) -> tuple[float, ...] | None:
+        """Integrated Grad-CAM's black image in the network's input, per channel (None for the other methods)."""
+        if self.options.method != "integrated-gradcam" or self.info is None:
+            return None
+        return black_image(self.info)
+
+    info: ModelInfo | None = None  # what the model records about itself (its metadata)
 
 
 @dataclass
@@ -86,7 +96,9 @@ def export(
     width (the hook's masks are always built from the runtime shape, so the patched model explains
     any size the original network accepts). IR weights are stored in FP16 unless ``fp16`` is False.
     ``info`` (labels, mean/scale, channel order) is written as model metadata in OpenVINO Model
-    API's layout, with the hook's score convention.
+    API's layout, with the hook's method and score convention. ``options.method`` picks Recipro-CAM (masked copies of
+    the tail) or a gradient CAM (the tail's backward in the graph); Integrated Grad-CAM's black image follows from
+    the recorded mean and scale, which it therefore needs.
     """
     options = options or HookOptions()
     source, destination = Path(model), Path(output)
@@ -96,23 +108,39 @@ def export(
         graph, source_format = loaded.graph, loaded.format
         prediction = pick_prediction(graph, prediction)
         tokens = plan_tokens(graph, prediction, layer)
+        choice: Choice[Any] | None = None
         if tokens is None:
             target = resolve(graph, prediction, layer)
             tail = plan_tail(graph, target.tensor, prediction)
-            choice: Choice[Any] = choose(CNN_PATHS, graph, tail, options)
+            if options.gradient:
+                plan_gradient(graph, tail, options)  # the refusal of an op it cannot differentiate, before any work
+            else:
+                choice = choose(CNN_PATHS, graph, tail, options)
+        elif options.gradient:
+            raise OvxaiError(
+                f"method={options.method} weights a CNN's feature map by its gradient; '{tokens.block}' is a "
+                "transformer block",
+                "use method=recipro (ViT-ReciproCAM) for a vision transformer",
+            )
         else:
             target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
             choice = choose(VIT_PATHS, graph, tokens, options)
         info = (info or ModelInfo()).replace(
-            score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
-        )
+            score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain,
+            method=options.method, steps=options.step_count if options.method == "integrated-gradcam" else None,
+        )  # fmt: skip
         classes = _num_classes(graph, prediction)
         info.check(classes)
         _check_explained(options, classes)
+        baseline = _baseline(info, graph) if options.method == "integrated-gradcam" else (0.0,)
         builder = source_format.builder(loaded.model, graph)
-        if tokens is None:
+        if options.gradient:
+            GradientCamHook(Ops(builder), graph, tail, options, baseline).build()
+        elif tokens is None:
+            assert choice is not None
             ReciproCamHook(Ops(builder), graph, tail, options, choice).build()
         else:
+            assert choice is not None
             ViTReciproCamHook(Ops(builder), graph, tokens, options, choice).build()
         patched = builder.finish()
         try:
@@ -127,7 +155,36 @@ def export(
         _check_runs(output_format, written[0], graph)
         files = _move_into_place(written, destination)
     grid = None if tokens is None else tokens.grid
-    return ExportResult(files, target, prediction, options, choice.name, grid, choice.declined)
+    if choice is None:
+        return ExportResult(files, target, prediction, options, "backward", grid, info=info)
+    return ExportResult(files, target, prediction, options, choice.name, grid, choice.declined, info)
+
+
+def _baseline(info: ModelInfo, graph: GraphView) -> tuple[float, ...]:
+    """The black image per channel of the network's input."""
+    black = black_image(info)
+    channels = graph.input_dims()[1] if len(graph.input_dims()) > 1 else None
+    if channels == 1 and len(set(black)) == 1:
+        return black[:1]
+    if isinstance(channels, int) and channels != len(black):
+        raise OvxaiError(
+            f"the mean and scale give {len(black)} channels but the network's input has {channels}",
+            "give one mean= and scale= value per input channel",
+        )
+    return black
+
+
+def black_image(info: ModelInfo) -> tuple[float, ...]:
+    """A black image (pixels 0) in the network's input: -mean / scale per channel, from the recorded preprocessing
+    (one of the two alone takes the other's neutral value, as the runtime does)."""
+    if info.mean is None and info.scale is None:
+        raise OvxaiError(
+            "method=integrated-gradcam integrates from a black image, which depends on the network's preprocessing, "
+            "and none is recorded",
+            "give mean= and scale= (mean=0 scale=1 for a network that takes 0..255 pixels)",
+        )
+    mean, scale = info.mean or (0.0,) * 3, info.scale or (1.0,) * 3
+    return tuple(-m / s for m, s in zip(mean, scale, strict=True))
 
 
 def load_model(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ovxai.graph.batch import ReshapeFix
     from ovxai.graph.ops import Builder
     from ovxai.graph.view import GraphView
-    from ovxai.metadata import Entries
+    from ovxai.metadata import Entries, ModelInfo
 
 
 class Format(Protocol):
@@ -50,6 +50,10 @@ class Format(Protocol):
         ...
 
     def set_metadata(self, model: Any, entries: Entries) -> None: ...
+
+    def metadata(self, model: Any) -> ModelInfo:
+        """What the model records about itself (written by :meth:`set_metadata`, or by another tool)."""
+        ...
 
     def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
         """Write ``path`` (and its weight files); ``fp16`` compresses weights where the format does that."""

@@ -17,8 +17,8 @@ from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
 from ovxai.graph.numpy_ops import RunNode
-from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
-from ovxai.metadata import Entries, onnx_key
+from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
+from ovxai.metadata import Entries, ModelInfo, onnx_key, read_onnx_props
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -110,6 +110,9 @@ class OnnxFormat:
         props = {p.key: p.value for p in model.metadata_props}
         props |= {onnx_key(section, key): value for (section, key), value in entries.items()}
         helper.set_model_props(model, props)
+
+    def metadata(self, model: onnx.ModelProto) -> ModelInfo:
+        return read_onnx_props({p.key: p.value for p in model.metadata_props})
 
     def save(self, model: onnx.ModelProto, path: Path, fp16: bool) -> list[Path]:
         """Write the model (weights beside it past protobuf's 2 GB); ``fp16`` does not apply to ONNX."""
@@ -235,7 +238,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
     rank = tensors[proto.input[0]].rank if proto.input and proto.input[0] in tensors else None
     op = proto.op_type
     axes: tuple[int, ...] | None = None
-    if op == "ReduceMean" and rank:
+    if op in ("ReduceMean", "ReduceSum") and rank:
         raw = attrs.get("axes")
         if raw is None and len(proto.input) > 1 and proto.input[1] in values:
             raw = values[proto.input[1]].tolist()
@@ -250,6 +253,8 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         whole_window = list(attrs.get("kernel_shape", [])) == list(shape[2:]) and not any(pads)
         whole_window = whole_window and auto_pad in (b"NOTSET", b"VALID")
+    facts = _gradient_facts(op, attrs, proto, tensors, values, rank)
+    axes = facts.pop("axes", axes)  # LayerNormalization: the normalised axes
     return Node(
         name,
         op,
@@ -275,8 +280,98 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
             and attrs.get("alpha", 1.0) == 1.0
             and attrs.get("beta", 1.0) == 1.0
         ),
+        **facts,
         handle=proto,
     )
+
+
+_AXIS_DEFAULTS = {"Softmax": -1, "LogSoftmax": -1, "Concat": 0, "Split": 0, "Flatten": 1, "QuantizeLinear": 1,
+                  "DequantizeLinear": 1}  # fmt: skip
+
+
+def _gradient_facts(
+    op: str, attrs: dict[str, Any], proto: onnx.NodeProto, tensors: dict[str, Tensor], values: dict[str, np.ndarray],
+    rank: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The typed facts the backward rules read (see :class:`Node`), by operator."""
+    facts: dict[str, Any] = {}
+    if op == "Conv":
+        facts["groups"] = int(attrs.get("group", 1))
+    elif op in ("MaxPool", "AveragePool"):
+        facts["pool"] = _pooling(op, attrs, tensors, proto)
+    elif op in _AXIS_DEFAULTS:
+        axis = int(attrs.get("axis", _AXIS_DEFAULTS[op]))
+        facts["axis"] = axis % rank if rank else axis
+        if op == "Split":
+            facts["split"] = _split_sizes(attrs, proto, tensors, values, facts["axis"])
+    elif op == "LayerNormalization" and rank:
+        facts["axes"] = tuple(range(int(attrs.get("axis", -1)) % rank, rank))
+        facts["epsilon"] = float(attrs.get("epsilon", 1e-5))
+    elif op == "BatchNormalization":
+        facts["epsilon"] = float(attrs.get("epsilon", 1e-5))
+    elif op == "Gemm":
+        facts |= {"alpha": float(attrs.get("alpha", 1.0)), "beta": float(attrs.get("beta", 1.0))}
+        facts["transpose_a"] = bool(attrs.get("transA", 0))
+    elif op == "HardSigmoid":
+        facts |= {"alpha": float(attrs.get("alpha", 0.2)), "beta": float(attrs.get("beta", 0.5))}
+    elif op == "LeakyRelu":
+        facts["alpha"] = float(attrs.get("alpha", 0.01))
+    elif op == "Gelu":
+        facts["approximate"] = attrs.get("approximate", b"none") in (b"tanh", "tanh")
+    elif op == "Clip":
+        facts["bounds"] = _clip_bounds(attrs, proto, values)
+    elif op == "Slice":
+        facts["slicing"] = _slicing(proto, values, rank)
+    return facts
+
+
+def _pooling(op: str, attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto) -> Pooling | None:
+    window = _sliding(attrs, tensors, proto)
+    if window is None:
+        return None
+    counts = op == "MaxPool" or bool(attrs.get("count_include_pad", 0))
+    return Pooling(window, bool(attrs.get("ceil_mode", 0)), counts)
+
+
+def _split_sizes(
+    attrs: dict[str, Any], proto: onnx.NodeProto, tensors: dict[str, Tensor], values: dict[str, np.ndarray], axis: int
+) -> tuple[int, ...] | None:
+    if "split" in attrs:
+        return tuple(int(v) for v in attrs["split"])
+    if len(proto.input) > 1 and proto.input[1]:
+        known = values.get(proto.input[1])
+        return None if known is None else tuple(int(v) for v in known.reshape(-1))
+    sizes = [(tensors[o].shape or ())[axis] if o in tensors and tensors[o].rank else None for o in proto.output]
+    return tuple(sizes) if all(isinstance(d, int) for d in sizes) else None  # type: ignore[arg-type]
+
+
+def _clip_bounds(
+    attrs: dict[str, Any], proto: onnx.NodeProto, values: dict[str, np.ndarray]
+) -> tuple[float, float] | None:
+    bounds = [float(attrs.get("min", -np.inf)), float(attrs.get("max", np.inf))]
+    for k, name in enumerate(proto.input[1:3]):
+        if not name:
+            continue
+        if name not in values:
+            return None  # a computed bound
+        bounds[k] = float(values[name].reshape(-1)[0])
+    return bounds[0], bounds[1]
+
+
+def _slicing(proto: onnx.NodeProto, values: dict[str, np.ndarray], rank: int | None) -> Slicing | None:
+    parts = [values.get(name) if name else None for name in list(proto.input[1:5]) + [""] * (5 - len(proto.input))]
+    starts, ends, axes, steps = parts
+    if starts is None or ends is None or (len(proto.input) > 3 and proto.input[3] and axes is None):
+        return None
+    if len(proto.input) > 4 and proto.input[4] and steps is None:
+        return None
+    count = len(starts.reshape(-1))
+    axis_list = [int(a) for a in axes.reshape(-1)] if axes is not None else list(range(count))
+    if rank:
+        axis_list = [a % rank for a in axis_list]
+    step_list = [int(v) for v in steps.reshape(-1)] if steps is not None else [1] * count
+    return Slicing(tuple(int(v) for v in starts.reshape(-1)), tuple(int(v) for v in ends.reshape(-1)), tuple(axis_list),
+                   tuple(step_list))  # fmt: skip
 
 
 def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto) -> Sliding | None:
@@ -288,7 +383,7 @@ def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.Node
     strides = list(attrs.get("strides", [1, 1]))
     dilations = list(attrs.get("dilations", [1, 1]))
     auto_pad = attrs.get("auto_pad", b"NOTSET")
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))[:2]
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
     if auto_pad in (b"SAME_UPPER", b"SAME_LOWER"):
         size = (tensors[proto.input[0]].shape or (None,) * 4)[2:]
         if len(size) != 2 or not all(isinstance(d, int) for d in size):
@@ -296,10 +391,13 @@ def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.Node
         for axis, d in enumerate(size):
             assert isinstance(d, int)
             total = max((-(-d // strides[axis]) - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - d, 0)
-            pads[axis] = total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2
+            begin = total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2
+            pads[axis], pads[axis + 2] = begin, total - begin
     elif auto_pad == b"VALID":
-        pads = [0, 0]
-    return Sliding((kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1]), (dilations[0], dilations[1]))
+        pads = [0, 0, 0, 0]
+    ends = (pads[2], pads[3]) if len(pads) == 4 else (0, 0)
+    return Sliding((kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1]), (dilations[0], dilations[1]),
+                   ends)  # fmt: skip
 
 
 def _pointwise(attrs: dict[str, Any], weight: Tensor | None) -> bool:
@@ -362,8 +460,18 @@ class OnnxBuilder:
     def node(self, op: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> list[str]:
         inputs = list(inputs)
         # Operands that this opset takes as inputs rather than attributes.
-        if op == "Slice":
+        if op == "Slice" and "starts" in attrs:
             inputs += [self._ints(attrs.pop("starts")), self._ints(attrs.pop("ends"))]
+        elif op == "Slice":
+            inputs.append(self._ints(attrs.pop("axes")))
+        elif op == "Pad":
+            inputs.append(self._ints(attrs.pop("pads")))
+        elif op == "ScatterElements" and self.opset < 16:
+            raise OvxaiError(
+                f"the model's ONNX opset {self.opset} has no ScatterElements that adds (the backward of a max pool "
+                "whose windows overlap)",
+                "re-export the model with opset 16 or later",
+            )
         elif op == "Unsqueeze":
             inputs.append(self._ints(attrs.pop("axes")))
         elif op == "TopK":
@@ -428,6 +536,24 @@ class OnnxBuilder:
     def output(self, x: str, name: str, shape: Sequence[Dim]) -> None:
         self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{NODE_PREFIX}{name}"))
         self.outputs[name] = shape
+
+    def indices(self, node: Node, x: str | None = None) -> str:
+        """The original MaxPool's own ``Indices`` output, added to it (its first output is unchanged); for ``x``,
+        those of a twin of the pool reading ``x``."""
+        if x is not None:
+            twin = onnx.NodeProto()
+            twin.CopyFrom(node.handle)
+            del twin.input[:], twin.output[:]
+            twin.input.append(x)
+            twin.name = self._name("MaxPool")
+            twin.output.extend([f"{twin.name}_values", f"{twin.name}_indices"])
+            self.nodes.append(twin)
+            return str(twin.output[1])
+        proto: onnx.NodeProto = node.handle
+        if len(proto.output) < 2 or not proto.output[1]:
+            del proto.output[1:]
+            proto.output.append(f"{NODE_PREFIX}indices/{node.name}")
+        return str(proto.output[1])
 
     def finish(self) -> onnx.ModelProto:
         """The model (edited in place) with the emitted nodes and the new graph outputs, typed by inference."""

@@ -18,22 +18,25 @@ import numpy as np
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
-from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
-from ovxai.metadata import Entries
+from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
+from ovxai.metadata import Entries, ModelInfo, read_openvino
 
 try:
     import openvino as ov
     import openvino.opset13 as opset
-    from openvino import opset3, opset4, opset6, opset8, opset11
+    from openvino import opset3, opset4, opset6, opset8, opset11, opset12
 
     # ONNX operators that map one to one onto an opset function of the same inputs.
     _ELEMENTWISE: dict[str, Any] = {
         "Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide,
         "Greater": opset.greater, "Equal": opset.equal,
         "Abs": opset.abs, "Floor": opset.floor, "Relu": opset.relu, "Sigmoid": opset.sigmoid,
+        "Exp": opset.exp, "Erf": opset.erf, "Tanh": opset.tanh, "Sqrt": opset.sqrt, "Neg": opset.negative,
+        "Pow": opset.power,
     }  # fmt: skip
     _REDUCTIONS: dict[str, Any] = {
         "ReduceMin": opset.reduce_min, "ReduceMax": opset.reduce_max, "ReduceSum": opset.reduce_sum,
+        "ReduceMean": opset.reduce_mean,
     }  # fmt: skip
 except ImportError:  # pragma: no cover - openvino is a dependency; the message is for broken installs
     ov = None
@@ -160,6 +163,9 @@ class OpenVinoFormat:
         for (section, key), value in entries.items():
             model.set_rt_info(value, [section, key])
 
+    def metadata(self, model: Any) -> ModelInfo:
+        return read_openvino(model)
+
     def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
         """Write ``path`` and its .bin; weights in FP16 unless ``fp16`` is False (like OpenVINO's tools)."""
         # OpenVINO names the weights by replacing a lower-case '.xml' only: write that, then rename.
@@ -235,7 +241,7 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
     rank = tensors[inputs[0]].rank if inputs else None
     attrs = op.get_attributes()
     axes: tuple[int, ...] | None = None
-    if kind == "ReduceMean" and rank and inputs[1] in values:
+    if kind in ("ReduceMean", "ReduceSum", "MVN") and rank and inputs[1] in values:
         axes = tuple(sorted(int(a) % rank for a in np.atleast_1d(values[inputs[1]])))
     perm = values.get(inputs[1]) if kind == "Transpose" else None
     whole_window = False
@@ -262,8 +268,99 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         sliding=_sliding(kind, attrs, tensors[inputs[1]].shape if len(inputs) > 1 else None),
         plain_product=kind == "MatMul" and not attrs.get("transpose_a", False),
         levels=int(attrs.get("levels", 0)) if kind == "FakeQuantize" else 0,
+        **_gradient_facts(kind, attrs, inputs, [tensors[tensor_id(out)] for out in op.outputs()], tensors, values),
         handle=op,
     )
+
+
+def _gradient_facts(
+    kind: str, attrs: dict[str, Any], inputs: tuple[str, ...], outputs: list[Tensor], tensors: dict[str, Tensor],
+    values: dict[str, np.ndarray],
+) -> dict[str, Any]:  # fmt: skip
+    """The typed facts the backward rules read (see :class:`Node`), from OpenVINO's attributes and constant inputs."""
+    rank = tensors[inputs[0]].rank if inputs else None
+    constant = [values.get(i) for i in inputs]
+    facts: dict[str, Any] = {}
+    if kind == "GroupConvolution":
+        weight = tensors[inputs[1]].shape
+        facts["groups"] = weight[0] if weight and isinstance(weight[0], int) else 0  # 0: unknown, refused
+    elif kind in ("MaxPool", "AvgPool"):
+        facts["pool"] = _pooling(kind, attrs)
+    elif kind in ("Softmax", "LogSoftmax", "Concat"):
+        axis = int(attrs.get("axis", 1))
+        facts["axis"] = axis % rank if rank else axis
+    elif kind in ("Split", "VariadicSplit") and constant[1] is not None:
+        axis = int(np.asarray(constant[1]).reshape(-1)[0])
+        facts["axis"] = axis % rank if rank else axis
+        sizes = [(t.shape or ())[facts["axis"]] if t.rank else None for t in outputs]
+        if all(isinstance(d, int) for d in sizes):
+            facts["split"] = tuple(sizes)
+    elif kind == "MVN":
+        facts |= {"epsilon": float(attrs.get("eps", 0.0)), "normalize_variance": bool(attrs["normalize_variance"])}
+        facts["eps_inside"] = str(attrs.get("eps_mode", "INSIDE_SQRT")).upper() == "INSIDE_SQRT"
+    elif kind == "BatchNormInference":
+        facts["epsilon"] = float(attrs.get("epsilon", 0.0))
+    elif kind == "MatMul":
+        facts["transpose_a"] = bool(attrs.get("transpose_a", False))
+    elif kind == "Clamp":
+        facts["bounds"] = (float(attrs["min"]), float(attrs["max"]))
+    elif kind == "HardSigmoid" and constant[1] is not None and constant[2] is not None:
+        facts |= {
+            "alpha": float(np.asarray(constant[1]).reshape(-1)[0]),
+            "beta": float(np.asarray(constant[2]).reshape(-1)[0]),
+        }
+    elif kind == "HSigmoid":
+        facts |= {"alpha": 1 / 6, "beta": 0.5}  # relu6(x + 3) / 6
+    elif kind == "Swish":
+        facts["beta"] = (
+            float(np.asarray(constant[1]).reshape(-1)[0]) if len(inputs) > 1 and constant[1] is not None else 1.0
+        )
+    elif kind == "Gelu":
+        facts["approximate"] = str(attrs.get("approximation_mode", "ERF")).upper() == "TANH"
+    elif kind in ("Slice", "StridedSlice"):
+        facts["slicing"] = _slicing(kind, attrs, constant, rank)
+    return facts
+
+
+def _pooling(kind: str, attrs: dict[str, Any]) -> Pooling | None:
+    """A pool's window; OpenVINO has already resolved 'same' padding into pads_begin / pads_end."""
+    kernel = tuple(int(k) for k in attrs.get("kernel", ()))
+    if len(kernel) != 2:
+        return None
+    strides, begin, end = (tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "pads_end"))
+    dilations = tuple(int(v) for v in attrs.get("dilations", (1, 1)))
+    window = Sliding(kernel, strides, begin, dilations, end)  # type: ignore[arg-type]
+    ceil = str(attrs.get("rounding_type", "floor")).lower().startswith("ceil")
+    return Pooling(window, ceil, kind == "MaxPool" or not attrs.get("exclude-pad", False))
+
+
+def _slicing(kind: str, attrs: dict[str, Any], constant: list[np.ndarray | None], rank: int | None) -> Slicing | None:
+    """A Slice's (opset 8) or StridedSlice's constant bounds; StridedSlice's masks: a set begin_mask / end_mask bit
+    means the axis' start / end; a new or shrunk axis or an ellipsis is not a plain slice (None)."""
+    if any(c is None for c in constant[1:4]):
+        return None
+    starts, ends, steps = ([int(v) for v in np.asarray(c).reshape(-1)] for c in constant[1:4])
+    if kind == "Slice":
+        axes = (
+            [int(v) for v in np.asarray(constant[4]).reshape(-1)]
+            if len(constant) > 4 and constant[4] is not None
+            else list(range(len(starts)))
+        )
+        if len(constant) > 4 and constant[4] is None:
+            return None
+    else:
+        if any(any(attrs.get(m, [])) for m in ("new_axis_mask", "shrink_axis_mask", "ellipsis_mask")):
+            return None
+        begin_mask, end_mask = list(attrs.get("begin_mask", [])), list(attrs.get("end_mask", []))
+        axes = list(range(len(starts)))
+        for k in axes:
+            if k < len(begin_mask) and begin_mask[k]:
+                starts[k] = 0 if steps[k] > 0 else -1
+            if k < len(end_mask) and end_mask[k]:
+                ends[k] = 2**62 if steps[k] > 0 else -(2**62)
+    if rank:
+        axes = [a % rank for a in axes]
+    return Slicing(tuple(starts), tuple(ends), tuple(axes), tuple(steps))
 
 
 def _sliding(kind: str, attrs: dict[str, Any], weight: tuple[Dim, ...] | None) -> Sliding | None:
@@ -273,8 +370,10 @@ def _sliding(kind: str, attrs: dict[str, Any], weight: tuple[Dim, ...] | None) -
     kernel = tuple(weight[-2:])
     if len(kernel) != 2 or len(attrs.get("strides", [])) != 2 or not all(isinstance(k, int) for k in kernel):
         return None
-    strides, pads, dilations = (tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "dilations"))
-    return Sliding(kernel, strides, pads, dilations)  # type: ignore[arg-type]
+    strides, pads, dilations, ends = (
+        tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "dilations", "pads_end")
+    )
+    return Sliding(kernel, strides, pads, dilations, ends)  # type: ignore[arg-type]
 
 
 def _pointwise(attrs: dict[str, Any], kernel: tuple[Dim, ...]) -> bool:
@@ -350,8 +449,22 @@ class OvBuilder:
             return opset.round(x[0], "half_to_even")  # ONNX Round's rule
         if op == "Shape":
             return opset3.shape_of(x[0], "i64")
-        if op == "Slice":
+        if op == "Slice" and "starts" in a:
             return opset8.slice(x[0], self._ints(a["starts"]), self._ints(a["ends"]), self._ints([1]))
+        if op == "Slice":
+            return opset8.slice(x[0], x[1], x[2], self._ints([1] * len(a["axes"])), self._ints(a["axes"]))
+        if op == "Pad":
+            half = len(a["pads"]) // 2
+            return opset12.pad(x[0], self._ints(a["pads"][:half]), self._ints(a["pads"][half:]), "constant")
+        if op == "Split":
+            return opset.variadic_split(x[0], self.constant(np.array(a["axis"], np.int64)), x[1])
+        if op == "ScatterElements":
+            axis = self.constant(np.array(a["axis"], np.int64))
+            return opset12.scatter_elements_update(x[0], x[1], x[2], axis, reduction="sum", use_init_val=True)
+        if op == "ConvTranspose":
+            return self._conv_transpose(x[0], x[1], a)
+        if op == "Conv":
+            return self._conv(x[0], x[1], a)
         if op == "Concat":
             return opset.concat(x, a["axis"])
         if op == "Cast":
@@ -385,6 +498,26 @@ class OvBuilder:
 
     def _ints(self, values: Sequence[int]) -> Any:
         return self.constant(np.array(values, dtype=np.int64))
+
+    def _conv(self, x: Any, weight: Any, a: dict[str, Any]) -> Any:
+        """ONNX Conv: Convolution, or GroupConvolution with the weight split into groups."""
+        pads = list(a["pads"])
+        args = (a["strides"], pads[:2], pads[2:], a["dilations"], "explicit")
+        if a["group"] == 1:
+            return opset.convolution(x, weight, *args)
+        per_out, per_in, kh, kw = (d.get_length() for d in weight.get_partial_shape())
+        grouped = opset.reshape(weight, self._ints([a["group"], per_out // a["group"], per_in, kh, kw]), False)
+        return opset.group_convolution(x, grouped, *args)
+
+    def _conv_transpose(self, x: Any, weight: Any, a: dict[str, Any]) -> Any:
+        """ONNX ConvTranspose: ConvolutionBackpropData, or its group form with the weight split into groups."""
+        pads = list(a["pads"])
+        args = (a["strides"], None, pads[:2], pads[2:], a["dilations"], "explicit", a["output_padding"])
+        if a["group"] == 1:
+            return opset.convolution_backprop_data(x, weight, *args)
+        per_in, per_out, kh, kw = (d.get_length() for d in weight.get_partial_shape())
+        grouped = opset.reshape(weight, self._ints([a["group"], per_in // a["group"], per_out, kh, kw]), False)
+        return opset.group_convolution_backprop_data(x, grouped, *args)
 
     def constant(self, value: np.ndarray) -> Any:
         return self._named(opset.constant(value))
@@ -433,6 +566,22 @@ class OvBuilder:
             out.get_tensor().set_names({f"{NODE_PREFIX}tail/{n}{copy}" for n in out.get_names()})
         twin.validate_and_infer_types()
         return list(twin.outputs())
+
+    def indices(self, node: Node, x: Any = None) -> Any:
+        """The original MaxPool's own indices output (opset 8 over the whole tensor, as ONNX); for an opset 1
+        MaxPool, which has none, or for ``x``, those of an opset 8 twin of the pool."""
+        op = node.handle
+        attrs = op.get_attributes()
+        own = len(op.outputs()) > 1 and attrs.get("axis", 0) == 0 and attrs.get("index_element_type") == "i64"
+        if x is None and own:
+            return op.output(1)
+        source = op.input_value(0) if x is None else x
+        twin = opset8.max_pool(
+            source, attrs["strides"], attrs.get("dilations", [1, 1]), attrs["pads_begin"], attrs["pads_end"],
+            attrs["kernel"], attrs.get("rounding_type", "floor"), "explicit", "i64", 0,
+        )  # fmt: skip
+        self._named(twin)
+        return twin.output(1)
 
     def output(self, x: Any, name: str, shape: Sequence[Dim]) -> None:
         x.get_tensor().set_names({name})

@@ -14,7 +14,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 
-from ovxai.graph.view import Dim, Node
+from ovxai.graph.view import Dim, Node, Sliding
 
 T = TypeVar("T")
 END = 2**62  # "to the end" for slices
@@ -61,6 +61,12 @@ class Builder(Protocol[T]):
 
     def output(self, x: T, name: str, shape: Sequence[Dim]) -> None:
         """Expose ``x`` as a model output named ``name``; ``shape`` is what the hook knows of it."""
+        ...
+
+    def indices(self, node: Node, x: T | None = None) -> T:
+        """An original MaxPool's argmax, as ONNX's ``Indices`` output: int64 positions in its input flattened
+        whole (batch and channels included), the first maximum of each window where several are equal. ``x``:
+        the argmax of the same pool applied to ``x`` (a copy's input) instead of the original's own."""
         ...
 
     def finish(self) -> Any:
@@ -142,11 +148,13 @@ class Ops(Generic[T]):
 
     # -- element-wise ------------------------------------------------------------------------------
 
-    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Greater", "Equal"], a: T, b: T) -> T:
+    def binary(self, op: Literal["Add", "Sub", "Mul", "Div", "Pow", "Greater", "Equal"], a: T, b: T) -> T:
         """Element-wise with broadcasting; Greater and Equal give booleans."""
         return self._one(op, a, b)
 
-    def unary(self, op: Literal["Abs", "Floor", "Relu", "Sigmoid", "Round"], x: T) -> T:
+    def unary(
+        self, op: Literal["Abs", "Floor", "Relu", "Sigmoid", "Round", "Exp", "Erf", "Tanh", "Sqrt", "Neg"], x: T
+    ) -> T:
         """Element-wise; Round rounds half to even."""
         return self._one(op, x)
 
@@ -182,6 +190,27 @@ class Ops(Generic[T]):
         """numpy ``take_along_axis`` (ONNX GatherElements); ``indices`` has ``x``'s rank."""
         return self._one("GatherElements", x, indices, axis=axis)
 
+    def crop(self, x: T, starts: T, ends: T, axes: Sequence[int]) -> T:
+        """``x[starts:ends]`` along ``axes``, bounds given as 1-D int64 tensors (known only at run time)."""
+        return self._one("Slice", x, starts, ends, axes=list(axes))
+
+    def pad(self, x: T, begins: Sequence[int], ends: Sequence[int]) -> T:
+        """``x`` with zeros added before and after each axis (one count per axis of ``x``)."""
+        return self._one("Pad", x, pads=[*begins, *ends])
+
+    def split(self, x: T, sizes: T, axis: int, count: int) -> list[T]:
+        """``x`` cut along ``axis`` into ``count`` parts of ``sizes`` (1-D int64, known only at run time)."""
+        return self.builder.node("Split", [x, sizes], outputs=count, axis=axis)
+
+    def scatter_add(self, data: T, indices: T, updates: T, axis: int) -> T:
+        """``data`` with each of ``updates`` added at its index along ``axis`` (ONNX ScatterElements, reduction
+        add: an index given twice gets both)."""
+        return self._one("ScatterElements", data, indices, updates, axis=axis, reduction="add")
+
+    def indices(self, node: Node, x: T | None = None) -> T:
+        """An original MaxPool's argmax positions, or those of the same pool on ``x`` (see :meth:`Builder.indices`)."""
+        return self.builder.indices(node, x)
+
     # -- products and reductions -------------------------------------------------------------------
 
     def matmul(self, a: T, b: T) -> T:
@@ -191,9 +220,30 @@ class Ops(Generic[T]):
     def softmax(self, x: T, axis: int) -> T:
         return self._one("Softmax", x, axis=axis)
 
-    def reduce(self, op: Literal["ReduceMin", "ReduceMax", "ReduceSum"], x: T, axis: int) -> T:
+    def reduce(self, op: Literal["ReduceMin", "ReduceMax", "ReduceSum", "ReduceMean"], x: T, axis: int) -> T:
         """Reduction over one axis, keeping it (size 1)."""
         return self._one(op, x, axes=[axis], keepdims=1)
+
+    def reduce_axes(self, op: Literal["ReduceSum", "ReduceMean"], x: T, axes: Sequence[int]) -> T:
+        """Reduction over several axes, keeping them (size 1)."""
+        return self._one(op, x, axes=list(axes), keepdims=1)
+
+    def conv(self, x: T, weight: T, groups: int, window: Sliding) -> T:
+        """The 2-D convolution of ``x`` with ``weight`` (C_out, C_in / groups, kh, kw), strides, pads and dilations
+        from ``window``."""
+        pads = [*window.pads, *window.ends]
+        return self._one(
+            "Conv", x, weight, group=groups, strides=list(window.strides), pads=pads, dilations=list(window.dilations)
+        )
+
+    def conv_transpose(self, x: T, weight: T, groups: int, window: Sliding, output_padding: Sequence[int]) -> T:
+        """The transposed 2-D convolution of ``x`` with ``weight`` (C_in, C_out / groups, kh, kw), strides, pads
+        (cropped from the output) and dilations from ``window``; ``output_padding`` extends the output's end."""
+        pads = [*window.pads, *window.ends]
+        return self._one(
+            "ConvTranspose", x, weight, group=groups, strides=list(window.strides), pads=pads,
+            dilations=list(window.dilations), output_padding=list(output_padding),
+        )  # fmt: skip
 
     def topk(self, x: T, k: int) -> T:
         """int64 indices of the ``k`` largest values along the last axis, largest first."""

@@ -8,18 +8,34 @@ weight, the copies run only the selected classes' rows of it: K' of 1000 columns
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from ovxai.hook.paths.path import ClassAxis, Site
-from ovxai.hook.tail import Classifier, final_classifier, tail_logits
+from ovxai.graph.ops import Ops
+from ovxai.graph.view import GraphView
+from ovxai.hook.options import HookOptions
+from ovxai.hook.paths.path import ClassAxis
+from ovxai.hook.tail import Classifier, TailPlan, final_classifier, tail_logits
 
 T = TypeVar("T")
+
+
+class Chooser(Protocol[T]):
+    """What the class selection reads of its hook (:class:`~ovxai.hook.saliency.SaliencyHook`)."""
+
+    ops: Ops[T]
+    graph: GraphView
+    tail: TailPlan
+    options: HookOptions
+    batch: T  # 1-element int64 tensors: B and N
+    n: T
+
+    def per_image(self, classes: T, class_axis: ClassAxis) -> T: ...
 
 
 class ClassSelection(Generic[T]):
     """The selected classes of one hook, emitted once when first read."""
 
-    def __init__(self, hook: Site[T]) -> None:
+    def __init__(self, hook: Chooser[T]) -> None:
         self.hook = hook
         self.selection = hook.options.selection
         self._chosen: T | None = None
@@ -58,12 +74,11 @@ class ClassSelection(Generic[T]):
         found = final_classifier(hook.graph, hook.tail.nodes, tail_logits(hook.graph, hook.tail))
         return None if found is None or found.product.name in replaced else found
 
-    def pruned_scores(self, classifier: Classifier) -> T:
-        """The copies' logits of the selected classes only: (B*N, D) rows times those classes' weight rows."""
+    def pruned_scores(self, classifier: Classifier, rows: T) -> T:
+        """The copies' logits of the selected classes only: their (B*N, D) ``rows`` times those classes' weight
+        rows."""
         hook = self.hook
         ops, product, chosen = hook.ops, classifier.product, self.chosen()
-        rows = hook.input(product.inputs[0])
-        assert rows is not None
         weight = ops.gather(ops.tensor(product.inputs[1]), chosen, 0 if product.transpose_b else 1)
         per_image = self.selection.top is not None
         if per_image:  # (B, N, D) @ (B, D, K')

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ovxai.graph.macs import node_macs
-from ovxai.graph.view import GraphView
+from ovxai.graph.macs import macs, node_macs
+from ovxai.graph.view import GraphView, Kind
+from ovxai.hook.gradient.backward import BackwardPlan
 from ovxai.hook.options import HookOptions
 from ovxai.hook.paths import CNN_PATHS, VIT_PATHS, Choice, choose
 from ovxai.hook.tail import TailPlan, final_classifier, tail_logits
@@ -33,3 +34,14 @@ def choice_macs(
         return total
     n = cut.grid[0] * cut.grid[1] if isinstance(cut, TokenPlan) else tail.positions(graph)
     return total - n * node_macs(graph, classifier.product) * (classifier.classes - selected) // classifier.classes  # type: ignore[operator]
+
+
+def backward_macs(graph: GraphView, plan: BackwardPlan) -> int:
+    """MACs per image and explained class of a gradient method's backward: each product's transpose costs what the
+    product does (a convolution's transposed convolution, a linear layer's product with its weight), twice for a
+    product of two activations (both operands get a gradient)."""
+    total = macs(graph, plan.nodes)
+    for node in plan.nodes:
+        if node.op == "MatMul" and all(graph.kind.get(i) is Kind.ACTIVATION for i in node.inputs):
+            total += node_macs(graph, node)
+    return total

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ovxai.conventions import CLASSES_OUTPUT, FEATURE_OUTPUT, SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError
 from ovxai.graph.ops import END, Ops
-from ovxai.graph.view import SHAPE_OPS, Dim, GraphView, Kind, Node
-from ovxai.hook.classes import ClassSelection
+from ovxai.graph.view import SHAPE_OPS, GraphView, Kind, Node
 from ovxai.hook.masks import mask_matrix
 from ovxai.hook.options import HookOptions
 from ovxai.hook.paths.path import ClassAxis
+from ovxai.hook.saliency import SaliencyHook
 from ovxai.hook.tail import TailPlan
 
 if TYPE_CHECKING:
@@ -37,23 +36,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class ReciproCamHook(Generic[T]):
+class ReciproCamHook(SaliencyHook[T]):
     """Builds the saliency branch for one tail through ``ops``, with the copies of the chosen path."""
 
     def __init__(self, ops: Ops[T], graph: GraphView, tail: TailPlan, options: HookOptions, choice: Choice[Any]):
-        self.ops, self.graph, self.tail, self.options, self.choice = ops, graph, tail, options, choice
-        self.t = ops.tensor(tail.target)
-        self.t_shape = ops.shape(self.t)
-        self.batch = ops.slice(self.t_shape, 0, 1)
-        self.h, self.w, self.n = self._geometry()
+        self.choice = choice
+        super().__init__(ops, graph, tail, options)
         self.values: dict[str, T] = {}  # original tensor name -> its counterpart for all B*N copies
         self.lazy: dict[str, Callable[[], T]] = {}
-        self.classes: ClassSelection[T] = ClassSelection(self)
-
-    def _geometry(self) -> tuple[T, T, T]:
-        """H, W and N of the copies' map, as 1-element int64 tensors read from T's runtime shape."""
-        h, w = self.ops.slice(self.t_shape, 2, 3), self.ops.slice(self.t_shape, 3, 4)
-        return h, w, self.ops.binary("Mul", h, w)
 
     @cached_property
     def channels(self) -> T:
@@ -81,8 +71,10 @@ class ReciproCamHook(Generic[T]):
             if classifier is None:
                 saliency = self._saliency(self.values[self._logits()])
             else:
-                saliency = self._saliency(self.classes.pruned_scores(classifier), selected=True)
-        self._outputs(saliency, copies.pool)
+                rows = self.input(classifier.product.inputs[0])
+                assert rows is not None
+                saliency = self._saliency(self.classes.pruned_scores(classifier, rows), selected=True)
+        self.outputs(saliency, copies.pool)
         return saliency
 
     def _copy_tail(self, replaced: set[str], special: Callable[[Node], list[T] | None] | None) -> None:
@@ -166,11 +158,6 @@ class ReciproCamHook(Generic[T]):
             return final.inputs[0]
         return self.tail.prediction
 
-    def per_image(self, classes: T, class_axis: ClassAxis) -> T:
-        """The shape of one image's scores: (B, N, classes) rows or (B, classes, N) columns."""
-        dims = [self.batch, self.n, classes] if class_axis == 2 else [self.batch, classes, self.n]
-        return self.ops.concat(dims)
-
     def _saliency(self, scores: T, selected: bool = False, class_axis: ClassAxis = 2) -> T:
         """(B*N, K...) rows of scores (``class_axis`` 2) or (B, K, N) class-major ones (1) -> (B, K, H, W) maps,
         min-max normalised per image and class; ``selected``: the scores are the selected classes' already."""
@@ -183,36 +170,4 @@ class ReciproCamHook(Generic[T]):
         maps = per_image if selected else self.classes.scores(per_image, class_axis)
         if class_axis == 2:
             maps = ops.transpose(maps, [0, 2, 1])  # (B, K', N)
-        low = ops.reduce("ReduceMin", maps, 2)
-        span = ops.binary("Sub", ops.reduce("ReduceMax", maps, 2), low)
-        # A constant map has span 0 and maps - low == 0 everywhere: dividing by 1 gives zeros, not NaN.
-        span = ops.where(ops.binary("Greater", span, ops.f32(0.0)), span, ops.f32(1.0))
-        maps = ops.binary("Div", ops.binary("Sub", maps, low), span)
-        maps = ops.reshape(maps, ops.concat([self.batch, ops.i64([-1]), self.h, self.w]))
-        if self.options.saliency_dtype == "uint8":
-            maps = ops.cast(ops.unary("Round", ops.binary("Mul", maps, ops.f32(255.0))), "uint8")
-        return maps
-
-    # -- outputs ----------------------------------------------------------------------------------
-
-    def map_size(self) -> tuple[Dim, Dim]:
-        """H and W of the maps as the output declares them (names where they vary)."""
-        target = self.graph.tensor(self.tail.target).shape or (None,) * 4
-        return target[2] or "height", target[3] or "width"
-
-    def _outputs(self, saliency: T, pool: Node | None) -> None:
-        """``saliency_map`` (B, K, H, W), ``saliency_classes`` (B, K') where explain picks classes, and
-        ``feature_vector`` (B, C), the original path's pooled features, where the copies ended at a global ``pool``
-        (the embedding OpenVINO's Model API exposes)."""
-        ops = self.ops
-        prediction = self.graph.tensor(self.tail.prediction).shape or (None, None)
-        batch = (self.graph.tensor(self.tail.target).shape or (None,))[0] or prediction[0] or "batch"
-        count = self.classes.selection.count(prediction[1]) or "classes"
-        ops.output(saliency, SALIENCY_OUTPUT, (batch, count, *self.map_size()))
-        if self.classes.ids is not None:
-            ops.output(self.classes.ids, CLASSES_OUTPUT, (batch, count))
-        if pool is not None:
-            channels = ops.slice(ops.shape(ops.tensor(pool.inputs[0])), 1, 2)
-            features = ops.reshape(ops.tensor(pool.outputs[0]), ops.concat([self.batch, channels]))
-            source = self.graph.tensor(pool.inputs[0]).shape or (None, None)
-            ops.output(features, FEATURE_OUTPUT, (batch, source[1] or "channels"))
+        return self.normalised(maps)

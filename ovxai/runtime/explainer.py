@@ -74,6 +74,7 @@ class Explainer:
         self.score = score
         self.probabilities = probabilities  # None: not recorded at export, guessed from the values
         self.explained = explained  # which classes the model maps (recorded at export): all, topK or ids
+        self.method = session.info.method or "recipro"  # what computes the maps (recorded at export)
         self.static_batch = session.input_shape[0]
         self.reader = Reader(self.prediction, self.num_classes, self.labels, score, probabilities, explained)
 

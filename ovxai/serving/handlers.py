@@ -158,6 +158,7 @@ class Handlers:
                 "labels": bool(self._explainer.labels),
                 "input_size": list(self._explainer.preprocessing.size),
                 "preprocessing": self._explainer.describe_preprocessing(),
+                "method": self._explainer.method,
             }
         return answer
 

@@ -254,3 +254,44 @@ def test_the_summary_names_saliency_classes_only_when_the_model_has_them(resnet:
         printed = capsys.readouterr().out
         outputs = [o.name for o in onnx.load(str(out)).graph.output]
         assert ("saliency_classes" in printed) == ("saliency_classes" in outputs) == listed, printed
+
+
+def test_gradient_methods_export_inspect_and_explain(
+    resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "g.xml"
+    argv = [
+        "export",
+        "-m",
+        str(resnet),
+        "-o",
+        str(out),
+        "--layer",
+        "layer3",
+        "--method",
+        "gradcam++",
+        "--explain",
+        "top1",
+    ]
+    assert main([*argv, "--mean", "0", "--scale", "255"]) == 0
+    printed = capsys.readouterr().out
+    assert "hook     gradcam++: the tail's backward in the graph, score logits (differentiated)" in printed
+    assert main(["inspect", "--model", str(out)]) == 0
+    assert "method   gradcam++, score logits, explains top1 classes" in capsys.readouterr().out
+    photos = Path(__file__).resolve().parents[2] / "samples/photos"
+    assert main(["explain", "-m", str(out), "-i", str(photos / "coffee.jpg"), "-o", str(tmp_path / "e")]) == 0
+    assert "maps: gradcam++, score logits" in capsys.readouterr().out
+    assert main(["inspect", "--model", str(resnet)]) == 0
+    printed = capsys.readouterr().out
+    assert "backward" in printed and "gradient methods at layer4 (--method gradcam, " in printed
+    ig = ["export", "-m", str(resnet), "-o", str(tmp_path / "i.onnx"), "--method", "integrated-gradcam"]
+    err = _fails(capsys, *ig)
+    assert "integrates from a black image" in err and "give --mean and --scale" in err
+    assert not (tmp_path / "i.onnx").exists()
+    wrong = ["export", "-m", str(resnet), "-o", str(tmp_path / "w.onnx")]
+    assert "--steps applies to --method integrated-gradcam, not gradcam" in _fails(
+        capsys, *wrong, "--method", "gradcam", "--steps", "4"
+    )
+    assert "--mask gaussian applies to Recipro-CAM's masked copies" in _fails(
+        capsys, *wrong, "--method", "layercam", "--mask", "gaussian"
+    )

@@ -344,6 +344,7 @@ def test_explain_endpoints_answer_maps_with_real_timings(server: Server, patched
     assert status == 404
     info = json.loads(request(f"{server.base}/v1/info")[2])
     assert info["model"] == "resnet_xai" and info["classes"] == 10 and info["max_batch_size"] == 4
+    assert info["method"] == "recipro"
 
 
 # -- the runtime as a client -----------------------------------------------------------------------------

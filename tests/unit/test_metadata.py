@@ -57,6 +57,12 @@ def test_metadata_entries_round_trip_exactly() -> None:
     assert back.labels == LABELS and back.mean == (123.675, 0.1, 1 / 3) and back.scale[2] == 1e-7
     bgr = ModelInfo(channel_order="bgr", probabilities=True, score="logits")
     assert ModelInfo.from_entries(bgr.entries()) == bgr
+    integrated = ModelInfo(method="integrated-gradcam", steps=12, score="logits")
+    assert (integrated.entries()[("ovxai", "method")], integrated.entries()[("ovxai", "steps")]) == (
+        "integrated-gradcam",
+        "12",
+    )
+    assert ModelInfo.from_entries(integrated.entries()) == integrated
     assert ModelInfo.from_entries(ModelInfo().entries()) == ModelInfo()
 
 
@@ -84,6 +90,7 @@ def test_metadata_from_model_api_keys_only() -> None:
         ({"channel_order": "rbg"}, "unknown channel_order= 'rbg'; use one of: rgb, bgr"),
         ({"score": "probability"}, "unknown score= 'probability'; use one of: softmax, logits, sigmoid"),
         ({"labels": ()}, "labels= is empty"),
+        ({"method": "gradcampp"}, "unknown method= 'gradcampp'; use one of: recipro, gradcam, gradcam++"),
     ],
 )
 def test_metadata_validation(changes: dict[str, Any], message: str) -> None:

@@ -30,7 +30,7 @@ from ovxai.errors import OvxaiError
 from ovxai.formats.onnx import ONNX
 from ovxai.formats.openvino import OPENVINO
 from ovxai.graph.macs import macs, node_macs
-from ovxai.graph.view import GraphView, Kind, scope_from_name
+from ovxai.graph.view import GraphView, Kind, Pooling, Slicing, Sliding, scope_from_name
 from ovxai.hook.tail import plan_tail
 from ovxai.hook.target import candidates, resolve
 
@@ -336,3 +336,59 @@ def test_openvino_scopes_of_a_biased_conv_match_onnx(tmp_path: Path) -> None:
     ov_view = OPENVINO.view(OPENVINO.convert(path))
     assert [c.layer for c in candidates(ONNX.view(model), "logits")] == ["conv1", "relu", "layer4"]
     assert [c.layer for c in candidates(ov_view, "logits")] == ["conv1", "relu", "layer4"]
+
+
+def _backward_facts_model() -> onnx.ModelProto:
+    """One op of each kind whose backward rule reads typed facts, in ONNX's spelling of their attributes."""
+    ints = {"halves": np.array([3, 5]), "starts": np.array([1]), "ends": np.array([7]), "axis": np.array([1]),
+            "mean_axes": np.array([1, 2])}  # fmt: skip
+    floats = {"lo": np.array(0, np.float32), "hi": np.array(6, np.float32), "g": np.ones(8, np.float32),
+              "b": np.zeros(8, np.float32), "ln_g": np.full(6, 2, np.float32)}  # fmt: skip
+    floats["ln_b"] = np.zeros(6, np.float32)
+    nodes = [
+        onnx_node("Conv", ["x", "w"], ["c"], "/conv", group=2, strides=[2, 2], pads=[1, 0, 1, 1]),
+        onnx_node("BatchNormalization", ["c", "g", "b", "b", "g"], ["bn"], "/bn", epsilon=1e-3),
+        onnx_node("Clip", ["bn", "lo", "hi"], ["clipped"], "/clip"),
+        onnx_node("HardSigmoid", ["clipped"], ["hs"], "/hsig", alpha=1 / 6, beta=0.5),
+        onnx_node(
+            "MaxPool", ["hs"], ["mp"], "/max", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1
+        ),
+        onnx_node("AveragePool", ["mp"], ["ap"], "/avg", kernel_shape=[2, 2], pads=[1, 1, 0, 0], count_include_pad=0),
+        onnx_node("Split", ["ap", "halves"], ["s1", "s2"], "/split", axis=1),
+        onnx_node("Concat", ["s2", "s1"], ["cc"], "/cat", axis=1),
+        onnx_node("Slice", ["cc", "starts", "ends", "axis"], ["sl"], "/slice"),
+        onnx_node("Transpose", ["sl"], ["tr"], "/nhwc", perm=[0, 2, 3, 1]),
+        onnx_node("LayerNormalization", ["tr", "ln_g", "ln_b"], ["ln"], "/ln", axis=-1, epsilon=1e-5),
+        onnx_node("Gelu", ["ln"], ["ge"], "/gelu", approximate="tanh"),
+        onnx_node("Softmax", ["ge"], ["sm"], "/softmax", axis=-1),
+        onnx_node("ReduceMean", ["sm", "mean_axes"], ["rm"], "/mean", keepdims=0),
+        onnx_node("Gemm", ["rm", "w_fc"], ["logits"], "/fc", transB=1, alpha=0.5),
+    ]
+    weights = {"w": random_weights(8, 2, 3, 3), "w_fc": random_weights(5, 6, seed=1), **ints, **floats}
+    return onnx_model(nodes, {"x": (1, 4, 16, 16)}, ["logits"], weights, opset=20)
+
+
+def test_backward_facts_through_both_adapters(tmp_path: Path) -> None:
+    """Each adapter reads its format's attributes into the same typed facts (OpenVINO names the ops differently,
+    resolves pads itself, folds the BatchNorm and LayerNorm's affine part, and turns Gemm into MatMul)."""
+    model = _backward_facts_model()
+    onnx.save(model, str(tmp_path / "facts.onnx"))
+    for graph in (ONNX.view(model), OPENVINO.view(OPENVINO.convert(tmp_path / "facts.onnx"))):
+        by_op = {n.op: n for n in graph.nodes}
+        conv = by_op["Conv"]
+        assert conv.groups == 2 and conv.sliding == Sliding((3, 3), (2, 2), (1, 0), (1, 1), (1, 1))
+        assert by_op["Clip"].bounds == (0.0, 6.0)
+        assert (round(by_op["HardSigmoid"].alpha, 6), by_op["HardSigmoid"].beta) == (round(1 / 6, 6), 0.5)
+        assert by_op["MaxPool"].pool == Pooling(Sliding((3, 3), (2, 2), (1, 1), (1, 1), (1, 1)), ceil=True)
+        assert by_op["AveragePool"].pool == Pooling(Sliding((2, 2), (1, 1), (1, 1), (1, 1), (0, 0)), counts_pads=False)
+        split = by_op.get("Split") or by_op["VariadicSplit"]
+        assert (split.axis, split.split) == (1, (3, 5))
+        assert by_op["Concat"].axis == 1 and by_op["Softmax"].axis == 3
+        assert by_op["Slice"].slicing == Slicing((1,), (7,), (1,), (1,))
+        assert by_op["Gelu"].approximate
+        norm = by_op.get("LayerNormalization") or by_op["MeanVarianceNormalization"]
+        assert norm.axes == (3,) and norm.epsilon == pytest.approx(1e-5)
+        assert by_op["ReduceMean"].axes == (1, 2) and not by_op["ReduceMean"].keepdims
+    assert ONNX.view(model).nodes[1].epsilon == pytest.approx(1e-3)
+    gemm = next(n for n in ONNX.view(model).nodes if n.op == "Gemm")
+    assert (gemm.alpha, gemm.transpose_b, gemm.transpose_a) == (0.5, True, False)
