@@ -35,6 +35,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("slow")
 
 
+@pytest.fixture(autouse=True)
+def _signal_stack_kept() -> object:
+    """Tests compile with OpenVINO directly too: each ends with the thread's own signal stack back in place,
+    so that a Core released later cannot leave a freed one under the signal tests' handlers
+    (``ovxai.interrupts.keep_signal_stack`` says why)."""
+    yield
+    from ovxai.interrupts import keep_signal_stack
+
+    keep_signal_stack()
+
+
 def _arch() -> ModuleType:
     """The repo's model recipes (models/architectures.py), which need torch: skip the test without it."""
     pytest.importorskip("torch")

@@ -19,6 +19,7 @@ from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
 from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
+from ovxai.interrupts import keep_signal_stack
 from ovxai.metadata import Entries, ModelInfo, read_openvino
 
 try:
@@ -199,6 +200,7 @@ def run_once(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
     weights = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else None
     model = ov.Core().read_model(os.fspath(path), None if weights is None else os.fspath(weights))
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    keep_signal_stack()
     result = compiled(x)
     return {tensor_id(out): np.asarray(result[out]) for out in compiled.outputs}
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ovxai.conventions import HOOK_OUTPUTS
 from ovxai.errors import OvxaiError, engine_reason
+from ovxai.interrupts import keep_signal_stack
 from ovxai.metadata import ModelInfo, read_onnxruntime, read_openvino, read_parameters
 
 K = TypeVar("K")
@@ -161,6 +162,7 @@ class OpenVinoSession:
             raise OvxaiError(
                 f"cannot compile the model for {device}: {engine_reason(exc)}", _device_hint(device)
             ) from None
+        keep_signal_stack()
         self.request = self.compiled.create_infer_request()
         self.optimal_requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.device = device
