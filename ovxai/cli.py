@@ -700,7 +700,7 @@ def _inspect(args: argparse.Namespace) -> int:
     print("hook cost = extra MACs per image relative to the model: Recipro-CAM (one-hot mask) on the path the export")
     print("takes: mean / linear (closed forms), windows (each copy computed only where it differs), mosaic (N copies")
     print("of the tail); backward = a gradient method's, per explained class ('-': it cannot differentiate the tail);")
-    print("* = default")
+    print("the default target is marked *")
     print(f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} {'backward':>9}  tensor")
     for cand in found:
         tail = plan_tail(graph, cand.tensor, prediction)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 
 import openvino as ov  # noqa: E402
 import torch  # noqa: E402
@@ -114,7 +114,7 @@ def torch_method(
             return ig.raw(xt, cls)
 
         return integrated
-    import zoo
+    from models import zoo
 
     zoo.torchvision()
     import pytorch_grad_cam

@@ -1,6 +1,6 @@
 """Hugging Face ``transformers`` image classifiers through the three torch routes (issue 19).
 
-Each model (tests/hf_zoo.py: the library's own classes from small configs, random weights) is written by
+Each model (models/hf.py: the library's own classes from small configs, random weights) is written by
 ``torch.onnx.export`` (legacy TorchScript and dynamo) and ``ov.convert_model(module)``, then patched by
 ``ovxai.export`` with the automatic target. Every cell either exports with the model's expected target and path
 (the same on every route), the prediction output bit-identical to the plain model's in the same engine and the

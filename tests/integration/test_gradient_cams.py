@@ -1,4 +1,4 @@
-"""The gradient CAMs exported into the graph, on real architectures (random weights, tests/zoo.py), against the
+"""The gradient CAMs exported into the graph, on real architectures (random weights, models/zoo.py), against the
 reference implementations on the same weights: pytorch-grad-cam for Grad-CAM, Grad-CAM++, XGrad-CAM and LayerCAM,
 tools/eval's Integrated Grad-CAM (tests/oracle.py), through ONNX Runtime and OpenVINO (f32), batch 2.
 
@@ -24,11 +24,11 @@ for _package in ("torchvision", "timm", "pytorch_grad_cam"):
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"the gradient matrix needs {_package} (the dev extra)", allow_module_level=True)
 
-import zoo
 from conftest import build_net
 from oracle import gradient_reference, normalised
 from runners import run
 
+from models import zoo
 from ovxai import HookOptions, export
 from ovxai.exporter.from_torch import to_onnx
 from ovxai.formats.openvino import OPENVINO
@@ -97,7 +97,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def _cells() -> list[Any]:
     cells = []
     for c, case in enumerate(CASES):
-        for j, (target, backend) in enumerate((t, b) for t in case.targets for b in BACKENDS):
+        pairs = [(t, b) for t in case.targets for b in BACKENDS]
+        if case.slow:  # the heavy networks: each target on one engine, the engines alternating
+            pairs = [(case.targets[0], BACKENDS[c % 2]), (case.targets[1], BACKENDS[(c + 1) % 2])]
+        for j, (target, backend) in enumerate(pairs):
             method = case.methods[(c + j) % len(case.methods)]
             marks = [pytest.mark.slow] if case.slow else []
             name = f"{case.model}-{target}-{backend}-{method}"
