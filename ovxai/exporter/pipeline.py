@@ -141,12 +141,16 @@ def load_model(
     image = graph.image_input()
     current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
     shape = _wanted_shape(current, input_shape, static_batch, dynamic_size)
+    if shape != current:
+        if isinstance(current[0], int) and not isinstance(shape[0], int):
+            fmt.rewrite_reshapes(model, plan_free_batch(graph))  # batch sizes baked into Reshape targets
+        fmt.set_input_shape(model, image, shape)
+    # With its final input shape, the model's static shape arithmetic becomes constants: every tool's
+    # spelling of the same network gives the same view (and the engine no early shapes to reuse).
+    fmt.fold_static_shapes(model)
+    graph = fmt.view(model)
     if shape == current:
         return LoadedModel(fmt, model, graph)
-    if isinstance(current[0], int) and not isinstance(shape[0], int):
-        fmt.rewrite_reshapes(model, plan_free_batch(graph))  # batch sizes baked into Reshape targets
-    fmt.set_input_shape(model, image, shape)
-    graph = fmt.view(model)
     if isinstance(current[0], int) and not isinstance(shape[0], int):
         for out in graph.outputs:
             dims = graph.tensor(out).shape

@@ -45,6 +45,11 @@ class Format(Protocol):
         """The format-neutral view: nodes with ONNX op names and typed attributes, shapes, constants."""
         ...
 
+    def fold_static_shapes(self, model: Any) -> None:
+        """Replace the values computed from shapes that the model's fixed dimensions determine by constants
+        (the engine would fold them when compiling; the prediction does not change)."""
+        ...
+
     def set_input_shape(self, model: Any, name: str, dims: Sequence[int | str]) -> None:
         """Pin (ints) or free (names) the dimensions of input ``name``; later views see the new shapes."""
         ...

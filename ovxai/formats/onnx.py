@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import heapq
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,9 @@ MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
 _SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes) and the skeleton
+_FOLDED_MAX = 4096  # elements: the largest value the static-shape folding computes (shape arithmetic is small)
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                         "Bernoulli", "Dropout"})  # fmt: skip
 
 
 class OnnxFormat:
@@ -79,6 +83,22 @@ class OnnxFormat:
             nodes.append(_node(proto, proto.name or f"{proto.op_type}_{i}", tensors, values))
         feeds = [i.name for i in model.graph.input if i.name not in constants]
         return GraphView(nodes, tensors, feeds, [o.name for o in model.graph.output], constants, values=values)
+
+    def fold_static_shapes(self, model: onnx.ModelProto) -> None:
+        """Replace every value computed from shapes that the model's fixed dimensions determine by an initializer
+        of the same name (the nodes that computed it leave the graph); ONNX Runtime folds the same at load."""
+        folded = _static_shape_values(model)
+        if not folded:
+            return
+        graph = model.graph
+        produced_by_folding = [n for n in graph.node if n.output and all(o in folded or not o for o in n.output)]
+        gone = {id(n) for n in produced_by_folding}
+        kept = [n for n in graph.node if id(n) not in gone]
+        read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
+        del graph.node[:]
+        graph.node.extend(kept)
+        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
+        del graph.value_info[:]  # re-inferred from the constants
 
     def set_input_shape(self, model: onnx.ModelProto, name: str, dims: Sequence[int | str]) -> None:
         image = next(i for i in model.graph.input if i.name == name)
@@ -177,7 +197,9 @@ def _set_dim(dim: onnx.TensorShapeProto.Dimension, value: int | str) -> None:
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def _infer_shapes(model: onnx.ModelProto, any_batch: bool = False) -> onnx.ModelProto:
+    """Shapes by ONNX shape inference on a weightless skeleton; ``any_batch``: with every input's first
+    dimension (the batch) symbolic, so that no inferred value depends on the batch size."""
     # Weights only matter to shape inference through their shapes, and dropping them keeps the
     # skeleton far below protobuf's 2 GB limit; small ones stay (Reshape targets, axes, ...).
     skeleton = onnx.ModelProto()
@@ -188,7 +210,15 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(model.graph.node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
+    if any_batch:
+        for info in graph.input:
+            dims = info.type.tensor_type.shape.dim
+            if dims:
+                _set_dim(dims[0], "ovxai_any_batch")
+        for info in graph.output:
+            info.type.tensor_type.ClearField("shape")  # declared with the fixed batch: let inference say
+    else:
+        graph.value_info.extend(model.graph.value_info)
     declared = {i.name for i in graph.input}
     for init in model.graph.initializer:
         if int(np.prod(init.dims)) <= _SMALL_CONSTANT:
@@ -199,6 +229,70 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise OvxaiError(f"ONNX shape inference failed: {engine_reason(exc)}", "check the model") from None
+
+
+def _static_shape_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Values computed from tensors' shapes that are fixed given the model's static dimensions (a Shape of a
+    tensor whose read dimensions are all known, and arithmetic on such values and small constants), by
+    name: each node is evaluated with ONNX's reference implementation of its opset's operator."""
+    inferred = _infer_shapes(model, any_batch=True)
+    shapes = {i.name: _tensor(i).shape for i in [*inferred.graph.input, *inferred.graph.value_info]}
+    known: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims)) <= _FOLDED_MAX:
+            known[init.name] = numpy_helper.to_array(init)
+    folded: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = _constant_node_value(node)
+            if value is not None and value.size <= _FOLDED_MAX:
+                known[node.output[0]] = value
+            continue
+        if node.domain not in ("", "ai.onnx") or node.op_type in _RANDOM_OPS:
+            continue
+        if node.op_type in ("Shape", "Size"):
+            values = _shape_value(node, shapes.get(node.input[0]))
+        elif any(i in folded for i in node.input) and all(not i or i in known for i in node.input):
+            values = _evaluated(node, [known[i] if i else None for i in node.input], model.opset_import)
+        else:
+            continue
+        if values is None or any(v.size > _FOLDED_MAX for v in values):
+            continue
+        for name, value in zip(node.output, values, strict=False):
+            if name:
+                known[name] = folded[name] = value
+    return folded
+
+
+def _shape_value(node: onnx.NodeProto, shape: tuple[Dim, ...] | None) -> list[np.ndarray] | None:
+    """Shape (start/end attributes) or Size of a tensor, where the dimensions it reads are all known."""
+    if shape is None:
+        return None
+    if node.op_type == "Size":
+        return [np.array(math.prod(shape), np.int64)] if all(isinstance(d, int) for d in shape) else None  # type: ignore[arg-type]
+    attrs = {a.name: a.i for a in node.attribute}
+    dims = shape[attrs.get("start", 0) : attrs.get("end", len(shape))]
+    return [np.array(dims, np.int64)] if all(isinstance(d, int) for d in dims) else None
+
+
+def _evaluated(
+    node: onnx.NodeProto, inputs: list[np.ndarray | None], opsets: Sequence[onnx.OperatorSetIdProto]
+) -> list[np.ndarray] | None:
+    """One node's outputs on constant inputs, by ONNX's reference evaluator (None where it cannot run it)."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: value for name, value in zip(node.input, inputs, strict=True) if name and value is not None}
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in feeds.items()],
+        [helper.make_empty_tensor_value_info(o) for o in node.output if o],
+    )
+    try:
+        results = ReferenceEvaluator(helper.make_model(graph, opset_imports=list(opsets))).run(None, feeds)
+    except Exception:  # an operator the reference evaluator lacks, or inputs it refuses: not folded
+        return None
+    return [np.asarray(r) for r in results]
 
 
 def _tensor(info: onnx.ValueInfoProto) -> Tensor:

@@ -144,7 +144,7 @@ class GraphView:
     tensors: dict[str, Tensor]
     inputs: list[str]  # graph inputs that are fed at run time (not weights)
     outputs: list[str]
-    constants: set[str]  # tensors with a fixed value (initializers, Constant outputs)
+    constants: set[str]  # tensors with a fixed value whatever the batch (initializers, folded arithmetic)
     aliases: dict[str, str] = field(default_factory=dict)  # other names a tensor is known by
     values: dict[str, np.ndarray] = field(default_factory=dict)  # small constants' values (shapes, axes)
 
@@ -185,7 +185,7 @@ class GraphView:
             if node.op in SHAPE_OPS and worst is Kind.ACTIVATION:
                 worst = Kind.SHAPE
             for o in node.outputs:
-                kind[o] = worst
+                kind[o] = Kind.CONSTANT if o in self.constants else worst  # the adapter found its value fixed
         return kind
 
     def _spatial_axes(self) -> dict[str, tuple[int, int]]:
