@@ -25,6 +25,7 @@ from ovxai.formats import Format, format_for
 from ovxai.graph.batch import plan_free_batch
 from ovxai.graph.view import GraphView
 from ovxai.hook.options import HookOptions
+from ovxai.hook.private_reads import PrivateReads
 from ovxai.hook.recipro import ReciproCamHook
 from ovxai.hook.tail import plan_tail
 from ovxai.hook.target import Candidate, pick_prediction, resolve
@@ -84,8 +85,8 @@ def export(
     source, destination = Path(model), Path(output)
     output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        loaded = load_model(source, input_shape, static_batch, dynamic_size)
-        graph, source_format = loaded.graph, loaded.format
+        loaded = load_model(source, input_shape, static_batch, dynamic_size, as_format=output_format)
+        graph = loaded.graph
         prediction = pick_prediction(graph, prediction)
         tokens = plan_tokens(graph, prediction, layer)
         if tokens is None:
@@ -100,29 +101,25 @@ def export(
         classes = _num_classes(graph, prediction)
         info.check(classes)
         _check_explained(options, classes)
-        emitter = source_format.hook_ops(loaded.model, graph)
+        original = _reference_copy(loaded, scratch, fp16)
+        emitter = output_format.hook_ops(loaded.model, graph)
         if tokens is None:
-            hook = ReciproCamHook(emitter, graph, plan, options)
+            hook = ReciproCamHook(PrivateReads(emitter, graph), graph, plan, options)
             hook.build()
             path = hook.path
         else:
             ViTReciproCamHook(emitter, graph, tokens, options).build()
         patched = emitter.finish()
         try:
-            if output_format is not source_format:
-                patched = output_format.convert(
-                    source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
-                )
             output_format.set_metadata(patched, info.entries())
             written = output_format.save(patched, scratch / destination.name, fp16)
         except OSError as exc:
             raise _write_error(destination, exc) from None
-        _check_runs(output_format, written[0], graph)
+        path = path if tokens is None else ("tokens" if options.fast_path and tokens.short is None else "mosaic")
+        _check_runs(output_format, written[0], graph, original, prediction, path)
         files = _move_into_place(written, destination)
     if tokens is not None:
-        short = options.fast_path and tokens.short is None
-        path = "tokens" if short else "mosaic"
-        return ExportResult(files, target, prediction, short, options, path, tokens.grid)
+        return ExportResult(files, target, prediction, path == "tokens", options, path, tokens.grid)
     return ExportResult(files, target, prediction, path != "mosaic", options, path)
 
 
@@ -131,15 +128,28 @@ def load_model(
     input_shape: Sequence[int | str] | None = None,
     static_batch: int | None = None,
     dynamic_size: bool = False,
+    as_format: Format | None = None,
 ) -> LoadedModel:
-    """The model with its input as asked: batch dynamic unless pinned, dimensions pinned or freed."""
+    """The model with its input as asked: batch dynamic unless pinned, dimensions pinned or freed; ``as_format``:
+    converted to that format first (an ONNX model for an IR output: the hook is planned and emitted on the IR
+    the engine runs, and the converter never sees the hook's copies beside the nodes they copy)."""
     if not source.is_file():
         raise OvxaiError(f"model file '{source}' not found", "check the model= path")
     fmt = format_for(source)
     model = fmt.load(source)
+    if as_format is not None and as_format is not fmt:
+        fmt, model = as_format, as_format.convert(source)
     graph = fmt.view(model)
     image = graph.image_input()
     current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
+    if input_shape is None and (not current or len(current) == 4 and not isinstance(current[1], int)):
+        shown = f"[{_dims(current)}]" if current else "of unknown rank"
+        raise OvxaiError(
+            f"the image input '{image}' is {shown}: its channels and size are unknown",
+            "give the shape it takes with input_shape=?,3,224,224 (the network's own channels and size)",
+        )
+    if not current:  # unknown rank: the given shape says it
+        current = [f"dim{i}" for i in range(len(input_shape or ()))]
     shape = _wanted_shape(current, input_shape, static_batch, dynamic_size)
     if shape != current:
         if isinstance(current[0], int) and not isinstance(shape[0], int):
@@ -221,24 +231,73 @@ def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:
     return node is not None and node.op in ("Softmax", "Sigmoid")
 
 
-def _check_runs(fmt: Format, path: Path, graph: GraphView) -> None:
-    """Run the written model once on a synthetic batch: a model that cannot run is never delivered."""
+def _reference_copy(loaded: LoadedModel, scratch: Path, fp16: bool) -> Path:
+    """The model as loaded (input shape set, static shapes folded, converted to the output's format), written as the
+    output will be (the same weight compression): the reference the patched model's prediction is checked against."""
+    try:
+        path = loaded.format.save(loaded.model, scratch / f"original{loaded.format.suffix}", fp16)[0]
+    except OSError as exc:
+        raise _write_error(scratch, exc) from None
+    return path
+
+
+def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, prediction: str, hook_path: str) -> None:
+    """Run the written model and the original on one synthetic batch, in the same engine, in each of its
+    precisions: a model that cannot run, or whose prediction is not the original's bit for bit, is never
+    delivered (the linear shortcut computes the first linear layer in another summation order: equal to
+    rounding, see :func:`_same_prediction`)."""
     dims = graph.input_dims()
     shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
     x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
-    try:
-        outputs = fmt.smoke_run(path, x)
-    except Exception as exc:  # each engine raises its own types
-        raise OvxaiError(
-            f"the patched model does not run in {fmt.name} on a {_dims(shape)} input: {engine_reason(exc)}",
-            "pick another layer= (see `ovxai inspect`); if the original model runs, please report this",
-        ) from None
-    maps = outputs.get(SALIENCY_OUTPUT)
-    if maps is None or maps.ndim != 4 or maps.shape[0] != shape[0]:
-        got = "no saliency_map" if maps is None else f"saliency_map of shape {maps.shape}"
-        raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
-    if not np.isfinite(maps.astype(np.float64)).all():
-        raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
+    for precision in fmt.precisions:
+        where = f"{fmt.name}{'' if precision == 'default' else f' ({precision})'}"
+        try:
+            outputs = fmt.smoke_run(path, x, precision)
+        except Exception as exc:  # each engine raises its own types
+            raise OvxaiError(
+                f"the patched model does not run in {where} on a {_dims(shape)} input: {engine_reason(exc)}",
+                "pick another layer= (see `ovxai inspect`); if the original model runs, please report this",
+            ) from None
+        maps = outputs.get(SALIENCY_OUTPUT)
+        if maps is None or maps.ndim != 4 or maps.shape[0] != shape[0]:
+            got = "no saliency_map" if maps is None else f"saliency_map of shape {maps.shape}"
+            raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
+        if not np.isfinite(maps.astype(np.float64)).all():
+            raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
+        try:
+            expected = fmt.smoke_run(original, x, precision)[prediction]
+        except Exception as exc:
+            raise OvxaiError(
+                f"the original model does not run in {where} on a {_dims(shape)} input: {engine_reason(exc)}",
+                "give the input shape it takes with input_shape=",
+            ) from None
+        reordered = fmt.mantissa_bits(precision) if hook_path == "linear" else None
+        moved = _moved(outputs[prediction], expected, reordered)
+        if moved is not None:
+            raise OvxaiError(
+                f"with the hook, {where} computes the prediction '{prediction}' differently: it moves by up to "
+                f"{moved:.3g} against the original model's (the engine compiles the original path otherwise when "
+                "the hook reads it); nothing was written",
+                "try another layer=, or path=general; please report this model",
+            )
+
+
+def _moved(got: np.ndarray, expected: np.ndarray, reordered: int | None) -> float | None:
+    """How far the patched prediction moved from the original's, or None where it did not move.
+
+    Bit for bit, except after the linear shortcut (``reordered``: the mantissa bits the engine computes with):
+    its original output is the sum of the N per-position products, the same multiply-adds in another order,
+    which moves a value by a few units in the last place of the partial sums. Allowed there:
+    2^-(mantissa bits - 4) of the output's largest magnitude (float32: 1.9e-6).
+    """
+    if got.shape != expected.shape:
+        return float("inf")
+    if np.array_equal(got, expected, equal_nan=True):
+        return None
+    difference = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
+    if reordered is not None and difference <= 2.0 ** -(reordered - 4) * float(np.abs(expected).max()):
+        return None
+    return difference
 
 
 def _checked_paths(source: Path, destination: Path) -> Format:

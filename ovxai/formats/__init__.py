@@ -72,8 +72,15 @@ class Format(Protocol):
         """A model of this format from a file of another format (ONNX -> IR)."""
         ...
 
-    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Load the written file in the format's engine and run it once on ``x``: the outputs by name."""
+    precisions: tuple[str, ...]  # the engine configurations a delivered model is checked in
+
+    def smoke_run(self, path: Path, x: np.ndarray, precision: str) -> dict[str, np.ndarray]:
+        """Load the written file in the format's engine, configured for ``precision`` (one of ``precisions``), and
+        run it once on ``x``: the outputs by name."""
+        ...
+
+    def mantissa_bits(self, precision: str) -> int:
+        """The mantissa bits of the floating-point type the engine computes in for ``precision``."""
         ...
 
 

@@ -149,14 +149,19 @@ class OnnxFormat:
     def convert(self, path: Path) -> onnx.ModelProto:
         raise OvxaiError(f"'{path}' cannot be converted to ONNX", "write OpenVINO IR (.xml) instead")
 
-    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    precisions = ("default",)  # ONNX Runtime's CPU provider computes in the model's own types
+
+    def mantissa_bits(self, precision: str) -> int:
+        return 23
+
+    def smoke_run(self, path: Path, x: np.ndarray, precision: str = "default") -> dict[str, np.ndarray]:
         """Run in ONNX Runtime (OpenVINO's ONNX reader where onnxruntime is not installed)."""
         try:
             import onnxruntime as ort
         except ImportError:
             from ovxai.formats.openvino import run_once
 
-            return run_once(path, x)
+            return run_once(path, x, "f32")
         session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))

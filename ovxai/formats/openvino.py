@@ -186,31 +186,49 @@ class OpenVinoFormat:
         return [path, path.with_suffix(".bin")]
 
     def convert(self, path: Path) -> Any:
-        """A patched ONNX file as an ``ov.Model``, with OpenVINO's conversion telemetry off."""
+        """An ONNX file as an ``ov.Model`` (``ov.convert_model``), with OpenVINO's conversion telemetry off."""
         _require_openvino()
         without_telemetry()
         try:
-            return ov.convert_model(os.fspath(path))
+            model = ov.convert_model(os.fspath(path))
         except Exception as exc:
             raise OvxaiError(
-                f"OpenVINO could not convert the patched model: {engine_reason(exc)}", "write .onnx instead"
+                f"OpenVINO could not convert '{path}': {engine_reason(exc)}", "write .onnx instead"
             ) from None
+        _name_tensors(model)
+        return model
 
-    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_once(path, x)
+    # f32, and the CPU plugin's default (bf16 or f16 on CPUs that have them): deployments use both
+    precisions = ("f32", "default")
+
+    def smoke_run(self, path: Path, x: np.ndarray, precision: str = "f32") -> dict[str, np.ndarray]:
+        return run_once(path, x, precision)
+
+    def mantissa_bits(self, precision: str) -> int:
+        """The CPU plugin's inference precision ("default": what it picks on this CPU)."""
+        if precision != "default":
+            return _MANTISSA[precision]
+        return _MANTISSA.get(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name(), 23)
 
 
 OPENVINO = OpenVinoFormat()
+_MANTISSA = {"f32": 23, "bf16": 7, "f16": 10}
 
 
-def run_once(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Compile ``path`` (IR or ONNX) on CPU in f32 and run it on ``x``: the outputs by tensor name."""
+def run_once(path: Path, x: np.ndarray, precision: str = "f32") -> dict[str, np.ndarray]:
+    """Compile ``path`` (IR or ONNX) on CPU in ``precision`` ("f32", or "default": the plugin's choice) and run it
+    on ``x``: the outputs under each of their tensor names."""
     _require_openvino()
     weights = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else None
     model = ov.Core().read_model(os.fspath(path), None if weights is None else os.fspath(weights))
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    config = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
+    compiled = ov.Core().compile_model(model, "CPU", config)
     result = compiled(x)
-    return {tensor_id(out): np.asarray(result[out]) for out in compiled.outputs}
+    named = {}
+    for out in compiled.outputs:
+        for name in {tensor_id(out), *out.get_names()}:
+            named[name] = np.asarray(result[out])
+    return named
 
 
 def _is_constant(output: Any) -> bool:
