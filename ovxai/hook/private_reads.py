@@ -2,19 +2,21 @@
 
 An engine compiles a tensor's producer according to who reads it. OpenVINO's CPU plugin fuses a
 convolution with its bias, residual add, activation and output quantiser only while nothing else reads
-the steps in between, and picks a convolution's output precision (bf16 or f32 under its default
-bf16 inference precision) from its readers' needs. A hook that reads the target map T directly is
-such a new reader: the plugin then stores T in f32 for the hook and the global pool reads that f32 T
-instead of the bf16 one, or splits an INT8 convolution from its quantiser, and the prediction moves
-(0.05 to 2 logits on the models measured, in both the f32 and the default precision).
+the steps in between, and under its default bf16 inference precision it stores a map that any other
+node reads (even a Result) in f32, so that the global pool averages the f32 map instead of the bf16 one.
+A hook reading the target map T directly is such a reader, and the prediction moves (0.005 to 2 logits
+on the models measured: in the default precision, and for INT8 models in f32 too).
 
 So every activation the hook reads is recomputed by a private copy of the chain that produces it: the
-nodes back to the nearest "heavy" node (a convolution, product or pool), following only tensors that
-their one reader would fuse. The copy reads the original graph only where an original node of the
-same type reads the same tensor (the heavy node's inputs, a residual's other operand), a reader the
-engine already plans for. Copying the last convolution costs about one tail's worth of it per image
-(ResNet-50 at layer4: one 1 x 1 convolution, 1.2 % of the network), and the original path compiles
-exactly as without the hook.
+nodes back to the nearest weighted node (a convolution or product), through the tensors that only the
+chain reads. The copy reads the original graph only where an original node of the same type reads the
+same tensor (the weighted node's input, a residual's other operand), a reader the engine already plans
+for. Engines merge identical subgraphs (common-subexpression elimination compares constants by value,
+after weight compression), which would hand the hook the original again, so the copy's weighted node
+computes one more output channel, of zero weights, which the copy drops: the same numbers from a node
+no engine can merge with the original. Copying the last convolution costs it once more per image
+(ResNet-50 at layer4: a 1 x 1 convolution, 1.2 % of the network); the original path compiles exactly as
+without the hook, which the export checks.
 """
 
 from __future__ import annotations
@@ -23,20 +25,14 @@ from typing import Any
 
 from ovxai.graph.view import GraphView, Kind, Node
 
-# Nodes that start a fused chain: their inputs are materialised tensors, read by same-typed copies.
-_HEAVY = frozenset({
-    "Conv", "ConvTranspose", "MatMul", "Gemm", "AveragePool", "MaxPool", "GlobalAveragePool", "GlobalMaxPool",
-    "ReduceMean", "ReduceMax", "ReduceSum", "Resize", "Concat", "Reshape", "Flatten", "Transpose", "Squeeze",
-    "Unsqueeze",
-})  # fmt: skip
-_LONGEST_CHAIN = 16  # nodes: a longer fused chain is not one engines build; read the tensor as it is
+_LONGEST_CHAIN = 16  # nodes: no engine fuses longer chains; beyond, the tensor is read as it is
 
 
 class PrivateReads:
     """An :class:`~ovxai.graph.ops.Ops` that hands the hook private copies of original activations.
 
-    Everything else is the wrapped emitter's: constants, shapes and the model's outputs are read as they are
-    (an output is already materialised in full precision for the caller)."""
+    Everything else is the wrapped emitter's: constants, shapes, the image input and the model's outputs are
+    read as they are (an output is materialised for the caller anyway)."""
 
     def __init__(self, ops: Any, graph: GraphView) -> None:
         self._ops, self._graph = ops, graph
@@ -50,30 +46,48 @@ class PrivateReads:
         if graph.kind.get(name) is not Kind.ACTIVATION or name in graph.outputs or name not in graph.producer:
             return self._ops.tensor(name)
         if name not in self._copies:
-            self._copy_chain(name)
+            chain, widened = private_chain(graph, name)
+            for node in chain:
+                if node.name in widened:
+                    self._copies[node.outputs[0]] = self._widened_copy(node, widened[node.name])
+                    continue
+                inputs = [self._copies.get(i) or (self._ops.tensor(i) if i else None) for i in node.inputs]
+                self._copies.update(zip(node.outputs, self._ops.copy_node(node, inputs), strict=True))
         return self._copies.get(name) or self._ops.tensor(name)
 
-    def _copy_chain(self, name: str) -> None:
-        for node in producer_chain(self._graph, name):
-            inputs = [self._copies.get(i) or self._input(i) for i in node.inputs]
-            self._copies.update(zip(node.outputs, self._ops.copy_node(node, inputs), strict=True))
+    def _widened_copy(self, node: Node, widening: Widening) -> Any:
+        """The weighted node computed with one more output channel of zero weights, that channel dropped."""
+        ops = self._ops
+        inputs: list[Any] = []
+        for port, name in enumerate(node.inputs):
+            if name in self._copies:
+                inputs.append(self._copies[name])
+            elif port in widening.padded:
+                axis = widening.padded[port]
+                shape = list(self._graph.tensor(name).shape or ())
+                shape[axis] = 1
+                zero = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(name)), ops.i64(shape))
+                inputs.append(ops.concat([ops.tensor(name), zero], axis))
+            else:
+                inputs.append(ops.tensor(name) if name else None)
+        wide = ops.copy_node(node, inputs)[0]
+        return ops.gather(wide, ops.i64(list(range(widening.channels))), widening.output_axis)
 
-    def _input(self, name: str) -> Any:
-        """An input of a copied node: an activation as it is, a weight as a constant of the copy's own. A copy
-        that read the original's weights would be the original's twin, and engines merge twins (common
-        subexpression elimination) back into the one node the copy was made to keep apart."""
-        if not name:
-            return None
-        shape = self._graph.tensor(name).shape
-        if self._graph.kind.get(name) is not Kind.CONSTANT or shape is None or not all(isinstance(d, int) for d in shape):
-            return self._ops.tensor(name)
-        return self._ops.relaid(name, list(shape), list(range(len(shape))))
+
+class Widening:
+    """How a weighted node gets one more output channel: the axis of each weight input that counts its output
+    channels, and the output's channel axis and count."""
+
+    def __init__(self, padded: dict[int, int], output_axis: int, channels: int) -> None:
+        self.padded, self.output_axis, self.channels = padded, output_axis, channels
 
 
-def producer_chain(graph: GraphView, name: str) -> list[Node]:
-    """The nodes that compute ``name`` back to the nearest heavy node, through tensors that only the chain reads
-    (topological order); empty where that chain would be longer than an engine fuses."""
+def private_chain(graph: GraphView, name: str) -> tuple[list[Node], dict[str, Widening]]:
+    """The nodes (topological order) that compute ``name`` from the nearest weighted nodes, through tensors that
+    only the chain reads, and how each of those weighted nodes is widened; ([], {}) where no weighted node is
+    near or the chain is longer than any engine fuses."""
     found: dict[str, Node] = {}
+    widened: dict[str, Widening] = {}
     todo = [graph.producer[name]]
     while todo:
         node = todo.pop()
@@ -81,14 +95,45 @@ def producer_chain(graph: GraphView, name: str) -> list[Node]:
             continue
         found[node.name] = node
         if len(found) > _LONGEST_CHAIN or node.has_subgraph:
-            return []
-        if node.op in _HEAVY:
+            return [], {}
+        widening = _widening(graph, node)
+        if widening is not None:
+            widened[node.name] = widening
             continue
-        for i in node.inputs:
-            source = graph.producer.get(i)
-            if source is None or graph.kind.get(i) is not Kind.ACTIVATION or i in graph.outputs:
-                continue
-            if len(graph.consumers.get(i, [])) == 1:  # read by this node alone: fused into its chain
-                todo.append(source)
+        activations = [i for i in node.inputs if graph.kind.get(i) is Kind.ACTIVATION and i in graph.producer]
+        fused = [i for i in activations if len(graph.consumers.get(i, [])) == 1]
+        # Up through the tensors fused into this chain; where none is (a pool of a shared map), up its data input.
+        todo.extend(graph.producer[i] for i in fused or activations[:1])
+    if not widened:
+        return [], {}
     order = {n.name: k for k, n in enumerate(graph.nodes)}
-    return sorted(found.values(), key=lambda n: order[n.name])
+    return sorted(found.values(), key=lambda n: order[n.name]), widened
+
+
+def _widening(graph: GraphView, node: Node) -> Widening | None:
+    """How to widen an ungrouped convolution or a product by a constant weight (None: not such a node)."""
+    out = graph.tensor(node.outputs[0]).shape
+    weights = [graph.tensor(i).shape if i and _float_constant(graph, i) else None for i in node.inputs[1:]]
+    if out is None or not weights or weights[0] is None or not all(isinstance(d, int) for d in weights[0]):
+        return None
+    weight = weights[0]
+    if node.op == "Conv":
+        data = graph.tensor(node.inputs[0]).shape
+        if len(weight) != 4 or data is None or len(data) != 4 or data[1] != weight[1]:
+            return None  # grouped (depthwise) or not 2-D: a channel more would change its groups
+        padded = {1: 0}
+        if len(weights) > 1 and weights[1] is not None and len(weights[1]) == 1:
+            padded[2] = 0  # ONNX's bias input
+        return Widening(padded, 1, int(weight[0]))  # type: ignore[arg-type]
+    if node.op in ("MatMul", "Gemm") and len(weight) == 2 and node.plain_product:
+        axis = 0 if node.transpose_b else 1
+        padded = {1: axis}
+        bias = weights[1] if len(weights) > 1 else None
+        if node.op == "Gemm" and bias is not None and bias and bias[-1] == weight[axis]:
+            padded[2] = len(bias) - 1
+        return Widening(padded, len(out) - 1, int(weight[axis]))  # type: ignore[arg-type]
+    return None
+
+
+def _float_constant(graph: GraphView, name: str) -> bool:
+    return graph.kind.get(name) is Kind.CONSTANT and graph.tensor(name).is_float
