@@ -85,8 +85,8 @@ def export(
     source, destination = Path(model), Path(output)
     output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        loaded = load_model(source, input_shape, static_batch, dynamic_size, as_format=output_format)
-        graph = loaded.graph
+        loaded = load_model(source, input_shape, static_batch, dynamic_size)
+        graph, source_format = loaded.graph, loaded.format
         prediction = pick_prediction(graph, prediction)
         tokens = plan_tokens(graph, prediction, layer)
         if tokens is None:
@@ -101,8 +101,8 @@ def export(
         classes = _num_classes(graph, prediction)
         info.check(classes)
         _check_explained(options, classes)
-        original = _reference_copy(loaded, scratch, fp16)
-        emitter = output_format.hook_ops(loaded.model, graph)
+        original = _reference_copy(loaded, output_format, scratch, fp16)
+        emitter = source_format.hook_ops(loaded.model, graph)
         if tokens is None:
             hook = ReciproCamHook(PrivateReads(emitter, graph), graph, plan, options)
             hook.build()
@@ -111,6 +111,10 @@ def export(
             ViTReciproCamHook(emitter, graph, tokens, options).build()
         patched = emitter.finish()
         try:
+            if output_format is not source_format:
+                patched = output_format.convert(
+                    source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
+                )
             output_format.set_metadata(patched, info.entries())
             written = output_format.save(patched, scratch / destination.name, fp16)
         except OSError as exc:
@@ -128,17 +132,12 @@ def load_model(
     input_shape: Sequence[int | str] | None = None,
     static_batch: int | None = None,
     dynamic_size: bool = False,
-    as_format: Format | None = None,
 ) -> LoadedModel:
-    """The model with its input as asked: batch dynamic unless pinned, dimensions pinned or freed; ``as_format``:
-    converted to that format first (an ONNX model for an IR output: the hook is planned and emitted on the IR
-    the engine runs, and the converter never sees the hook's copies beside the nodes they copy)."""
+    """The model with its input as asked: batch dynamic unless pinned, dimensions pinned or freed."""
     if not source.is_file():
         raise OvxaiError(f"model file '{source}' not found", "check the model= path")
     fmt = format_for(source)
     model = fmt.load(source)
-    if as_format is not None and as_format is not fmt:
-        fmt, model = as_format, as_format.convert(source)
     graph = fmt.view(model)
     image = graph.image_input()
     current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
@@ -231,11 +230,17 @@ def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:
     return node is not None and node.op in ("Softmax", "Sigmoid")
 
 
-def _reference_copy(loaded: LoadedModel, scratch: Path, fp16: bool) -> Path:
-    """The model as loaded (input shape set, static shapes folded, converted to the output's format), written as the
-    output will be (the same weight compression): the reference the patched model's prediction is checked against."""
+def _reference_copy(loaded: LoadedModel, output_format: Format, scratch: Path, fp16: bool) -> Path:
+    """The model as loaded (input shape set, static shapes folded), written as the output will be: the same
+    format (converted as the patched model is), the same weight compression. The patched model's prediction is
+    checked against it."""
+    fmt = loaded.format
     try:
-        path = loaded.format.save(loaded.model, scratch / f"original{loaded.format.suffix}", fp16)[0]
+        same = fmt is output_format
+        path = fmt.save(loaded.model, scratch / f"original{fmt.suffix}", fp16 and same)[0]
+        if not same:
+            converted = output_format.convert(path)
+            path = output_format.save(converted, scratch / f"original-converted{output_format.suffix}", fp16)[0]
     except OSError as exc:
         raise _write_error(scratch, exc) from None
     return path

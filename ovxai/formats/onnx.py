@@ -315,7 +315,7 @@ def _np_dtype(elem_type: int) -> str | None:
         return None
 
 
-def node_scope(node: onnx.NodeProto) -> str:
+def _scope(node: onnx.NodeProto) -> str:
     """The PyTorch module path of a node, from either torch exporter's naming."""
     for prop in node.metadata_props:  # dynamo exporter: ['', 'layer4', 'layer4.1', ..., 'op_name']
         if prop.key == "pkg.torch.onnx.name_scopes":
@@ -353,7 +353,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         op,
         tuple(proto.input),
         tuple(proto.output),
-        scope=node_scope(proto),
+        scope=_scope(proto),
         scoped=proto.name.startswith("/") or any(p.key == "pkg.torch.onnx.name_scopes" for p in proto.metadata_props),
         has_subgraph=any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in proto.attribute),
         axes=axes,

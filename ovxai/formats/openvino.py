@@ -196,7 +196,6 @@ class OpenVinoFormat:
                 f"OpenVINO could not convert '{path}': {engine_reason(exc)}", "write .onnx instead"
             ) from None
         _name_tensors(model)
-        _keep_onnx_scopes(model, path)
         return model
 
     # f32, and the CPU plugin's default (bf16 or f16 on CPUs that have them): deployments use both
@@ -288,23 +287,6 @@ def static_values(model: Any) -> list[tuple[Any, np.ndarray]]:
     return list(found.values())
 
 
-_SCOPE_KEY = "ovxai_scope"  # rt_info of an op converted from ONNX: its module path (kept in memory, not written)
-
-
-def _keep_onnx_scopes(model: Any, path: Path) -> None:
-    """The module paths that torch's dynamo exporter writes in ONNX node metadata, which conversion drops: on
-    each converted op whose friendly name is its ONNX node's name (a biased Conv's Convolution part included)."""
-    import onnx
-
-    from ovxai.formats.onnx import node_scope
-
-    scopes = {n.name: node_scope(n) for n in onnx.load(os.fspath(path), load_external_data=False).graph.node}
-    for op in model.get_ordered_ops():
-        scope = scopes.get(op.get_friendly_name().removesuffix("/WithoutBiases"))
-        if scope:
-            op.get_rt_info()[_SCOPE_KEY] = scope
-
-
 def _name_tensors(model: Any) -> None:
     """Give every unnamed tensor (NNCF's quantisers leave theirs unnamed) the name '<node>:<port>' from its
     node's friendly name, which the IR keeps: the same name on every read, for ``--layer`` and ``inspect``."""
@@ -372,8 +354,8 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         ONNX_NAMES.get(kind, kind),
         inputs,
         tuple(tensor_id(o) for o in op.outputs()),
-        scope=_scope(op),
-        scoped=op.get_friendly_name().startswith(("__module.", "/", "aten::")) or _SCOPE_KEY in op.get_rt_info(),
+        scope=scope_from_name(op.get_friendly_name().removesuffix("/WithoutBiases")),  # a biased op, split
+        scoped=op.get_friendly_name().startswith(("__module.", "/", "aten::")),
         has_subgraph=kind in _SUBGRAPH_OPS,
         axes=axes,
         keepdims=bool(attrs.get("keep_dims", True)),
@@ -388,14 +370,6 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         levels=int(attrs.get("levels", 0)) if kind == "FakeQuantize" else 0,
         handle=op,
     )
-
-
-def _scope(op: Any) -> str:
-    """The module path: from the ONNX node the op was converted from, else from its name."""
-    info = op.get_rt_info()
-    if _SCOPE_KEY in info:
-        return str(info[_SCOPE_KEY].astype(str))
-    return scope_from_name(op.get_friendly_name().removesuffix("/WithoutBiases"))  # a biased op, split
 
 
 def _sliding(kind: str, attrs: dict[str, Any], weight: tuple[Dim, ...] | None) -> Sliding | None:

@@ -106,14 +106,15 @@ def test_fast_path_equals_general_path(exported, tmp_path, case, mask) -> None:
     if result.path == "mosaic":
         # layer3's Gaussian windows cover layer4's whole 2 x 2 map: they would cost as much as the mosaic
         assert (name, layer, mask) == ("resnet", "layer3", "gaussian")
-    else:
-        assert "GlobalAveragePool" not in _tail_ops(fast) and "ReduceMean" not in _tail_ops(fast)
+    else:  # no pool on the copies: at most the one of the hook's private copy of the map, for 'feature_vector'
+        assert _tail_pools(fast) <= 1
 
 
-def _tail_ops(path: Path) -> set[str]:
+def _tail_pools(path: Path) -> int:
     import onnx
 
-    return {n.op_type for n in onnx.load(str(path)).graph.node if n.name.startswith("ovxai/tail/")}
+    pools = ("GlobalAveragePool", "ReduceMean")
+    return sum(n.op_type in pools for n in onnx.load(str(path)).graph.node if n.name.startswith("ovxai/tail/"))
 
 
 def test_batch_gives_per_image_results(exported, tmp_path) -> None:
