@@ -51,9 +51,23 @@ class PrivateReads:
                 if node.name in widened:
                     self._copies[node.outputs[0]] = self._widened_copy(node, widened[node.name])
                     continue
-                inputs = [self._copies.get(i) or (self._ops.tensor(i) if i else None) for i in node.inputs]
+                inputs = [self._copies.get(i) or self._constant(i) for i in node.inputs]
                 self._copies.update(zip(node.outputs, self._ops.copy_node(node, inputs), strict=True))
         return self._copies.get(name) or self._ops.tensor(name)
+
+    def _constant(self, name: str) -> Any:
+        """An input of a copied node from outside the chain: a constant computed in the graph (a weight
+        decompressed from FP16 or dequantised) gets the copy's own computation, so that the original's stays
+        with its one reader (the plugin folds a decompressed bias into its convolution only then)."""
+        if not name:
+            return None
+        producer = self._graph.producer.get(name)
+        if self._graph.kind.get(name) is not Kind.CONSTANT or producer is None:
+            return self._ops.tensor(name)
+        if name not in self._copies:
+            inputs = [self._constant(i) for i in producer.inputs]
+            self._copies.update(zip(producer.outputs, self._ops.copy_node(producer, inputs), strict=True))
+        return self._copies[name]
 
     def _widened_copy(self, node: Node, widening: Widening) -> Any:
         """The weighted node computed with one more output channel of zero weights, that channel dropped."""
@@ -67,9 +81,9 @@ class PrivateReads:
                 shape = list(self._graph.tensor(name).shape or ())
                 shape[axis] = 1
                 zero = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(name)), ops.i64(shape))
-                inputs.append(ops.concat([ops.tensor(name), zero], axis))
+                inputs.append(ops.concat([self._constant(name), zero], axis))
             else:
-                inputs.append(ops.tensor(name) if name else None)
+                inputs.append(self._constant(name))
         wide = ops.copy_node(node, inputs)[0]
         # Drop the extra channel by a static slice (shapes stay inferable) of the channel axis moved first.
         rank = len(self._graph.tensor(node.outputs[0]).shape or ())
