@@ -104,7 +104,8 @@ class OpenVinoFormat:
         inputs: list[str] = []
         constants: set[str] = set()
         for output, value in static_values(model):  # computed from constants and static shapes only
-            constants.add(tensor_id(output))
+            if _from_shapes(output):  # fixed whatever the batch (weights computed in the graph stay what they are)
+                constants.add(tensor_id(output))
             if value.size <= _SMALL_CONSTANT:
                 values[tensor_id(output)] = value
         for op in ops:

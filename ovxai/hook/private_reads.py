@@ -81,7 +81,7 @@ class PrivateReads:
                 shape = list(self._graph.tensor(name).shape or ())
                 shape[axis] = 1
                 zero = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(name)), ops.i64(shape))
-                inputs.append(ops.concat([self._constant(name), zero], axis))
+                inputs.append(ops.concat([ops.tensor(name), zero], axis))
             else:
                 inputs.append(self._constant(name))
         wide = ops.copy_node(node, inputs)[0]

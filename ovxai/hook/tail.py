@@ -201,6 +201,10 @@ def _linear_after_flatten(graph: GraphView, node: Node, tail: list[Node]) -> Nod
     weight = graph.tensor(product.inputs[1]).shape
     if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight):
         return None
+    if not _stored(graph, product.inputs[1]):
+        # A compressed weight (INT8/INT4 weight-only, dequantised in the graph) runs in the engine's own kernel,
+        # which may quantise the activations too: the re-laid products would not be the same sums reordered.
+        return None
     # Any size: the hook computes the original product from the per-position one too, so the file (and the
     # engine) holds only the re-laid weight (N, C', K), never a second copy.
     return product
