@@ -25,6 +25,7 @@ _PROTOBUF_LIMIT = 2**31 - 1
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
 _SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes) and the skeleton
 _FOLDED_MAX = 4096  # elements: the largest value the static-shape folding computes (shape arithmetic is small)
+_FOLDING_ROUNDS = 256  # static-shape folding rounds at most (one per layer whose padding is computed, at worst)
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                          "Bernoulli", "Dropout"})  # fmt: skip
 
@@ -87,18 +88,20 @@ class OnnxFormat:
     def fold_static_shapes(self, model: onnx.ModelProto) -> None:
         """Replace every value computed from shapes that the model's fixed dimensions determine by an initializer
         of the same name (the nodes that computed it leave the graph); ONNX Runtime folds the same at load."""
-        folded = _static_shape_values(model)
-        if not folded:
-            return
-        graph = model.graph
-        produced_by_folding = [n for n in graph.node if n.output and all(o in folded or not o for o in n.output)]
-        gone = {id(n) for n in produced_by_folding}
-        kept = [n for n in graph.node if id(n) not in gone]
-        read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
-        del graph.node[:]
-        graph.node.extend(kept)
-        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
-        del graph.value_info[:]  # re-inferred from the constants
+        # Each round's constants can make more shapes known (a padding computed from the map's size gives the
+        # padded map's size, whose shape the next padding reads): fold until nothing more is fixed.
+        for _ in range(_FOLDING_ROUNDS):
+            folded = _static_shape_values(model)
+            if not folded:
+                return
+            graph = model.graph
+            gone = {id(n) for n in graph.node if n.output and all(o in folded or not o for o in n.output)}
+            kept = [n for n in graph.node if id(n) not in gone]
+            read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
+            del graph.node[:]
+            graph.node.extend(kept)
+            graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
+            del graph.value_info[:]  # re-inferred from the constants
 
     def set_input_shape(self, model: onnx.ModelProto, name: str, dims: Sequence[int | str]) -> None:
         image = next(i for i in model.graph.input if i.name == name)
@@ -238,10 +241,13 @@ def _infer_shapes(model: onnx.ModelProto, any_batch: bool = False) -> onnx.Model
 
 def _static_shape_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Values computed from tensors' shapes that are fixed given the model's static dimensions (a Shape of a
-    tensor whose read dimensions are all known, and arithmetic on such values and small constants), by
-    name: each node is evaluated with ONNX's reference implementation of its opset's operator."""
+    tensor whose read dimensions are all known, and arithmetic on such values and small constants), and integer
+    arithmetic on constants, by name: each node is evaluated with ONNX's reference implementation of its
+    opset's operator."""
     inferred = _infer_shapes(model, any_batch=True)
-    shapes = {i.name: _tensor(i).shape for i in [*inferred.graph.input, *inferred.graph.value_info]}
+    infos = [_tensor(i) for i in [*inferred.graph.input, *inferred.graph.value_info]]
+    shapes = {t.name: t.shape for t in infos}
+    types = {t.name: t.dtype for t in infos}
     known: dict[str, np.ndarray] = {}
     for init in model.graph.initializer:
         if int(np.prod(init.dims)) <= _FOLDED_MAX:
@@ -257,7 +263,9 @@ def _static_shape_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             continue
         if node.op_type in ("Shape", "Size"):
             values = _shape_value(node, shapes.get(node.input[0]))
-        elif any(i in folded for i in node.input) and all(not i or i in known for i in node.input):
+        elif all(not i or i in known for i in node.input) and (
+            any(i in folded for i in node.input) or _integer_arithmetic(node, types)
+        ):
             values = _evaluated(node, [known[i] if i else None for i in node.input], model.opset_import)
         else:
             continue
@@ -267,6 +275,15 @@ def _static_shape_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
             if name:
                 known[name] = folded[name] = value
     return folded
+
+
+def _integer_arithmetic(node: onnx.NodeProto, types: dict[str, str | None]) -> bool:
+    """Constant arithmetic with integer results (paddings, axes, shapes an exporter left unfolded), which shape
+    inference does not evaluate; a quantiser's or a weight's (float) computation is the engine's to fold."""
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"):
+        return False
+    dtypes = [types.get(o) for o in node.output if o]
+    return bool(dtypes) and all(d is not None and d.startswith(("int", "uint", "bool")) for d in dtypes)
 
 
 def _shape_value(node: onnx.NodeProto, shape: tuple[Dim, ...] | None) -> list[np.ndarray] | None:
@@ -341,13 +358,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
             axes = ()  # no axes and "noop": the node is an identity
         else:
             axes = tuple(sorted(int(a) % rank for a in (raw if raw is not None else range(rank))))
-    whole_window = False
-    if op == "AveragePool" and rank == 4:
-        shape = tensors[proto.input[0]].shape or ()
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        whole_window = list(attrs.get("kernel_shape", [])) == list(shape[2:]) and not any(pads)
-        whole_window = whole_window and auto_pad in (b"NOTSET", b"VALID")
+    whole_window = op in ("AveragePool", "MaxPool") and rank == 4 and _covers_map(proto, attrs, tensors)
     return Node(
         name,
         op,
@@ -375,6 +386,23 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         ),
         handle=proto,
     )
+
+
+def _covers_map(proto: onnx.NodeProto, attrs: dict[str, Any], tensors: dict[str, Tensor]) -> bool:
+    """A pool with one window over the whole map, no padding: the kernel is the map's size, or larger with
+    ``ceil_mode`` (Hugging Face's EfficientNet pools with a 1280 x 1280 kernel), whose window ONNX clips to the
+    map, dividing by H x W whatever ``count_include_pad`` says (there is no padding to count)."""
+    spatial = list((tensors[proto.input[0]].shape or ())[2:])
+    pooled = list((tensors.get(proto.output[0], Tensor("", None, None)).shape or ())[2:])
+    kernel = list(attrs.get("kernel_shape", []))
+    if any(attrs.get("pads", [])) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+        return False
+    if len(kernel) != 2 or len(spatial) != 2 or not all(isinstance(d, int) for d in spatial):
+        return False
+    if kernel == spatial:
+        return True
+    larger = all(k >= d for k, d in zip(kernel, spatial, strict=True))  # type: ignore[operator]
+    return larger and bool(attrs.get("ceil_mode", 0)) and pooled == [1, 1]
 
 
 def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto) -> Sliding | None:

@@ -346,13 +346,16 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         axes = tuple(sorted(int(a) % rank for a in np.atleast_1d(values[inputs[1]])))
     perm = values.get(inputs[1]) if kind == "Transpose" else None
     whole_window = False
-    if kind == "AvgPool" and rank == 4:
+    if kind in ("AvgPool", "MaxPool") and rank == 4:
         spatial = list((tensors[inputs[0]].shape or ())[2:])
         pads = [*attrs.get("pads_begin", []), *attrs.get("pads_end", [])]
         whole_window = list(attrs.get("kernel", [])) == spatial and not any(pads)
+    op_name = ONNX_NAMES.get(kind, kind)
+    if kind == "AdaptiveAvgPool" and inputs[1] in values and values[inputs[1]].tolist() == [1, 1]:
+        op_name = "GlobalAveragePool"  # adaptive_avg_pool2d(x, 1) as OpenVINO may keep it: the same mean
     return Node(
         name,
-        ONNX_NAMES.get(kind, kind),
+        op_name,
         inputs,
         tuple(tensor_id(o) for o in op.outputs()),
         scope=scope_from_name(op.get_friendly_name().removesuffix("/WithoutBiases")),  # a biased op, split

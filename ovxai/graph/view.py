@@ -95,7 +95,7 @@ class Node:
     axes: tuple[int, ...] | None = None  # ReduceMean: the reduced axes, non-negative
     keepdims: bool = True  # ReduceMean
     perm: tuple[int, ...] | None = None  # Transpose
-    whole_window: bool = False  # AveragePool whose window is the whole H x W, no padding
+    whole_window: bool = False  # AveragePool / MaxPool with one window over the whole H x W, no padding
     start: int = 0  # Shape: the first dimension it reads (negative: from the end)
     weight_inner: tuple[Dim, ...] | None = None  # Conv / MatMul / Gemm: weight dims summed per output value
     levels: int = 0  # FakeQuantize: the number of quantisation levels
@@ -236,8 +236,8 @@ class GraphView:
             (rank_in is not None and rank_in - 1 in axes) or self.kind.get(node.inputs[1]) is not Kind.CONSTANT
         ):
             return None  # a product over a spatial axis, or of two activations (attention)
-        if node.op == "GlobalAveragePool" or node.op == "GlobalMaxPool":
-            return None
+        if node.op in ("GlobalAveragePool", "GlobalMaxPool") or node.whole_window:
+            return None  # one value per channel: no map any more
         return axes if rank_out == rank_in else None
 
     def ancestors(self, names: list[str]) -> set[str]:
