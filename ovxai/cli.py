@@ -49,8 +49,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
+PATHS = ("auto", "general")  # --path: HookOptions.fast_path True / False
+
 # API parameter -> command-line flag: library errors name the parameter, the CLI shows the flag.
 _FLAGS = {
+    "path": "--path",
     "layer": "--layer",
     "input_shape": "--input-shape",
     "static_batch": "--static-batch",
@@ -89,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--score", choices=SCORES, default=SCORES[0])
     exp.add_argument("--mask", choices=MASKS, default=MASKS[0])
     exp.add_argument("--saliency-dtype", choices=SALIENCY_DTYPES, default=SALIENCY_DTYPES[0])
+    exp.add_argument(
+        "--path",
+        choices=PATHS,
+        default=PATHS[0],
+        help="auto (default): an exact shortcut where the tail allows one; general: every copy on the whole map",
+    )
     exp.add_argument(
         "--explain", default="all", help="classes that get a map: all (default), topK of each image, or ids 281,285"
     )
@@ -205,7 +214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    options = HookOptions(score=args.score, mask=args.mask, saliency_dtype=args.saliency_dtype, explain=args.explain)
+    options = HookOptions(
+        score=args.score,
+        mask=args.mask,
+        saliency_dtype=args.saliency_dtype,
+        explain=args.explain,
+        fast_path=args.path == "auto",
+    )
     if args.torch:
         if args.output is None or args.input_shape is None:
             raise OvxaiError("--torch needs --output and --input-shape", "e.g. --input-shape ?,3,224,224 -o m.xml")
@@ -277,14 +292,18 @@ def _export_torch_file(args: argparse.Namespace, options: HookOptions, output: P
     )
 
 
+PATH_NAMES = {
+    "mean": "exact shortcut through the global pool",
+    "linear": "exact shortcut through the linear layer",
+    "windows": "exact incremental copies (each computed only where it differs from the background)",
+    "tokens": "ViT-ReciproCAM, exact short sequence",
+    "mosaic": "general path (full mosaic)",
+}
+
+
 def _report(result: ExportResult, options: HookOptions) -> None:
     t = result.target
-    path = {
-        "mean": "exact shortcut through the global pool",
-        "linear": "exact shortcut through the linear layer",
-        "windows": "exact incremental copies (each computed only where it differs from the background)",
-        "tokens": "ViT-ReciproCAM, exact short sequence",
-    }.get(result.path, "general path (full mosaic)" if result.grid is None else "ViT-ReciproCAM, general path")
+    path = PATH_NAMES[result.path] if result.grid is None or result.path == "tokens" else "ViT-ReciproCAM, general path"
     if result.grid is None:
         print(f"target   {t.layer} -> '{t.tensor}'  C x H x W = {t.chw}  N = {t.n or 'H*W at run time'}")
     else:
@@ -519,13 +538,16 @@ def _inspect(args: argparse.Namespace) -> int:
     print("windows (each copy computed only where it differs) or the full mosaic (N copies of the tail); * = default")
     header = f"  {'layer':<28} {'C x H x W':<16} {'N':>6} {'hook cost':>10}  {'path':<8} tensor"
     print(header)
+    taken = "mosaic"
     for cand in found:
         plan = plan_tail(graph, cand.tensor, prediction)
         n = cand.n
         cost = f"{100 * hook_macs(graph, plan, n) / total:.1f} %" if n else "?"
         mark = "*" if cand.tensor == default.tensor else " "
         path = plan.shortcut.kind if plan.shortcut else ("windows" if plan_windows(graph, plan, "onehot") else "mosaic")
+        taken = path if cand.tensor == default.tensor else taken
         print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
+    print(f"export without --layer explains {default.layer} on the {taken} path ({PATH_NAMES[taken]}; --path general: mosaic)")
     return 0
 
 

@@ -31,8 +31,13 @@ def spatial_masks(h: int, w: int, kind: str) -> np.ndarray:
 def reference_saliency(
     model: nn.Module, module: str, images: np.ndarray, score: str = "softmax", mask: str = "onehot", call: int = 0
 ) -> np.ndarray:
-    """(B, K, H, W) saliency; ``call`` picks which call of a reused module (e.g. a shared ReLU) is the target."""
+    """(B, K, H, W) saliency; ``call`` picks which call of a reused module (e.g. a shared ReLU) is the target.
+
+    A module returning a structure (Hugging Face's encoders: a ``ModelOutput``) has its first tensor masked; a
+    container that is never called itself (a ``ModuleList``) stands for its last module."""
     target = model.get_submodule(module)
+    while isinstance(target, nn.ModuleList | nn.ModuleDict) and len(target):
+        target = list(target.children())[-1]
     shape: list[int] = []
     with _capture_shape(target, call, shape):
         model(torch.from_numpy(images[:1]))
@@ -57,7 +62,15 @@ class _replace_output:
 
     def _hook(self, _m, _i, out):  # type: ignore[no-untyped-def]
         self.seen += 1
-        return self.fn(out) if self.seen - 1 == self.call else None
+        if self.seen - 1 != self.call:
+            return None
+        if isinstance(out, torch.Tensor):
+            return self.fn(out)
+        first = next(k for k, v in out.items() if isinstance(v, torch.Tensor))  # a ModelOutput: its first tensor
+        replaced = self.fn(out[first])
+        if replaced is not None:
+            out[first] = replaced
+        return out
 
     def __enter__(self) -> None:
         self.handle = self.module.register_forward_hook(self._hook)

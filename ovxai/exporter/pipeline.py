@@ -283,7 +283,7 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
                 f"with the hook, {where} computes the prediction '{prediction}' differently: it moves by up to "
                 f"{moved:.3g} against the original model's (the engine compiles the original path otherwise when "
                 "the hook reads it); nothing was written",
-                "try another layer=, or path=general; please report this model",
+                "try another layer= or path=general, and please report this model",
             )
 
 

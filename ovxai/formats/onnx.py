@@ -100,6 +100,9 @@ class OnnxFormat:
             read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
             del graph.node[:]
             graph.node.extend(kept)
+            unread = [i for i in graph.initializer if i.name not in read]  # what only the folded nodes read
+            for init in unread:
+                graph.initializer.remove(init)
             graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
             del graph.value_info[:]  # re-inferred from the constants
 
