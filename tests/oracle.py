@@ -3,6 +3,9 @@ replaced by each masked copy through a forward hook. Shares no code with ovxai."
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,52 @@ torch = pytest.importorskip("torch")  # every oracle test needs torch: skipped, 
 from torch import nn
 
 GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16
+
+# Tolerances come from the case itself: an engine computing in float32 strays from the exact maps by about as much
+# as torch's own float32 run does (other kernels, other summation orders), whatever the CPU. NOISE_FACTOR covers
+# "about"; the floor, a few units in the last place of 1 (maps lie in [0, 1]), covers maps float32 barely moves.
+NOISE_FACTOR = 4.0
+FLOAT32_FLOOR = 8 * float(np.finfo(np.float32).eps)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The oracle's maps computed in float64, and how far float32 moves them on this very case."""
+
+    maps: np.ndarray
+    noise: float  # max |float32 oracle - float64 oracle|
+
+    @property
+    def tolerance(self) -> float:
+        """How far a float32 engine's maps may be from ``maps``."""
+        return max(NOISE_FACTOR * self.noise, FLOAT32_FLOOR)
+
+    @property
+    def between_engines(self) -> float:
+        """How far two float32 engines' (or paths') maps may be from each other: each strays by ``tolerance``."""
+        return 2 * self.tolerance
+
+    def check(self, got: np.ndarray, what: str = "maps") -> None:
+        """``got`` within :attr:`tolerance` of the float64 maps."""
+        assert got.shape == self.maps.shape, f"{what}: shape {got.shape}, oracle {self.maps.shape}"
+        diff = float(np.abs(got.astype(np.float64) - self.maps).max())
+        assert diff <= self.tolerance, f"{what}: max |got - oracle| = {diff:.3g} > {self.tolerance:.3g}"
+
+
+def reference(
+    model: nn.Module, module: str, images: np.ndarray, score: str = "softmax", mask: str = "onehot", call: int = 0
+) -> Reference:
+    """:func:`reference_saliency` in float64 (on a float64 copy of ``model``), with its float32 error."""
+    exact = reference_saliency(copy.deepcopy(model).double(), module, images.astype(np.float64), score, mask, call)
+    single = reference_saliency(model, module, images.astype(np.float32), score, mask, call)
+    return Reference(exact, float(np.abs(single.astype(np.float64) - exact).max()))
+
+
+def close(a: np.ndarray, b: np.ndarray, atol: float, what: str = "maps") -> None:
+    """``a`` and ``b`` within ``atol`` (a tolerance from :class:`Reference`), with a readable message."""
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} and {b.shape}"
+    diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+    assert diff <= atol, f"{what}: max difference {diff:.3g} > {atol:.3g}"
 
 
 def spatial_masks(h: int, w: int, kind: str) -> np.ndarray:
@@ -53,7 +102,7 @@ def reference_saliency(
         low, high = s.min(1, keepdims=True), s.max(1, keepdims=True)
         span = np.where(high > low, high - low, 1.0)
         maps.append(((s - low) / span).reshape(-1, h, w))
-    return np.stack(maps).astype(np.float32)
+    return np.stack(maps).astype(images.dtype)  # float32, or float64 for the exact reference
 
 
 class _replace_output:
