@@ -547,7 +547,10 @@ def _inspect(args: argparse.Namespace) -> int:
         path = plan.shortcut.kind if plan.shortcut else ("windows" if plan_windows(graph, plan, "onehot") else "mosaic")
         taken = path if cand.tensor == default.tensor else taken
         print(f"{mark} {cand.layer:<28} {cand.chw:<16} {n or '?':>6} {cost:>10}  {path:<8} {cand.tensor}")
-    print(f"export without --layer explains {default.layer} on the {taken} path ({PATH_NAMES[taken]}; --path general: mosaic)")
+    print(
+        f"export without --layer explains {default.layer} on the {taken} path ({PATH_NAMES[taken]}; "
+        "--path general: the mosaic)"
+    )
     return 0
 
 

@@ -54,6 +54,25 @@ def reference(
     return Reference(exact, float(np.abs(single.astype(np.float64) - exact).max()))
 
 
+def lower_precision_shift(
+    model: nn.Module, module: str, images: np.ndarray, exact: Reference, weights_only: bool, **options: object
+) -> float:
+    """How far computing in a lower precision moves this case's exact maps: with ``weights_only`` the weights
+    rounded to float16 (an IR whose weights are stored in FP16), else the whole network run in bfloat16 (the CPU
+    plugin's default precision on CPUs that have it). A tolerance for such a run is NOISE_FACTOR times this, plus
+    ``exact.tolerance``."""
+    rounded = copy.deepcopy(model)
+    if weights_only:
+        with torch.no_grad():
+            for tensor in [*rounded.parameters(), *rounded.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+        maps = reference_saliency(rounded.double(), module, images.astype(np.float64), **options)  # type: ignore[arg-type]
+    else:
+        maps = reference_saliency(rounded.bfloat16(), module, images, bfloat16=True, **options)  # type: ignore[arg-type]
+    return float(np.abs(maps.astype(np.float64) - exact.maps).max())
+
+
 def close(a: np.ndarray, b: np.ndarray, atol: float, what: str = "maps") -> None:
     """``a`` and ``b`` within ``atol`` (a tolerance from :class:`Reference`), with a readable message."""
     assert a.shape == b.shape, f"{what}: shapes {a.shape} and {b.shape}"
@@ -78,23 +97,34 @@ def spatial_masks(h: int, w: int, kind: str) -> np.ndarray:
 
 @torch.no_grad()
 def reference_saliency(
-    model: nn.Module, module: str, images: np.ndarray, score: str = "softmax", mask: str = "onehot", call: int = 0
+    model: nn.Module,
+    module: str,
+    images: np.ndarray,
+    score: str = "softmax",
+    mask: str = "onehot",
+    call: int = 0,
+    bfloat16: bool = False,
 ) -> np.ndarray:
     """(B, K, H, W) saliency; ``call`` picks which call of a reused module (e.g. a shared ReLU) is the target.
 
     A module returning a structure (Hugging Face's encoders: a ``ModelOutput``) has its first tensor masked; a
-    container that is never called itself (a ``ModuleList``) stands for its last module."""
+    container that is never called itself (a ``ModuleList``) stands for its last module. ``bfloat16``: ``model``
+    computes in bfloat16 (the images and masks are given to it so)."""
     target = model.get_submodule(module)
     while isinstance(target, nn.ModuleList | nn.ModuleDict) and len(target):
         target = list(target.children())[-1]
     shape: list[int] = []
+
+    def cast(x: torch.Tensor) -> torch.Tensor:
+        return x.bfloat16() if bfloat16 else x
+
     with _capture_shape(target, call, shape):
-        model(torch.from_numpy(images[:1]))
+        model(cast(torch.from_numpy(images[:1])))
     _, _, h, w = shape
-    masks = torch.from_numpy(spatial_masks(h, w, mask))[:, None]  # (N, 1, H, W)
+    masks = cast(torch.from_numpy(spatial_masks(h, w, mask))[:, None])  # (N, 1, H, W)
     maps = []
     for image in images:
-        copies = torch.from_numpy(image)[None].repeat(h * w, 1, 1, 1)  # every layer sees N rows, skips too
+        copies = cast(torch.from_numpy(image)[None].repeat(h * w, 1, 1, 1))  # every layer sees N rows, skips too
         with _replace_output(target, call, lambda out: out * masks):
             logits = model(copies).reshape(h * w, -1).double()
         scores = {"softmax": torch.softmax(logits, -1), "sigmoid": torch.sigmoid(logits), "logits": logits}[score]

@@ -121,6 +121,4 @@ def _quantize_onnx(fp32: Path, out: Path, precision: str, size: int) -> None:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    quantization.quantize_static(
-        os.fspath(fp32), os.fspath(out), Reader(), quant_format=quantization.QuantFormat.QDQ
-    )
+    quantization.quantize_static(os.fspath(fp32), os.fspath(out), Reader(), quant_format=quantization.QuantFormat.QDQ)

@@ -141,7 +141,7 @@ def load_model(
     graph = fmt.view(model)
     image = graph.image_input()
     current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
-    if input_shape is None and (not current or len(current) == 4 and not isinstance(current[1], int)):
+    if input_shape is None and (not current or (len(current) == 4 and not isinstance(current[1], int))):
         shown = f"[{_dims(current)}]" if current else "of unknown rank"
         raise OvxaiError(
             f"the image input '{image}' is {shown}: its channels and size are unknown",

@@ -155,7 +155,7 @@ class OnnxFormat:
     def convert(self, path: Path) -> onnx.ModelProto:
         raise OvxaiError(f"'{path}' cannot be converted to ONNX", "write OpenVINO IR (.xml) instead")
 
-    precisions = ("default",)  # ONNX Runtime's CPU provider computes in the model's own types
+    precisions: tuple[str, ...] = ("default",)  # ONNX Runtime's CPU provider computes in the model's own types
 
     def mantissa_bits(self, precision: str) -> int:
         return 23
@@ -404,7 +404,7 @@ def _covers_map(proto: onnx.NodeProto, attrs: dict[str, Any], tensors: dict[str,
         return False
     if kernel == spatial:
         return True
-    larger = all(k >= d for k, d in zip(kernel, spatial, strict=True))  # type: ignore[operator]
+    larger = all(k >= d for k, d in zip(kernel, spatial, strict=True))
     return larger and bool(attrs.get("ceil_mode", 0)) and pooled == [1, 1]
 
 

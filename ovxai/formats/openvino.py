@@ -200,7 +200,7 @@ class OpenVinoFormat:
         return model
 
     # f32, and the CPU plugin's default (bf16 or f16 on CPUs that have them): deployments use both
-    precisions = ("f32", "default")
+    precisions: tuple[str, ...] = ("f32", "default")
 
     def smoke_run(self, path: Path, x: np.ndarray, precision: str = "f32") -> dict[str, np.ndarray]:
         return run_once(path, x, precision)
@@ -317,7 +317,6 @@ def _from_shapes(output: Any) -> bool:
             return True
         todo.extend(i.get_source_output().get_node() for i in node.inputs())
     return False
-
 
 
 def tensor_id(output: Any) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import NETS, build_net, export_onnx, images
-from oracle import reference_saliency
+from oracle import reference
 from runners import cli_fails as _fails
 from runners import run
 
@@ -74,7 +74,7 @@ def test_static_batch_model_becomes_dynamic(tmp_path: Path) -> None:
     assert main(["export", "-m", str(path), "-o", str(tmp_path / "p.onnx")]) == 0
     x = images(3, 32)
     got = run(tmp_path / "p.onnx", x, "onnxruntime")
-    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "_relu", x), atol=1e-4)
+    reference(net, "_relu", x).check(got["saliency_map"])
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_large_model_uses_external_data(tmp_path: Path, monkeypatch) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["p.onnx", "p.onnx.data"]
     x = images(2, NETS["tiny"][1])
     got = run(out / "p.onnx", x, "onnxruntime")
-    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "features", x), atol=1e-4)
+    reference(net, "features", x).check(got["saliency_map"])
 
 
 def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -220,7 +220,7 @@ def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: 
 
 def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
-    from oracle import reference_saliency
+    from oracle import reference
 
     from ovxai import export_torch
 
@@ -228,7 +228,7 @@ def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFix
     result = export_torch(net, torch.rand(2, 3, 128, 128), tmp_path / "api.onnx", layer="layer3")
     x = images(2, 128)
     got = run(result.files[0], x, "onnxruntime")["saliency_map"]
-    np.testing.assert_allclose(got, reference_saliency(net, "layer3", x), atol=1e-4)
+    reference(net, "layer3", x).check(got)
 
     argv = ["export", "--torch", "models.architectures:tiny_resnet", "--input-shape", "?,3,96,96"]
     assert main([*argv, "-o", str(tmp_path / "cli.xml")]) == 0

@@ -75,7 +75,7 @@ class Built:
 
     def file(self, route: str) -> Path:
         if route not in self.files:
-            legacy = self.file("legacy") if route not in routes.ONNX_ROUTES + ("ov_module",) else None
+            legacy = self.file("legacy") if route not in (*routes.ONNX_ROUTES, "ov_module") else None
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.files[route] = routes.write(self.net, self.size, route, self.folder, legacy)
