@@ -95,8 +95,7 @@ class OnnxFormat:
             if not folded:
                 return
             graph = model.graph
-            gone = {id(n) for n in graph.node if n.output and all(o in folded or not o for o in n.output)}
-            kept = [n for n in graph.node if id(n) not in gone]
+            kept = [n for n in graph.node if not (n.output and all(o in folded or not o for o in n.output))]
             read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
             del graph.node[:]
             graph.node.extend(kept)
