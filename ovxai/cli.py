@@ -310,6 +310,11 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         h, w = result.grid
         print(f"target   input of block {t.layer} -> '{t.tensor}'  tokens x D = {t.chw}  grid {h} x {w}, N = {h * w}")
     print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
+    if result.isolated:
+        print(
+            "note     the engine compiled the original path otherwise when the hook read it (the prediction moved): "
+            "the hook runs on its own copy of the network, about twice the computation"
+        )
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
     if options.explain != "all":
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"

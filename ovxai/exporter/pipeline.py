@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ovxai.hook.vit import ViTReciproCamHook, plan_tokens
 from ovxai.metadata import ModelInfo
 
 SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
+_PRECISION_NAMES = {23: "f32", 10: "f16", 7: "bf16"}  # by mantissa bits
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ExportResult:
     options: HookOptions
     path: str = "mosaic"  # "mean"/"linear" (shortcut's boundary), "windows", "tokens" (ViT short sequence), "mosaic"
     grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
+    isolated: bool = False  # the hook runs on its own copy of the network (see ovxai.hook.private_reads)
 
 
 @dataclass
@@ -85,46 +87,85 @@ def export(
     source, destination = Path(model), Path(output)
     output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        loaded = load_model(source, input_shape, static_batch, dynamic_size)
-        graph, source_format = loaded.graph, loaded.format
-        prediction = pick_prediction(graph, prediction)
-        tokens = plan_tokens(graph, prediction, layer)
-        if tokens is None:
-            target = resolve(graph, prediction, layer)
-            plan = plan_tail(graph, target.tensor, prediction)
-        else:
-            target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
-            plan = tokens.tail
-        info = (info or ModelInfo()).replace(
-            score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
-        )
-        classes = _num_classes(graph, prediction)
-        info.check(classes)
-        _check_explained(options, classes)
-        original = _reference_copy(loaded, output_format, scratch, fp16)
-        emitter = source_format.hook_ops(loaded.model, graph)
-        if tokens is None:
-            hook = ReciproCamHook(PrivateReads(emitter, graph), graph, plan, options)
-            hook.build()
-            path = hook.path
-        else:
-            ViTReciproCamHook(emitter, graph, tokens, options).build()
-        patched = emitter.finish()
-        try:
-            if output_format is not source_format:
-                patched = output_format.convert(
-                    source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
-                )
-            output_format.set_metadata(patched, info.entries())
-            written = output_format.save(patched, scratch / destination.name, fp16)
-        except OSError as exc:
-            raise _write_error(destination, exc) from None
-        path = path if tokens is None else ("tokens" if options.fast_path and tokens.short is None else "mosaic")
+        for isolated in (False, True):
+            try:
+                result = _export_once(
+                    source, destination, output_format, scratch, isolated, layer, options, input_shape, prediction,
+                    static_batch, dynamic_size, fp16, info,
+                )  # fmt: skip
+                break
+            except PredictionMoved:  # try again with the hook on its own copy of the network
+                if isolated:
+                    raise
+        files = _move_into_place(result.files, destination)
+    return replace(result, files=files)
+
+
+class PredictionMoved(OvxaiError):
+    """The patched model's prediction is not the original's (see :func:`_check_runs`)."""
+
+
+def _export_once(
+    source: Path,
+    destination: Path,
+    output_format: Format,
+    scratch: Path,
+    isolated: bool,
+    layer: str | None,
+    options: HookOptions,
+    input_shape: Sequence[int | str] | None,
+    prediction: str | None,
+    static_batch: int | None,
+    dynamic_size: bool,
+    fp16: bool,
+    info: ModelInfo | None,
+) -> ExportResult:
+    """One export into ``scratch``, checked; ``isolated``: the CNN hook reads a private copy of the whole network
+    (:class:`~ovxai.hook.private_reads.PrivateReads`), the fallback where reading the original path changes how
+    the engine compiles it. The result's files are in ``scratch``."""
+    loaded = load_model(source, input_shape, static_batch, dynamic_size)
+    graph, source_format = loaded.graph, loaded.format
+    prediction = pick_prediction(graph, prediction)
+    tokens = plan_tokens(graph, prediction, layer)
+    if tokens is None:
+        target = resolve(graph, prediction, layer)
+        plan = plan_tail(graph, target.tensor, prediction)
+    else:
+        target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
+        plan = tokens.tail
+    info = (info or ModelInfo()).replace(
+        score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
+    )
+    classes = _num_classes(graph, prediction)
+    info.check(classes)
+    _check_explained(options, classes)
+    original = _reference_copy(loaded, output_format, scratch, fp16)
+    emitter = source_format.hook_ops(loaded.model, graph)
+    if tokens is None:
+        hook = ReciproCamHook(PrivateReads(emitter, graph, whole=isolated), graph, plan, options)
+        hook.build()
+        path = hook.path
+    else:
+        ViTReciproCamHook(emitter, graph, tokens, options).build()
+        path = "tokens" if options.fast_path and tokens.short is None else "mosaic"
+    patched = emitter.finish()
+    try:
+        if output_format is not source_format:
+            patched = output_format.convert(
+                source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
+            )
+        output_format.set_metadata(patched, info.entries())
+        written = output_format.save(patched, scratch / destination.name, fp16)
+    except OSError as exc:
+        raise _write_error(destination, exc) from None
+    try:
         _check_runs(output_format, written[0], graph, original, prediction, path)
-        files = _move_into_place(written, destination)
-    if tokens is not None:
-        return ExportResult(files, target, prediction, path == "tokens", options, path, tokens.grid)
-    return ExportResult(files, target, prediction, path != "mosaic", options, path)
+    except PredictionMoved as moved:
+        if tokens is not None:  # the vision transformers' hook has no isolated fallback
+            raise OvxaiError(str(moved)) from None
+        raise
+    grid = None if tokens is None else tokens.grid
+    return ExportResult(written, target, prediction, path not in ("mosaic",), options, path, grid, isolated)
 
 
 def load_model(
@@ -250,12 +291,14 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
     """Run the written model and the original on one synthetic batch, in the same engine, in each of its
     precisions: a model that cannot run, or whose prediction is not the original's bit for bit, is never
     delivered (the linear shortcut computes the first linear layer in another summation order: equal to
-    rounding, see :func:`_same_prediction`)."""
+    rounding, see :func:`_moved`)."""
     dims = graph.input_dims()
     shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
     x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
     for precision in fmt.precisions:
-        where = f"{fmt.name}{'' if precision == 'default' else f' ({precision})'}"
+        where = f"{fmt.name} ({_PRECISION_NAMES.get(fmt.mantissa_bits(precision), precision)})"
+        if precision == "default" and len(fmt.precisions) > 1:
+            where = f"{fmt.name} at its default precision ({_PRECISION_NAMES.get(fmt.mantissa_bits(precision))} here)"
         try:
             outputs = fmt.smoke_run(path, x, precision)
         except Exception as exc:  # each engine raises its own types
@@ -279,11 +322,11 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
         reordered = fmt.mantissa_bits(precision) if hook_path == "linear" else None
         moved = _moved(outputs[prediction], expected, reordered)
         if moved is not None:
-            raise OvxaiError(
+            raise PredictionMoved(
                 f"with the hook, {where} computes the prediction '{prediction}' differently: it moves by up to "
-                f"{moved:.3g} against the original model's (the engine compiles the original path otherwise when "
-                "the hook reads it); nothing was written",
-                "try another layer= or path=general, and please report this model",
+                f"{moved:.3g} against the original model's: the engine compiles the original path otherwise when "
+                "the hook reads it; nothing was written",
+                "try another layer= (the fix is ours: please report this model)",
             )
 
 

@@ -1,22 +1,24 @@
 """The hook reads its own copies of the original path's activations, never the originals themselves.
 
 An engine compiles a tensor's producer according to who reads it. OpenVINO's CPU plugin fuses a
-convolution with its bias, residual add, activation and output quantiser only while nothing else reads
-the steps in between, and under its default bf16 inference precision it stores a map that any other
-node reads (even a Result) in f32, so that the global pool averages the f32 map instead of the bf16 one.
-A hook reading the target map T directly is such a reader, and the prediction moves (0.005 to 2 logits
-on the models measured: in the default precision, and for INT8 models in f32 too).
+convolution with its bias, activation and output quantiser only while nothing else reads the steps in
+between; it sums a residual add into the other operand's memory in place only while nothing reads that
+operand afterwards; and under its default bf16 inference precision it stores a map that any other node
+reads (even a Result) in f32, so that the global pool averages the f32 map instead of the bf16 one. A
+hook reading the target map T, or the residual stream beside it, is such a reader, and the prediction
+moves (0.005 to 38 logits on the models measured: in the default precision, and for INT8 models in f32).
 
-So every activation the hook reads is recomputed by a private copy of the chain that produces it: the
-nodes back to the nearest weighted node (a convolution or product), through the tensors that only the
-chain reads. The copy reads the original graph only where an original node of the same type reads the
-same tensor (the weighted node's input, a residual's other operand), a reader the engine already plans
-for. Engines merge identical subgraphs (common-subexpression elimination compares constants by value,
-after weight compression), which would hand the hook the original again, so the copy's weighted node
-computes one more output channel, of zero weights, which the copy drops: the same numbers from a node
-no engine can merge with the original. Copying the last convolution costs it once more per image
-(ResNet-50 at layer4: a 1 x 1 convolution, 1.2 % of the network); the original path compiles exactly as
-without the hook, which the export checks.
+So every activation the hook reads is recomputed by a private copy of the nodes that produce it, back
+through every element-wise step (residual adds included) to the nearest weighted nodes (convolutions,
+products): the copy reads the original graph only as convolutions and products read it, which neither
+fuse with nor write into their inputs. Engines merge identical subgraphs (common-subexpression
+elimination compares constants by value, after weight compression), which would hand the hook the
+original again, so each copied weighted node computes one more output channel, of zero weights, which
+the copy drops: the same numbers from a node no engine can merge with the original. For ResNet-50 at
+layer4 the copy is the last convolution of each block and the stage's downsampling (6 % of the
+network's MACs); the export checks that the original path compiles exactly as without the hook, and
+where it does not, falls back to a copy of the whole network (``whole``: the hook then shares nothing
+with the original but the input).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from ovxai.graph.view import GraphView, Kind, Node
 
-_LONGEST_CHAIN = 16  # nodes: no engine fuses longer chains; beyond, the tensor is read as it is
+_LONGEST_CHAIN = 256  # nodes: beyond, no weighted node bounds the copy; the tensor is read as it is
 
 
 class PrivateReads:
@@ -34,8 +36,8 @@ class PrivateReads:
     Everything else is the wrapped emitter's: constants, shapes, the image input and the model's outputs are
     read as they are (an output is materialised for the caller anyway)."""
 
-    def __init__(self, ops: Any, graph: GraphView) -> None:
-        self._ops, self._graph = ops, graph
+    def __init__(self, ops: Any, graph: GraphView, whole: bool = False) -> None:
+        self._ops, self._graph, self._whole = ops, graph, whole
         self._copies: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:  # every other operation: the wrapped emitter's
@@ -46,7 +48,7 @@ class PrivateReads:
         if graph.kind.get(name) is not Kind.ACTIVATION or name in graph.outputs or name not in graph.producer:
             return self._ops.tensor(name)
         if name not in self._copies:
-            chain, widened = private_chain(graph, name)
+            chain, widened = private_chain(graph, name, self._whole)
             for node in chain:
                 if node.name in widened:
                     self._copies[node.outputs[0]] = self._widened_copy(node, widened[node.name])
@@ -100,28 +102,34 @@ class Widening:
         self.padded, self.output_axis, self.channels = padded, output_axis, channels
 
 
-def private_chain(graph: GraphView, name: str) -> tuple[list[Node], dict[str, Widening]]:
-    """The nodes (topological order) that compute ``name`` from the nearest weighted nodes, through tensors that
-    only the chain reads, and how each of those weighted nodes is widened; ([], {}) where no weighted node is
-    near or the chain is longer than any engine fuses."""
+def private_chain(graph: GraphView, name: str, whole: bool = False) -> tuple[list[Node], dict[str, Widening]]:
+    """The nodes (topological order) that compute ``name`` from the nearest weighted nodes, and how each of those
+    weighted nodes is widened; ([], {}) where no weighted node bounds the copy. ``whole``: every node that computes
+    ``name`` from the model's input, the first weighted nodes widened (the copy then shares nothing with the
+    original but the input and what precedes the first convolution)."""
     found: dict[str, Node] = {}
-    widened: dict[str, Widening] = {}
     todo = [graph.producer[name]]
     while todo:
         node = todo.pop()
         if node.name in found:
             continue
         found[node.name] = node
-        if len(found) > _LONGEST_CHAIN or node.has_subgraph:
+        if node.has_subgraph or (not whole and len(found) > _LONGEST_CHAIN):
             return [], {}
-        widening = _widening(graph, node)
-        if widening is not None:
-            widened[node.name] = widening
+        if not whole and _widening(graph, node) is not None:
             continue
-        activations = [i for i in node.inputs if graph.kind.get(i) is Kind.ACTIVATION and i in graph.producer]
-        fused = [i for i in activations if len(graph.consumers.get(i, [])) == 1]
-        # Up through the tensors fused into this chain; where none is (a pool of a shared map), up its data input.
-        todo.extend(graph.producer[i] for i in fused or activations[:1])
+        # Up through every activation input: an element-wise reader of a shared tensor (a residual add) would be
+        # the one that keeps the engine from summing into that tensor in place.
+        todo.extend(
+            graph.producer[i] for i in node.inputs if graph.kind.get(i) is Kind.ACTIVATION and i in graph.producer
+        )
+    produced = {o for n in found.values() for o in n.outputs}
+    widened = {}
+    for node in found.values():
+        widening = _widening(graph, node)
+        reads_copies = any(i in produced for i in node.inputs)
+        if widening is not None and (not whole or not reads_copies):
+            widened[node.name] = widening
     if not widened:
         return [], {}
     order = {n.name: k for k, n in enumerate(graph.nodes)}

@@ -33,6 +33,7 @@ from oracle import Reference, reference
 from runners import run
 
 from ovxai import HookOptions, export
+from ovxai.errors import OvxaiError
 from ovxai.exporter.from_torch import to_onnx
 from ovxai.exporter.pipeline import ExportResult, load_model
 from ovxai.hook.target import resolve
@@ -58,6 +59,7 @@ class Case:
     kwargs: dict[str, Any] = field(default_factory=dict)
     slow: bool = False
     xfail: dict[str, str] = field(default_factory=dict)  # 'auto-name', 'auto' or a module path -> reason
+    openvino_refused: str = ""  # why the export refuses it for OpenVINO (the prediction would move), if it does
 
     @property
     def id(self) -> str:
@@ -99,7 +101,13 @@ CASES = [
         "inception_v3", "Inception-v3", TV, 107, "Mixed_7c", "Mixed_6e",
         kwargs={"aux_logits": False, "init_weights": True}, slow=True,
     ),
-    Case("shufflenet_v2_x0_5", "ShuffleNetV2", TV, 64, "conv5", "stage3"),  # channel split and shuffle
+    # channel split and shuffle. Its shuffles reshape by the batch read from the maps' shapes: with the hook's own
+    # shape reads beside them, the CPU plugin's default bf16 compilation of the original path changes (a Concat in
+    # f32), so the export refuses the IR in one line (f32 and ONNX Runtime are exact)
+    Case(
+        "shufflenet_v2_x0_5", "ShuffleNetV2", TV, 64, "conv5", "stage3",
+        openvino_refused="the CPU plugin compiles the original path otherwise in bf16 with the hook beside it",
+    ),
     # the last map before the pool is the class map of the final 1x1 convolution: pointwise, so masking it
     # or the 'features' map before it gives the same min-max map
     Case("squeezenet1_1", "SqueezeNet", TV, 64, "classifier.2", "features", exporter="dynamo"),
@@ -200,8 +208,16 @@ def test_automatic_target_is_the_last_stage(zoo_models: Any, zoo_patched: Any, c
     assert resolve(graph, result.prediction, layer).tensor == tensor
 
 
+def _refused(case: Case, backend: str) -> list[pytest.MarkDecorator]:
+    if backend != "openvino" or not case.openvino_refused:
+        return []
+    return [pytest.mark.xfail(strict=True, raises=OvxaiError, reason=case.openvino_refused)]
+
+
 PARAMS = [
-    pytest.param(case, target, backend, id=f"{case.id}-{target}-{backend}", marks=_marks(case, target))
+    pytest.param(
+        case, target, backend, id=f"{case.id}-{target}-{backend}", marks=_marks(case, target) + _refused(case, backend)
+    )
     for case in CASES
     for target in case.targets
     for backend in BACKENDS
