@@ -15,10 +15,11 @@ from torch import nn
 GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16
 
 # Tolerances come from the case itself: an engine computing in float32 strays from the exact maps by as much as
-# torch's own float32 run does, times what its kernels add (Winograd convolutions, other blockings and summation
-# orders round up to several times more than torch's direct ones), whatever the CPU: NOISE_FACTOR. The floor, a
-# few units in the last place of 1 (maps lie in [0, 1]), covers maps that float32 barely moves.
-NOISE_FACTOR = 10.0
+# torch's own float32 run does, times what its kernels add, whatever the CPU: NOISE_FACTOR. Winograd convolutions,
+# other blockings and the shortcut's placement products sum in other orders (up to 20x torch's direct error seen
+# on the Gaussian mask's shortcut). The floor, a few units in the last place of 1 (maps lie in [0, 1]), covers maps
+# that float32 barely moves.
+NOISE_FACTOR = 32.0
 FLOAT32_FLOOR = 8 * float(np.finfo(np.float32).eps)
 
 

@@ -144,6 +144,7 @@ class OnnxFormat:
         else:
             data = path.with_name(path.name + ".data")
             onnx.save_model(model, os.fspath(path), save_as_external_data=True, location=data.name, size_threshold=1024)
+            onnx.load_external_data_for_model(model, os.fspath(path.parent))  # saving moved the weights out of it
             files = [path, data]
         try:
             onnx.checker.check_model(os.fspath(path), full_check=True)

@@ -87,11 +87,8 @@ class PrivateReads:
             else:
                 inputs.append(self._constant(name))
         wide = ops.copy_node(node, inputs)[0]
-        # Drop the extra channel by a static slice (shapes stay inferable) of the channel axis moved first.
-        rank = len(self._graph.tensor(node.outputs[0]).shape or ())
-        order = [widening.output_axis, *(a for a in range(rank) if a != widening.output_axis)]
-        back = [order.index(a) for a in range(rank)]
-        return ops.transpose(ops.slice(ops.transpose(wide, order), 0, widening.channels), back)
+        # the channels kept, as constant indices: the copy's shape stays known to shape inference (a static batch)
+        return ops.gather(wide, ops.i64(list(range(widening.channels))), widening.output_axis)
 
 
 class Widening:

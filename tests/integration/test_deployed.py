@@ -75,7 +75,7 @@ def test_converted_ir_resolves_module_paths(converted: Path, resnet: nn.Module, 
 
 
 def test_export_torch_to_ir_converts_directly(resnet: nn.Module, tmp_path: Path, monkeypatch) -> None:
-    from ovxai import torch_export
+    from ovxai.exporter import from_torch as torch_export
 
     monkeypatch.setattr(torch_export, "to_onnx", lambda *a, **k: pytest.fail("no ONNX detour for an IR output"))
     result = export_torch(resnet, torch.rand(2, 3, SIZE, SIZE), tmp_path / "direct.xml", layer="layer4", fp16=False)
