@@ -146,7 +146,7 @@ def _export_once(
         hook.build()
         path = hook.path
     else:
-        ViTReciproCamHook(emitter, graph, tokens, options).build()
+        ViTReciproCamHook(PrivateReads(emitter, graph, whole=isolated), graph, tokens, options).build()
         path = "tokens" if options.fast_path and tokens.short is None else "mosaic"
     patched = emitter.finish()
     try:
@@ -158,14 +158,9 @@ def _export_once(
         written = output_format.save(patched, scratch / destination.name, fp16)
     except OSError as exc:
         raise _write_error(destination, exc) from None
-    try:
-        _check_runs(output_format, written[0], graph, original, prediction, path)
-    except PredictionMoved as moved:
-        if tokens is not None:  # the vision transformers' hook has no isolated fallback
-            raise OvxaiError(str(moved)) from None
-        raise
+    _check_runs(output_format, written[0], graph, original, prediction, path)
     grid = None if tokens is None else tokens.grid
-    return ExportResult(written, target, prediction, path not in ("mosaic",), options, path, grid, isolated)
+    return ExportResult(written, target, prediction, path != "mosaic", options, path, grid, isolated)
 
 
 def load_model(
@@ -296,9 +291,10 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
     shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
     x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
     for precision in fmt.precisions:
-        where = f"{fmt.name} ({_PRECISION_NAMES.get(fmt.mantissa_bits(precision), precision)})"
-        if precision == "default" and len(fmt.precisions) > 1:
-            where = f"{fmt.name} at its default precision ({_PRECISION_NAMES.get(fmt.mantissa_bits(precision))} here)"
+        where = fmt.name
+        if len(fmt.precisions) > 1:
+            named = _PRECISION_NAMES.get(fmt.mantissa_bits(precision), precision)
+            where += f" at its default precision ({named} here)" if precision == "default" else f" ({named})"
         try:
             outputs = fmt.smoke_run(path, x, precision)
         except Exception as exc:  # each engine raises its own types

@@ -65,6 +65,35 @@ def test_inspect_lists_candidates(resnet: Path, capsys: pytest.CaptureFixture[st
     assert any(line.split()[0] == "layer3" and "windows" in line for line in lines)
 
 
+def test_path_general_and_inspect_name_the_path(resnet: Path, tmp_path: Path, capsys) -> None:
+    assert main(["inspect", "--model", str(resnet)]) == 0
+    assert "export without --layer explains layer4 on the mean path" in capsys.readouterr().out.splitlines()[-1]
+    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "g.onnx"), "--path", "general"]) == 0
+    assert "general path (full mosaic)" in capsys.readouterr().out
+    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "m.onnx")]) == 0
+    x = images(2, NETS["resnet"][1])
+    fast, general = run(tmp_path / "m.onnx", x, "onnxruntime"), run(tmp_path / "g.onnx", x, "onnxruntime")
+    np.testing.assert_array_equal(fast["logits"], general["logits"])
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "-m", str(resnet), "--path", "fast"])
+    assert exited.value.code == 2 and "argument --path: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_unknown_input_channels_ask_for_the_input_shape(resnet: Path, tmp_path: Path, capsys) -> None:
+    """An IR whose input is [?,?,?,?]: inspect and export give the same one-line advice."""
+    import openvino as ov
+
+    model = ov.convert_model(str(resnet))
+    model.reshape({model.inputs[0]: ov.PartialShape.dynamic(4)})
+    ov.save_model(model, str(tmp_path / "any.xml"))
+    inspect = _fails(capsys, "inspect", "-m", str(tmp_path / "any.xml"))
+    export = _fails(capsys, "export", "-m", str(tmp_path / "any.xml"), "-o", str(tmp_path / "p.xml"))
+    assert "is [?,?,?,?]: its channels and size are unknown" in inspect and "--input-shape ?,3,224,224" in inspect
+    assert export.split(": error: ")[1] == inspect.split(": error: ")[1]
+    argv = ["export", "-m", str(tmp_path / "any.xml"), "-o", str(tmp_path / "p.xml"), "--input-shape", "?,3,128,128"]
+    assert main(argv) == 0
+
+
 def test_static_batch_model_becomes_dynamic(tmp_path: Path) -> None:
     net = build_net("effnet")
     path = tmp_path / "static.onnx"
