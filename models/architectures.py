@@ -1,5 +1,6 @@
-"""CNN architectures with torchvision's module names, defined here because torchvision does not
-install beside the pinned torch. Random weights; they exist to cover graph shapes, not accuracy."""
+"""CNN layouts written here with torchvision's module names: small test networks that need no torchvision, each
+with a graph shape the hook must handle, and the benchmarks' ResNet, VGG-16 and MobileNetV3 (``zoo.RECIPES``).
+Random weights (:func:`randomize`); they exist to cover graph shapes, not accuracy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Build a model as ONNX: ``python models/build.py NAME OUTPUT.onnx``.
+"""Write a model: ``python models/build.py NAME OUTPUT.onnx`` (or ``OUTPUT.xml``: an IR from ``ov.convert_model``).
 
 | name | what | weights |
 |---|---|---|
@@ -7,53 +7,46 @@
 | vgg16 | torchvision's VGG-16 layout, no global pool | random |
 | mobilenet_v3 | torchvision's MobileNetV3-Small layout | random |
 | tiny | a 3-convolution CNN for fast tests | random |
+| torchvision:NAME, timm:NAME | the library's model (e.g. torchvision:squeezenet1_1), 1000 classes, 224 px | random |
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
-
-import torch
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import architectures as arch
-from ovxai.exporter.from_torch import to_onnx
+from models import routes, zoo
 
-RECIPES: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
-    "resnet18": (lambda: arch.randomize(arch.resnet18()), 224),
-    "resnet50": (lambda: arch.randomize(arch.resnet50()), 224),
-    "vgg16": (lambda: arch.randomize(arch.VGG16()), 224),
-    "mobilenet_v3": (lambda: arch.randomize(arch.MobileNetV3()), 224),
-    "tiny": (lambda: arch.randomize(arch.TinyCNN()), 32),
-}
+__all__ = ["build", "main", "write"]
+build = zoo.build
 
 
-def build(name: str) -> tuple[torch.nn.Module, int]:
-    """(the torch model in eval mode, its input size)."""
-    if name == "efficientnet_lite0":
-        from models import efficientnet_lite0
-
-        return efficientnet_lite0.build(), efficientnet_lite0.SIZE
-    factory, size = RECIPES[name]
-    torch.manual_seed(0)
-    return factory(), size
+def write(name: str, output: Path, exporter: str = "dynamo") -> Path:
+    """Build ``name`` and write it to ``output``: ONNX through torch's ``exporter``, or an IR (.xml)."""
+    net, size = zoo.build(name)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix.lower() == ".xml":
+        return routes.to_ir(net, output, size)
+    return routes.to_onnx(net, output, size, exporter)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["efficientnet_lite0", *RECIPES])
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
+    parser.add_argument("name", help=f"one of {', '.join(zoo.NAMES)}, torchvision:NAME or timm:NAME")
+    parser.add_argument("output", type=Path, help="the .onnx or .xml file to write")
+    parser.add_argument("--exporter", choices=routes.EXPORTERS, default="dynamo", help="torch's ONNX exporter")
     args = parser.parse_args(argv)
-    net, size = build(args.name)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(net, args.output, size, args.exporter)
-    print(f"wrote {args.output} ({args.name}, {size} x {size})")
+    if args.output.suffix.lower() not in (".onnx", ".xml"):
+        parser.error(f"{args.output}: write .onnx or .xml")
+    try:
+        write(args.name, args.output, args.exporter)
+    except KeyError as exc:
+        parser.error(str(exc.args[0]))
+    print(f"wrote {args.output} ({args.name})")
 
 
 if __name__ == "__main__":

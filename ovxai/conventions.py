@@ -15,12 +15,21 @@ Mask = Literal["onehot", "gaussian"]
 """One position per copy, or the 3x3 kernel [[1,2,1],[2,4,2],[1,2,1]]/16 around it."""
 SaliencyDType = Literal["float32", "uint8"]
 """Maps in [0, 1], or quantised to 0..255."""
+HookPath = Literal["auto", "mean", "linear", "windows", "tokens", "mosaic"]
+"""How the masked copies are computed: ``auto`` takes the first exact path that applies (``ovxai inspect`` lists
+each with why it does or does not); ``mosaic`` is the general path, every copy on the whole map or sequence."""
+Method = Literal["recipro", "gradcam", "gradcam++", "xgradcam", "layercam", "integrated-gradcam"]
+"""What the hook computes: Recipro-CAM (masked copies, no gradient), or a gradient CAM whose backward through the
+tail is emitted into the graph (Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, Integrated Grad-CAM)."""
+GRADIENT_METHODS: tuple[Method, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "integrated-gradcam")
 ChannelOrder = Literal["rgb", "bgr"]
 """The colour order the network expects its input in."""
 
 SCORES: tuple[Score, ...] = get_args(Score)
 MASKS: tuple[Mask, ...] = get_args(Mask)
 SALIENCY_DTYPES: tuple[SaliencyDType, ...] = get_args(SaliencyDType)
+HOOK_PATHS: tuple[HookPath, ...] = get_args(HookPath)
+METHODS: tuple[Method, ...] = get_args(Method)
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = get_args(ChannelOrder)
 
 SALIENCY_OUTPUT = "saliency_map"

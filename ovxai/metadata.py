@@ -24,7 +24,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ovxai.conventions import CHANNEL_ORDERS, MODEL_INFO_SECTION, OVXAI_SECTION, SCORES, ChannelOrder, Score
+from ovxai.conventions import (
+    CHANNEL_ORDERS,
+    METHODS,
+    MODEL_INFO_SECTION,
+    OVXAI_SECTION,
+    SCORES,
+    ChannelOrder,
+    Method,
+    Score,
+)
 from ovxai.errors import OvxaiError
 
 Entries = dict[tuple[str, str], str]
@@ -44,6 +53,8 @@ class ModelInfo:
     score: Score | None = None  # how the hook scored each masked copy
     probabilities: bool | None = None  # the prediction output is already softmax/sigmoid probabilities
     explained: str | None = None  # which classes have maps: 'all', 'topK' or ids '281,285' (saliency_classes)
+    method: Method | None = None  # what computes the maps: recipro, or a gradient CAM (None: recipro, older exports)
+    steps: int | None = None  # integrated-gradcam: its steps from the black image
 
     def __post_init__(self) -> None:
         for name in ("mean", "scale"):
@@ -63,6 +74,8 @@ class ModelInfo:
             )
         if self.score is not None and self.score not in SCORES:
             raise OvxaiError(f"unknown score= {self.score!r}", f"use one of: {', '.join(SCORES)}")
+        if self.method is not None and self.method not in METHODS:
+            raise OvxaiError(f"unknown method= {self.method!r}", f"use one of: {', '.join(METHODS)}")
         if self.labels is not None and not self.labels:
             raise OvxaiError("labels= is empty", "give one class name per class")
         if self.labels is not None and not all(label.strip() for label in self.labels):
@@ -109,6 +122,10 @@ class ModelInfo:
             out[OVXAI_SECTION, "probabilities"] = str(self.probabilities)
         if self.explained is not None:
             out[OVXAI_SECTION, "explain"] = self.explained
+        if self.method is not None:
+            out[OVXAI_SECTION, "method"] = self.method
+        if self.steps is not None:
+            out[OVXAI_SECTION, "steps"] = str(self.steps)
         return out
 
     @classmethod
@@ -126,7 +143,7 @@ class ModelInfo:
             labels = tuple(str(get(MODEL_INFO_SECTION, "labels")).split())
         reverse = get(MODEL_INFO_SECTION, "reverse_input_channels")
         probabilities = get(OVXAI_SECTION, "probabilities")
-        score = get(OVXAI_SECTION, "score")
+        score, method, steps = (get(OVXAI_SECTION, key) for key in ("score", "method", "steps"))
         return cls(
             labels=labels,
             mean=_floats(get(MODEL_INFO_SECTION, "mean_values"), "mean"),
@@ -135,6 +152,8 @@ class ModelInfo:
             score=next((s for s in SCORES if s == score), None),
             probabilities=None if probabilities is None else _true(probabilities),
             explained=get(OVXAI_SECTION, "explain"),
+            method=next((m for m in METHODS if m == method), None),
+            steps=int(steps) if steps is not None and steps.strip().isdigit() else None,
         )
 
     def replace(self, **changes: Any) -> ModelInfo:
@@ -167,6 +186,11 @@ def as_parameters(info: ModelInfo) -> dict[str, str]:
 def read_parameters(parameters: Mapping[str, object]) -> ModelInfo:
     """The inverse of :func:`as_parameters`, from a served model's metadata (other parameters are ignored)."""
     return ModelInfo.from_entries(_from_onnx_props({k: v for k, v in parameters.items() if isinstance(v, str)}))
+
+
+def read_onnx_props(props: Mapping[str, str]) -> ModelInfo:
+    """From an ONNX model's ``metadata_props``."""
+    return ModelInfo.from_entries(_from_onnx_props(props))
 
 
 def read_onnxruntime(session: Any) -> ModelInfo:

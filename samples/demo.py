@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     from models import efficientnet_lite0 as recipe
     from ovxai import export
     from ovxai.metadata import ModelInfo
-    from ovxai.runtime import Explainer, contact_sheet
+    from ovxai.runtime import Explainer, contact_sheet, pictures
 
     plain = args.out / "efficientnet_lite0.onnx"
     if not plain.exists():
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         for row in r.maps[0]:
             print("    " + "".join(SHADES[min(int(v * len(SHADES)), len(SHADES) - 1)] * 2 for v in row))
         overlay = args.out / f"{Path(r.source).stem}_saliency.png"
-        r.overlay(0).save(overlay)
+        pictures.save(r.overlay(0), overlay)
         print(f"  saliency of '{r.targets[0].label.split(',')[0]}' -> {overlay}\n")
-    contact_sheet(results).save(args.out / "contact_sheet.png")
+    pictures.save(contact_sheet(results), args.out / "contact_sheet.png")
     print(f"all maps: {args.out / 'contact_sheet.png'}")
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ovxai.errors import OvxaiError
 from ovxai.metadata import ModelInfo
-from ovxai.runtime import Explainer, Explanation, ImageError, named_image_files
+from ovxai.runtime import Explainer, Explanation, ImageError, named_image_files, pictures
 
 
 def run_folder(explainer: Explainer, folder: Path, out: Path, jobs: int) -> int:
@@ -35,7 +35,7 @@ def run_folder(explainer: Explainer, folder: Path, out: Path, jobs: int) -> int:
     for result in explainer.explain_many(files, jobs=jobs, on_error=skip):
         count += 1
         _report(result, time.perf_counter() - start, count)
-        result.overlay(0).save(out / f"{names[result.source]}_saliency.jpg", quality=90)
+        pictures.save(result.overlay(0), out / f"{names[result.source]}_saliency.jpg")
     return count
 
 
@@ -56,7 +56,7 @@ def run_camera(explainer: Explainer, index: int, out: Path, frames: int) -> int:
             result = explainer.explain(frame[..., ::-1].copy())[0]  # OpenCV delivers BGR
             count += 1
             _report(result, time.perf_counter() - start, count)
-            result.overlay(0).save(out / "latest.jpg", quality=85)
+            pictures.save(result.overlay(0), out / "latest.jpg")  # whole: a viewer never reads half
     finally:
         camera.release()
     return count

@@ -1,7 +1,9 @@
-"""Shared fixtures: small torch networks exported to ONNX once per session.
+"""Shared fixtures: small torch networks exported to ONNX once per session; the tiers' markers.
 
-torch is imported only when a network is built, so the torch-free tests (tests/unit/) run
-without it; a test that needs a network is skipped there.
+Tiers are folders: ``unit`` (hand-built graphs, numpy and the engines' own calls, no torch: seconds),
+``integration`` (torch networks against the torch oracle, through both engines), ``e2e`` (the command line,
+servers, Ray, the samples: subprocesses). Each test is marked with its tier; ``slow`` marks the heavy ones:
+the whole e2e tier and the heavy integration cases. torch is imported only when a network is built.
 """
 
 from __future__ import annotations
@@ -19,6 +21,29 @@ if TYPE_CHECKING:
     import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's models/ recipes
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
+        if tier == "e2e":
+            item.add_marker("slow")
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_kept() -> object:
+    """Tests compile with OpenVINO directly too: each ends with the thread's own signal stack back in place,
+    so that a Core released later cannot leave a freed one under the signal tests' handlers
+    (``ovxai.interrupts.keep_signal_stack`` says why)."""
+    yield
+    from ovxai.interrupts import keep_signal_stack
+
+    keep_signal_stack()
 
 
 def _arch() -> ModuleType:

@@ -181,7 +181,7 @@ def token_masks(h: int, w: int, kind: str, aux_tokens: int) -> np.ndarray:
 def reference_vit_saliency(
     model: nn.Module,
     block_module: str,
-    norm_module: str,
+    norm_module: str | None,
     images: np.ndarray,
     score: str = "logits",
     mask: str = "gaussian",
@@ -191,7 +191,8 @@ def reference_vit_saliency(
 
     X (1, A + h*w, D) -- or a (1, h, w, D) token map, as Swin's blocks read -- is the input of the
     transformer block ``block_module`` and ``norm_module`` that
-    block's first normalisation (timm ``blocks.11.norm1``, torchvision ``encoder.layers.encoder_layer_11.ln_1``).
+    block's first normalisation (timm ``blocks.11.norm1``, torchvision ``encoder.layers.encoder_layer_11.ln_1``), or
+    None for a block with no norm before its attention (LeViT: the masked X is all the block reads).
     Copy n of the network runs with the block's input replaced by M_n * X and the norm's output replaced by
     M_n * norm(X) - the norm evaluated on the UNMASKED X - where M_n keeps the A auxiliary tokens (CLS,
     distillation, registers) and multiplies the spatial ones by the one-hot or cut 3x3 Gaussian mask around
@@ -225,7 +226,8 @@ def reference_vit_saliency(
     Its torch variant (``white_box/torch.py`` ``TorchViTReciproCAM``) differs: it masks only the output of
     the third-last norm module (the last block's norm1) and leaves the residual unmasked.
     """
-    block, norm = model.get_submodule(block_module), model.get_submodule(norm_module)
+    block = model.get_submodule(block_module)
+    norm = None if norm_module is None else model.get_submodule(norm_module)
     tokens: list[int] = []
     with _capture_block_input(block, tokens):
         model(torch.from_numpy(images[:1]))
@@ -275,7 +277,7 @@ class _capture_block_input:
 class _masked_block:
     """Block input -> masks * X; norm input -> the unmasked X; norm output -> masks * norm(X)."""
 
-    def __init__(self, block: nn.Module, norm: nn.Module, masks: torch.Tensor) -> None:
+    def __init__(self, block: nn.Module, norm: nn.Module | None, masks: torch.Tensor) -> None:
         self.block, self.norm, self.masks = block, norm, masks
         self.unmasked: torch.Tensor | None = None
         self.norm_calls = 0
@@ -294,13 +296,94 @@ class _masked_block:
         return out * self.masks
 
     def __enter__(self) -> None:
-        self.handles = [
-            self.block.register_forward_pre_hook(self._block_input),
-            self.norm.register_forward_pre_hook(self._norm_input),
-            self.norm.register_forward_hook(self._norm_output),
-        ]
+        self.handles = [self.block.register_forward_pre_hook(self._block_input)]
+        if self.norm is not None:
+            self.handles += [
+                self.norm.register_forward_pre_hook(self._norm_input),
+                self.norm.register_forward_hook(self._norm_output),
+            ]
 
     def __exit__(self, *_: object) -> None:
         for handle in self.handles:
             handle.remove()
-        assert self.norm_calls == 1, f"the norm ran {self.norm_calls} times inside the block, expected once"
+        assert self.norm is None or self.norm_calls == 1, (
+            f"the norm ran {self.norm_calls} times inside the block, expected once"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- gradient CAMs
+
+
+def normalised(maps: np.ndarray) -> np.ndarray:
+    """Min-max per map over its last two axes (a constant map gives zeros)."""
+    low, high = maps.min(axis=(-2, -1), keepdims=True), maps.max(axis=(-2, -1), keepdims=True)
+    return (maps - low) / np.where(high > low, high - low, 1.0)  # type: ignore[no-any-return]
+
+
+def gradient_reference(
+    method: str,
+    model: nn.Module,
+    module: str,
+    images: np.ndarray,
+    classes: np.ndarray,
+    score: str = "logits",
+    steps: int = 20,
+    black: float = 0.0,
+) -> np.ndarray:
+    """(B, K', h, w) raw maps of a gradient CAM at ``module``'s output for each image's ``classes`` (B, K'), computed
+    by the reference implementations in the model's own precision: pytorch-grad-cam's ``GradCAM``,
+    ``GradCAMPlusPlus`` (the paper's alpha), ``XGradCAM`` and ``LayerCAM`` (its ``get_cam_image`` on the activations
+    and gradients its hooks record, ReLU'd as its ``compute_cam_per_layer`` does, before its upsampling and its
+    normalisation with an epsilon), and tools/eval's ``IntegratedGradCAM`` from the uniform image ``black``."""
+    target = model.get_submodule(module)
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(images).to(dtype)
+    if method == "integrated-gradcam":
+        from tools.eval.methods import IntegratedGradCAM
+
+        ig = IntegratedGradCAM(model, target, black, steps=steps, batch=steps)
+        with _scored(model, score):
+            return np.array(
+                [[ig.raw(x[b : b + 1], int(c)).detach().numpy() for c in ids] for b, ids in enumerate(classes)]
+            )
+    import zoo
+
+    zoo.torchvision()  # pytorch-grad-cam imports torchvision, whose compiled operators do not load beside this torch
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+
+    cam = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}[method](
+        model, [target]
+    )
+    maps = []
+    for k in range(classes.shape[1]):
+        recorder = cam.activations_and_grads
+        outputs = recorder(x)
+        model.zero_grad()
+        _score(outputs, score).gather(1, torch.from_numpy(classes[:, k : k + 1])).sum().backward()
+        acts, grads = recorder.activations[0].numpy(), recorder.gradients[0].numpy()
+        maps.append(np.maximum(cam.get_cam_image(x, target, None, acts, grads, False), 0))
+    cam.activations_and_grads.release()
+    return np.stack(maps, axis=1)
+
+
+def _score(logits: torch.Tensor, score: str) -> torch.Tensor:
+    if score == "softmax":
+        return torch.softmax(logits, 1)
+    return torch.sigmoid(logits) if score == "sigmoid" else logits
+
+
+class _scored:
+    """The model's output through the score (softmax, sigmoid) while inside: what IntegratedGradCAM differentiates."""
+
+    def __init__(self, model: nn.Module, score: str) -> None:
+        self.model, self.score = model, score
+
+    def _hook(self, _m, _i, out):  # type: ignore[no-untyped-def]
+        return _score(out, self.score)
+
+    def __enter__(self) -> None:
+        self.handle = self.model.register_forward_hook(self._hook) if self.score != "logits" else None
+
+    def __exit__(self, *_: object) -> None:
+        if self.handle is not None:
+            self.handle.remove()

@@ -1,11 +1,12 @@
 """INT8 IRs, as OpenVINO users ship them: latency, prediction equality and map agreement (run by hand).
 
 Two models, each converted with ``ov.convert_model(module)`` and quantised by NNCF's post-training
-quantisation (``nncf.quantize``), then patched by ``ovxai.export`` at their default layer:
+quantisation (``nncf.quantize``; both routes of ``models/routes.py``), then patched by ``ovxai.export`` at their
+default layer:
 
 * ResNet-50 (random weights, non-trivial BatchNorm statistics), calibrated on random images:
   plain INT8 vs patched INT8 latency at batch 1 and 8, in the CPU plugin's default precision and in f32,
-  alternated rounds (tools/harness.py), medians and paired ratios; the prediction output of the
+  alternated rounds (tools/engines.py), medians and paired ratios; the prediction output of the
   patched model compared bit for bit with the plain model's.
 * EfficientNet-Lite0 with its real ImageNet weights, calibrated on real photos (scikit-image's, the
   evaluation set of tools/eval): per photo, the top-1 class of the INT8 and FP32 models, and the Pearson
@@ -13,6 +14,7 @@ quantisation (``nncf.quantize``), then patched by ``ovxai.export`` at their defa
   would mostly compare rounding); the prediction output bit for bit against the plain INT8 model.
 
     python -m tools.bench_int8 [--rounds 20] [--photos 24] [--out out/bench_int8.json]
+    python -m tools.bench_int8 --quick          # batch 1, 3 rounds, 4 photos: a smoke run
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import argparse
 import json
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,36 +30,23 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.harness import Variant, alternate, markdown_table  # noqa: E402
+from tools.engines import PRECISIONS, Model, compile_models, time_models
+from tools.harness import markdown_table
 
-PRECISIONS: dict[str, dict[str, str]] = {"default": {}, "f32": {"INFERENCE_PRECISION_HINT": "f32"}}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def convert_and_quantize(net: Any, calibration: list[np.ndarray], folder: Path, name: str) -> tuple[Path, Path]:
     """FP32 IR from ``ov.convert_model`` and its NNCF INT8 twin, batch dynamic."""
-    import nncf
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = ov.convert_model(net.eval(), example_input=torch.from_numpy(calibration[0]))
-    model.reshape({model.inputs[0]: ov.PartialShape([-1, *calibration[0].shape[1:]])})
-    fp32 = folder / f"{name}_fp32.xml"
-    ov.save_model(model, str(fp32), compress_to_fp16=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration))
-    int8 = folder / f"{name}_int8.xml"
-    ov.save_model(quantized, str(int8))
-    return fp32, int8
+    from models import routes
 
-
-def outputs(compiled: ov.CompiledModel, x: np.ndarray) -> dict[str, np.ndarray]:
-    result = compiled(x)
-    return {next(iter(sorted(o.get_names())), "prediction"): np.asarray(result[o]) for o in compiled.outputs}
+    fp32 = routes.to_ir(net.eval(), folder / f"{name}_fp32.xml", torch.from_numpy(calibration[0]))
+    return fp32, routes.to_int8(fp32, calibration, folder / f"{name}_int8.xml")
 
 
 def prediction_of(named: dict[str, np.ndarray]) -> np.ndarray:
@@ -66,32 +54,30 @@ def prediction_of(named: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def resnet50(folder: Path, rounds: int, batches: Sequence[int]) -> dict[str, Any]:
-    from models import architectures as arch
+    from models import zoo
     from ovxai import export
 
     rng = np.random.default_rng(0)
     calibration = [rng.standard_normal((1, 3, 224, 224)).astype(np.float32) for _ in range(16)]
-    _, int8 = convert_and_quantize(arch.randomize(arch.resnet50()), calibration, folder, "resnet50")
+    _, int8 = convert_and_quantize(zoo.build("resnet50")[0], calibration, folder, "resnet50")
     result = export(int8, folder / "resnet50_int8_xai.xml", layer="layer4")
-    core = ov.Core()
+    paths = {"plain": int8, "patched": Path(result.files[0])}
     rows: list[dict[str, Any]] = []
-    for precision, config in PRECISIONS.items():
-        plain, patched = (
-            core.compile_model(str(int8), "CPU", config),
-            core.compile_model(str(result.files[0]), "CPU", config),
-        )
+    for precision in PRECISIONS:
+        models = compile_models(paths, "openvino", precision)
         for batch in batches:
             x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
-            same = bool(np.array_equal(prediction_of(outputs(plain, x)), prediction_of(outputs(patched, x))))
-            requests = {"plain": plain.create_infer_request(), "patched": patched.create_infer_request()}
-            timing = alternate([Variant(k, lambda r=r, x=x: r.infer({0: x})) for k, r in requests.items()], rounds)
-            base, hooked = timing.summary("plain"), timing.summary("patched", "plain")
+            same = bool(
+                np.array_equal(prediction_of(models["plain"].outputs(x)), prediction_of(models["patched"].outputs(x)))
+            )
+            timed = time_models(models, x, rounds)
+            base, hooked = timed["variants"]["plain"], timed["variants"]["patched"]
             rows.append({
                 "batch": batch, "precision": precision, "prediction_identical": same,
-                "plain_ms": base.median * 1e3, "patched_ms": hooked.median * 1e3, "ratio": hooked.ratio,
-                "rounds": f"{timing.clean_count}/{len(timing.rounds)}", "verdict": timing.verdict(),
+                "plain_ms": base["median_ms"], "patched_ms": hooked["median_ms"], "ratio": hooked["ratio"],
+                "rounds": f"{timed['rounds_clean']}/{timed['rounds_run']}", "verdict": timed["verdict"],
             })  # fmt: skip
-            print(f"resnet50 int8 batch {batch} {precision}: ratio {hooked.ratio:.3f}, identical {same}", flush=True)
+            print(f"resnet50 int8 batch {batch} {precision}: ratio {hooked['ratio']:.3f}, identical {same}", flush=True)
     return {"target": result.target.tensor, "fast_path": result.fast_path, "rows": rows}
 
 
@@ -105,21 +91,19 @@ def efficientnet_lite0(folder: Path, photos: int) -> dict[str, Any]:
     fp32, int8 = convert_and_quantize(build(), batch, folder, "effl0")
     options = HookOptions(score="logits")
     patched = {
-        name: export(path, folder / f"effl0_{name}_xai.xml", options=options, fp16=False).files[0]
+        name: Path(export(path, folder / f"effl0_{name}_xai.xml", options=options, fp16=False).files[0])
         for name, path in (("fp32", fp32), ("int8", int8))
     }
-    core = ov.Core()
     names = labels()
     per_photo: list[dict[str, Any]] = []
     identical = {p: True for p in PRECISIONS}
-    for precision, config in PRECISIONS.items():
-        plain_int8 = core.compile_model(str(int8), "CPU", config)
-        hooked = {k: core.compile_model(str(v), "CPU", config) for k, v in patched.items()}
+    for precision in PRECISIONS:
+        plain_int8 = Model(int8, "openvino", precision)
+        hooked = compile_models(patched, "openvino", precision)
         for sample, x in zip(samples, batch, strict=True):
-            got = {k: outputs(c, x) for k, c in hooked.items()}
-            identical[precision] &= bool(
-                np.array_equal(prediction_of(got["int8"]), prediction_of(outputs(plain_int8, x)))
-            )
+            got = {k: m.outputs(x) for k, m in hooked.items()}
+            plain = prediction_of(plain_int8.outputs(x))
+            identical[precision] &= bool(np.array_equal(prediction_of(got["int8"]), plain))
             if precision != "f32":
                 continue
             top = {k: int(prediction_of(v)[0].argmax()) for k, v in got.items()}
@@ -144,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--photos", type=int, default=24, help="real photos (views) for EfficientNet-Lite0")
     parser.add_argument("--out", type=Path, default=ROOT / "out/bench_int8.json")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: batch 1, 3 rounds, 4 photos")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.rounds, args.photos = [1], 3, 4
     with tempfile.TemporaryDirectory(prefix="ovxai-int8-") as tmp:
         report = {
             "openvino": ov.get_version(),

@@ -2,11 +2,11 @@
 
 What it measures, for each batch size in ``--batches``:
 
-* three OpenVINO IR models built from one random-weight ResNet-50 (``models.architectures``):
+* three OpenVINO IR models built from one random-weight ResNet-50 (``models/zoo.py``'s ``resnet50``):
   ``plain`` (the classifier as is), ``fast`` (ovxai hook at ``layer4``, exact pooled fast path) and
-  ``general`` (same hook, ``HookOptions(fast_path=False)``: the full (B*N, C, H, W) mosaic);
+  ``general`` (same hook, ``HookOptions(path="mosaic")``: the full (B*N, C, H, W) mosaic);
 * synchronous latency with one reused InferRequest per model, ``time.perf_counter`` around
-  ``request.infer``, timed by ``tools/harness.py``: runs *alternated* (each round runs every model once,
+  ``request.infer``, timed by ``tools/engines.py``: runs *alternated* (each round runs every model once,
   in a rotating order) so that thermal or frequency drift hits every variant alike; median, p90 and the
   paired ratio to ``plain`` (median over rounds of model / plain in the same round). The machine may be
   shared (2 cores, other people's test runs): a round counts only if no run in it lost more than
@@ -17,8 +17,8 @@ What it measures, for each batch size in ``--batches``:
 * the peak RSS (``ru_maxrss``) of "compile + one inference", each model in its own child process;
 * with ``--profile`` (by default when the fast path costs over 5 %): per-node runtime counters of the
   patched model against the plain one, the nodes the patch added and the shared nodes it slowed;
-* with ``--competitor-python``: the same for the ``openvino-xai`` package's Recipro-CAM, which lives
-  in a separate venv because it pins an older OpenVINO (see ``tools/bench_openvino_xai.py``).
+* with ``--peer``: the same for the ``openvino-xai`` package's Recipro-CAM at the same tensor, beside the three
+  models above, in its own venv and OpenVINO (``tools/peer.py``).
 
 The inference precision is what the CPU plugin picks by default (``--precision default``, what users
 get; bf16 on CPUs with native bf16) or forced to f32 (``--precision f32``); the table says which one
@@ -28,26 +28,20 @@ Run from the repository root::
 
     .venv/bin/python tools/bench_latency.py                        # batches 1,8, 30 rounds
     .venv/bin/python tools/bench_latency.py --precision f32 --json bench.json
-    .venv/bin/python tools/bench_latency.py --competitor-python /tmp/oxai-venv/bin/python
-
-This file imports only the standard library, numpy, openvino and ``harness.py`` at module level, so that
-``bench_openvino_xai.py`` can reuse its helpers from the competitor's venv (no torch, no ovxai there).
+    .venv/bin/python tools/bench_latency.py --peer                 # and openvino-xai (.venv-xai)
+    .venv/bin/python tools/bench_latency.py --quick                # batch 1, 3 rounds: a smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import inspect
 import json
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -55,10 +49,15 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
-from harness import MAX_LOST_SHARE, MIN_CLEAN, QUIET_SHARE, Variant, alternate, markdown_table
 
-ROOT = Path(__file__).resolve().parent.parent
-THIS_FILE = Path(__file__).resolve()
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tools import peer
+from tools.engines import compile_models, compile_openvino, peak_rss, time_models
+from tools.harness import MAX_LOST_SHARE, MIN_CLEAN, QUIET_SHARE, Variant, alternate, markdown_table
+from tools.ir_diff import static_info
+
 VARIANTS = ("plain", "fast", "general")
 LAYER = "layer4"
 IMAGE = (3, 224, 224)
@@ -68,36 +67,21 @@ IMAGE = (3, 224, 224)
 
 
 def build_models(workdir: Path) -> tuple[dict[str, Path], str]:
-    """Export the plain ONNX, the plain IR and the two patched IRs into ``workdir``.
+    """Export the plain ONNX, the plain IR and the two patched IRs into ``workdir``, FP32 weights throughout
+    (sizes and constants compare like for like).
 
     Returns the paths and the ONNX tensor name of the hooked feature map (the output of ``layer4``)."""
-    import torch
-
-    sys.path.insert(0, str(ROOT))
-    from models import architectures as arch
+    from models import routes, zoo
     from ovxai import HookOptions, export
 
     workdir.mkdir(parents=True, exist_ok=True)
-    paths = {"onnx": workdir / "plain.onnx", "plain": workdir / "plain.xml"}
-    net = arch.randomize(arch.resnet50(num_classes=1000))
-    torch.onnx.export(
-        net,
-        (torch.rand(1, *IMAGE),),
-        str(paths["onnx"]),
-        dynamo=False,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-    )
-    ov.save_model(ov.convert_model(str(paths["onnx"])), str(paths["plain"]), compress_to_fp16=False)
-    # FP32 weights like the plain IR, so that sizes and constants compare like for like
-    extra: dict[str, Any] = {"fp16": False} if "fp16" in inspect.signature(export).parameters else {}
+    net, size = zoo.build("resnet50")
+    paths = {"onnx": routes.to_onnx(net, workdir / "plain.onnx", size, "legacy")}
+    paths["plain"] = routes.onnx_to_ir(paths["onnx"], workdir / "plain.xml", fp16=False)
     target = ""
     for name, fast in (("fast", True), ("general", False)):
-        result = export(
-            paths["onnx"], workdir / f"{name}.xml", layer=LAYER, options=HookOptions(fast_path=fast), **extra
-        )
+        options = HookOptions(path="auto" if fast else "mosaic")
+        result = export(paths["onnx"], workdir / f"{name}.xml", layer=LAYER, options=options, fp16=False)
         if result.fast_path != fast:
             raise SystemExit(f"export for '{name}' used fast_path={result.fast_path}, expected {fast}")
         paths[name] = Path(result.files[0])
@@ -105,118 +89,25 @@ def build_models(workdir: Path) -> tuple[dict[str, Path], str]:
     return paths, target
 
 
-def ir_size(xml: Path) -> int:
-    """Bytes on disk of an IR: the .xml plus its .bin."""
-    return xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
-
-
-ConstKey = tuple[str, tuple[int, ...], int, str]  # element type, shape, bytes, sha1 of the content
-
-
-def _constants(model: ov.Model) -> Counter[ConstKey]:
-    found: Counter[ConstKey] = Counter()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "Constant":
-            data = np.ascontiguousarray(op.get_data())
-            shape = tuple(int(d) for d in op.get_output_shape(0))
-            digest = hashlib.sha1(data.tobytes()).hexdigest()
-            found[(op.get_element_type().get_type_name(), shape, int(op.get_byte_size()), digest)] += 1
-    return found
-
-
-def added_constants(plain_xml: Path, patched_xml: Path) -> dict[str, Any]:
-    """Constants in the patched model that the plain one lacks (by type, shape and content)."""
-    core = ov.Core()
-    added = _constants(core.read_model(str(patched_xml))) - _constants(core.read_model(str(plain_xml)))
-    sizes = sorted(((nbytes, etype, list(shape)) for (etype, shape, nbytes, _), n in added.items() for _ in range(n)),
-                   reverse=True)  # fmt: skip
-    largest = sizes[0] if sizes else (0, "", [])
-    return {
-        "count": len(sizes),
-        "total_bytes": sum(s[0] for s in sizes),
-        "largest_bytes": largest[0],
-        "largest_type": largest[1],
-        "largest_shape": largest[2],
-    }
-
-
-def added_op_types(plain_xml: Path, patched_xml: Path) -> dict[str, int]:
-    """Op types the patch added, by count (the saliency branch, including its copy of the tail)."""
-    core = ov.Core()
-
-    def count(xml: Path) -> Counter[str]:
-        return Counter(op.get_type_name() for op in core.read_model(str(xml)).get_ordered_ops())
-
-    return dict((count(patched_xml) - count(plain_xml)).most_common())
-
-
-def static_info(models: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Per model: IR size, and for the patched ones what they add to ``models["plain"]``."""
-    static: dict[str, dict[str, Any]] = {}
-    for name, xml in models.items():
-        static[name] = {"ir_bytes": ir_size(xml), "path": str(xml)}
-        if name != "plain":
-            static[name]["added_constants"] = added_constants(models["plain"], xml)
-            static[name]["added_op_types"] = added_op_types(models["plain"], xml)
-    return static
-
-
 # ------------------------------------------------------------------------------------------------ timing
-
-
-def compile_model(core: ov.Core, xml: Path, device: str, precision: str, profile: bool = False) -> ov.CompiledModel:
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-    if precision == "f32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    if profile:
-        config["PERF_COUNT"] = "YES"
-    return core.compile_model(str(xml), device, config)
-
-
-def used_precision(compiled: ov.CompiledModel) -> str:
-    try:
-        return str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
-    except RuntimeError:  # a device without the property
-        return "n/a"
 
 
 def batch_input(batch: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, *IMAGE), dtype=np.float32)
 
 
-def infer_once(request: ov.InferRequest, x: np.ndarray) -> None:
-    request.infer({0: x})
-
-
-def bench_batch(core: ov.Core, models: dict[str, Path], batch: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Compile every model and time them in alternated rounds (``harness.alternate``): medians, p90 and the
+def bench_batch(models: dict[str, Path], batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Compile every model and time them in alternated rounds (``engines.time_models``): medians, p90 and the
     paired ratio to ``plain`` from the clean rounds (all rounds, flagged ``contended``, if too few were clean)."""
-    compiled = {name: compile_model(core, xml, args.device, args.precision) for name, xml in models.items()}
-    requests = {name: c.create_infer_request() for name, c in compiled.items()}
+    compiled = compile_models(models, "openvino", args.precision, args.device)
     x = batch_input(batch)
-    variants = [Variant(name, partial(infer_once, request, x)) for name, request in requests.items()]
-    timing = alternate(
-        variants,
-        args.rounds,
-        warmup=args.warmup,
-        budget_s=args.budget_s,
-        max_lost_share=args.max_wait_share,
+    for name, model in compiled.items():  # a patched model must explain every image of the batch
+        if name != "plain" and model.outputs(x)["saliency_map"].shape[0] != batch:
+            raise SystemExit(f"{name}: saliency_map {model.outputs(x)['saliency_map'].shape} for batch {batch}")
+    return time_models(
+        compiled, x, args.rounds, warmup=args.warmup, budget_s=args.budget_s, max_lost_share=args.max_wait_share,
         quiet_wait_s=args.wait_quiet,
-    )
-    for name, request in requests.items():  # a patched model must explain every image of the batch
-        if name != "plain" and request.get_tensor("saliency_map").shape[0] != batch:
-            raise SystemExit(f"{name}: saliency_map {request.get_tensor('saliency_map').shape} for batch {batch}")
-    result: dict[str, Any] = {**timing.report(), "verdict": timing.verdict(), "variants": {}}
-    for name in models:
-        summary = timing.summary(name, "plain")
-        stats: dict[str, Any] = summary.ms()
-        stats["ratio_to_plain"] = summary.ratio
-        stats["ratio_of_medians"] = summary.ratio_of_medians
-        stats["precision"] = used_precision(compiled[name])
-        stats["samples_ms"] = [round(s * 1e3, 4) for s in timing.seconds(name)]
-        stats["lost_share"] = [round(r[name].load.lost_share, 4) for r in timing.used]
-        result["variants"][name] = stats
-    return result
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- profiling
@@ -234,9 +125,9 @@ def infer_profiled(request: ov.InferRequest, x: np.ndarray) -> NodeTimes:
 
 
 def profile_costs(
-    core: ov.Core, plain: Path, patched: Path, batch: int, args: argparse.Namespace, runs: int = 30, top: int = 8
+    core: ov.Core, plain: Path, patched: Path, batch: int, args: argparse.Namespace, top: int = 8
 ) -> dict[str, Any]:
-    """Per-node runtime counters (PERF_COUNT, median over ``runs`` clean alternated rounds) of ``plain`` and
+    """Per-node runtime counters (PERF_COUNT, median over ``--rounds`` clean alternated rounds) of ``plain`` and
     ``patched``.
 
     Nodes of the compiled patched model that the compiled plain one lacks count as added (the branch and
@@ -245,9 +136,10 @@ def profile_costs(
     x = batch_input(batch)
     variants = []
     for k, xml in (("plain", plain), ("patched", patched)):
-        request = compile_model(core, xml, args.device, args.precision, profile=True).create_infer_request()
+        request = compile_openvino(core, xml, args.device, args.precision, profile=True).create_infer_request()
         variants.append(Variant(k, partial(infer_profiled, request, x)))
-    timing = alternate(variants, runs, warmup=3, max_lost_share=args.max_wait_share, quiet_wait_s=args.wait_quiet)
+    timing = alternate(variants, args.rounds, warmup=min(3, args.warmup), max_lost_share=args.max_wait_share,
+                       quiet_wait_s=args.wait_quiet)  # fmt: skip
     samples: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in timing.names}
     kinds: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in timing.names}
     for k in timing.names:
@@ -290,56 +182,6 @@ def profile_costs(
     }
 
 
-# ------------------------------------------------------------------------------------------------- memory
-
-
-def rss_child(xml: str, batch: int, device: str, precision: str) -> None:
-    """Child-process body: peak RSS before and after compile + one inference, as one JSON line."""
-    core = ov.Core()
-    core.get_versions(device)  # load the device plugin before the baseline
-    x = batch_input(batch)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    compiled = compile_model(core, Path(xml), device, precision)
-    compiled.create_infer_request().infer({0: x})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    status = Path("/proc/self/status")
-    hwm = next((int(ln.split()[1]) for ln in status.read_text().splitlines() if ln.startswith("VmHWM:")), 0)
-    report = {"baseline_mib": baseline / 1024, "peak_mib": peak / 1024, "delta_mib": (peak - baseline) / 1024}
-    print(json.dumps({**report, "vmhwm_mib": hwm / 1024}))
-
-
-def peak_rss(python: str, xml: Path, batch: int, device: str, precision: str) -> dict[str, float]:
-    """Run :func:`rss_child` in a fresh ``python`` process (ru_maxrss is in KiB on Linux; MiB returned)."""
-    cmd = [python, str(THIS_FILE), "--rss-child", str(xml), "--batch", str(batch), "--device", device]
-    cmd += ["--precision", precision]
-    # Linux carries ru_maxrss over execve, so a child exec'd straight from this (large) process would
-    # start at our peak: let a small shell fork it (the `; exit` stops the shell from exec'ing it).
-    shell = ["/bin/sh", "-c", '"$0" "$@"; exit $?']
-    out = subprocess.run(shell + cmd, check=True, capture_output=True, text=True).stdout
-    report: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return report
-
-
-# -------------------------------------------------------------------------------------------- competitor
-
-
-def run_competitor(
-    python: str, paths: dict[str, Path], target: str, workdir: Path, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Run bench_openvino_xai.py in the competitor's venv; its own process, its own OpenVINO."""
-    script = THIS_FILE.with_name("bench_openvino_xai.py")
-    cmd = [python, str(script), "--plain", str(paths["plain"]), "--target", target, "--workdir", str(workdir)]
-    cmd += ["--extra", f"fast={paths['fast']}", "--extra", f"general={paths['general']}"]
-    cmd += ["--rounds", str(args.rounds), "--warmup", str(args.warmup), "--budget-s", str(args.budget_s)]
-    cmd += ["--wait-quiet", str(args.wait_quiet), "--max-wait-share", str(args.max_wait_share)]
-    cmd += ["--device", args.device, "--precision", args.precision] + (["--no-rss"] if args.no_rss else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-2000:]}"}
-    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return report
-
-
 # ---------------------------------------------------------------------------------------------- printing
 
 
@@ -366,7 +208,7 @@ def latency_table(batches: dict[str, Any], static: dict[str, dict[str, Any]]) ->
             )
             counts = f"{added['count']} / {human_bytes(added['total_bytes'])}" if added else "-"
             timing = [f"{res['rounds']}/{res['rounds_run']}", f"{s['median_ms']:.2f}", f"{s['p90_ms']:.2f}"]
-            ratio = f"{s['ratio_to_plain']:.3f}"
+            ratio = f"{s['ratio']:.3f}"
             rows.append([batch, name, s["precision"], *timing, ratio, mib(info["ir_bytes"]), largest, counts])
     lines = [markdown_table(header, rows, "rllrrrrrlr")]
     lines += [f"\nbatch {batch}: {res['verdict']}" for batch, res in batches.items()]
@@ -406,21 +248,6 @@ def profile_text(profiles: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def competitor_text(comp: dict[str, Any]) -> str:
-    if "error" in comp:
-        return f"competitor run failed: {comp['error']}"
-    head = (
-        f"openvino-xai {comp['openvino_xai']} on OpenVINO {comp['openvino']} (its own venv, a SEPARATE process; "
-        f"the four models below are alternated within that process, batch 1 only; target '{comp['target']}'; "
-        f"its saliency map: {comp['saliency_map']})"
-    )
-    static = {name: {"ir_bytes": v["ir_bytes"], "added_constants": v.get("added_constants")} for name, v in
-              comp["models"].items()}  # fmt: skip
-    table = latency_table({"1": comp["latency"]}, static)
-    rss = rss_table({"1": comp["rss"]}) if comp.get("rss") else ""
-    return "\n\n".join(x for x in (head, table, rss) if x)
-
-
 # ------------------------------------------------------------------------------------------------- main
 
 
@@ -448,7 +275,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         help=f"before timing a batch, wait up to this many seconds for a second in which other processes use\n"
-        f"under {QUIET_SHARE:.0%} of the CPUs (0: off)",
+        f"under {QUIET_SHARE * 100:.0f}%% of the CPUs (0: off)",
     )
     p.add_argument("--device", default="CPU")
     p.add_argument("--precision", choices=("default", "f32"), default="default", help="default: what the plugin picks")
@@ -461,17 +288,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="per-op counters (PERF_COUNT) of patched vs plain; auto: for 'fast' at each batch where its ratio > 1.05",
     )
     p.add_argument("--no-rss", action="store_true", help="skip the peak-RSS child processes")
-    p.add_argument("--competitor-python", help="python of a venv with openvino-xai (runs bench_openvino_xai.py)")
-    p.add_argument("--rss-child", metavar="XML", help=argparse.SUPPRESS)
-    p.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    peer.add_argument(p)
+    p.add_argument("--quick", action="store_true", help="a smoke run: batch 1, 3 rounds, 1 warm-up, no quiet wait")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batches, args.rounds, args.warmup, args.wait_quiet, args.budget_s = "1", 3, 1, 0.0, 10.0
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.rss_child:
-        rss_child(args.rss_child, args.batch, args.device, args.precision)
-        return
     started = time.perf_counter()
     batches = [int(b) for b in args.batches.split(",")]
     with tempfile.TemporaryDirectory(prefix="ovxai-bench-") as tmp:
@@ -487,13 +313,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         results: dict[str, Any] = {}
         for batch in batches:
             t0 = time.perf_counter()
-            results[str(batch)] = bench_batch(core, models, batch, args)
+            results[str(batch)] = bench_batch(models, batch, args)
             print(f"batch {batch}: {time.perf_counter() - t0:.1f} s", flush=True)
 
         profiles: list[dict[str, Any]] = []
         for batch in batches:
             for name in ("fast", "general"):
-                ratio = results[str(batch)]["variants"][name]["ratio_to_plain"]
+                ratio = results[str(batch)]["variants"][name]["ratio"]
                 wanted = args.profile == "always" or (args.profile == "auto" and name == "fast" and ratio > 1.05)
                 if wanted:
                     profiles.append(
@@ -504,15 +330,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.no_rss:
             for batch in batches:
                 rss[str(batch)] = {
-                    name: peak_rss(sys.executable, models[name], batch, args.device, args.precision)
-                    for name in VARIANTS
+                    name: peak_rss(models[name], batch, args.device, args.precision) for name in VARIANTS
                 }
 
-        competitor = None
-        if args.competitor_python:
+        peer_report = None
+        if args.peer is not None:
             t0 = time.perf_counter()
-            competitor = run_competitor(args.competitor_python, paths, target, workdir, args)
-            print(f"competitor: {time.perf_counter() - t0:.1f} s", flush=True)
+            request = peer.Request(
+                str(paths["plain"]), str(workdir), target=target, extras={k: str(paths[k]) for k in VARIANTS[1:]},
+                precisions=[args.precision], rounds=args.rounds, warmup=args.warmup, budget_s=args.budget_s,
+                quiet_wait_s=args.wait_quiet, max_lost_share=args.max_wait_share, rss=not args.no_rss,
+            )  # fmt: skip
+            peer_report = peer.run(request, peer.python(args.peer))
+            print(f"openvino-xai: {time.perf_counter() - t0:.1f} s", flush=True)
 
     elapsed = time.perf_counter() - started
     cpu = next(
@@ -531,9 +361,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rss:
         print("\n## peak RSS of compile + one inference (ru_maxrss, one child process per row)\n")
         print(rss_table(rss))
-    if competitor is not None:
-        print("\n## competitor\n")
-        print(competitor_text(competitor))
+    if peer_report is not None:
+        print("\n## openvino-xai (the peer)\n")
+        print(peer.table(peer_report))
     print(f"\ntotal wall time {elapsed:.1f} s (model export {export_s:.1f} s)")
 
     if args.json:
@@ -547,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "latency": results,
             "profiles": profiles,
             "rss": rss,
-            "competitor": competitor,
+            "peer": peer_report,
             "wall_time_s": elapsed,
             "export_s": export_s,
         }

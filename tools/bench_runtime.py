@@ -16,6 +16,16 @@ What it measures (a hand-run benchmark, not a test):
    and ``.overlay(0)`` (colour map + blend, after ``.upsampled`` is cached). The target: post-processing
    (postprocess + upsampled) under 10 % of inference.
 3. **Precision**: the ``INFERENCE_PRECISION_HINT`` each compiled OpenVINO model actually uses.
+4. **Pictures** (``--pictures N``, default 64): ``ovxai explain`` (in process, ``cli.main``) on a folder of N
+   photos at 512 px with an overlay per image, in each ``--overlay-format`` (jpeg, the default over a photo;
+   png; webp), and the way it worked before (LATENCY hint, overlays drawn and saved as Pillow PNGs at zlib's
+   default level, one after the other, by the thread that feeds the engine), against the engine's own
+   throughput on the same images at its best setting (prepared tensors through ``infer_many``: OpenVINO's
+   LATENCY and THROUGHPUT hints, batches of 1, 2 and 8, 1 to 4 requests in flight), and ``explain_many``
+   without pictures (what the overlays cost on top); EfficientNet-Lite0, OpenVINO f32 (the runtime's
+   default, which ``ovxai explain`` uses). The target: the command at >= 0.5x the engine's best. Then what
+   one picture costs a server (``/v1/explain?format=``): ``pictures.encode(result.overlay(0), format)`` at
+   224, 512 and 1024 px, one thread, beside Pillow's PNG encoder at levels 1 and 6.
 
 If the post-processing target is missed (or with ``--profile``), the non-inference path (load,
 preprocess, postprocess, upsampled, overlay, with inference replaced by stored outputs) is run under
@@ -34,6 +44,7 @@ the repository root::
     .venv/bin/python tools/bench_runtime.py                 # default: 64 images, 3 rounds (~3 min; +1 min first export)
     .venv/bin/python tools/bench_runtime.py --quick         # smoke run (~1 min)
     .venv/bin/python tools/bench_runtime.py --images 128 --rounds 5 --json bench_runtime.json
+    .venv/bin/python tools/bench_runtime.py --only-pictures --rounds 5   # part 4 only (~2 min)
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,7 +75,7 @@ if str(ROOT) not in sys.path:
 
 from harness import Timing, Variant, alternate, markdown_table, spread  # noqa: E402 - tools/ is the script's folder
 
-from ovxai.runtime import Explainer, Explanation  # noqa: E402 - needs the repository root on sys.path
+from ovxai.runtime import Explainer, Explanation, pictures  # noqa: E402 - needs the repository root on sys.path
 
 PHOTOS = ROOT / "samples" / "photos"
 LABELS = ROOT / "models" / "imagenet1k_labels.txt"
@@ -95,8 +106,8 @@ def build_models(workdir: Path, rebuild: bool) -> dict[str, Path]:
         return paths
     if not EFFNET_ONNX.is_file():
         print(f"building {EFFNET_ONNX} ...", file=sys.stderr)
-        script = ROOT / "models" / "efficientnet_lite0.py"
-        subprocess.run([sys.executable, str(script), str(EFFNET_ONNX)], check=True, cwd=ROOT)
+        script = ROOT / "models" / "build.py"
+        subprocess.run([sys.executable, str(script), "efficientnet_lite0", str(EFFNET_ONNX)], check=True, cwd=ROOT)
     effnet_info = ModelInfo.from_options(LABELS, "127", "128", channel_order="rgb")
     for key in ("effnet_xml", "effnet_onnx"):
         print(f"exporting {paths[key].name} ...", file=sys.stderr)
@@ -309,6 +320,180 @@ def _where(key: tuple[str, int, str]) -> str:
     return f"{Path(file).name}:{line} {func}" if line else func
 
 
+# ------------------------------------------------------------------------------------------ pictures
+
+PICTURE_SIZE = 512  # the long side of the photos ``ovxai explain`` runs on
+# (OpenVINO performance hint, images per request, requests in flight)
+ENGINE_CONFIGS = (("latency", 1, 1), ("latency", 1, 2), ("latency", 8, 1), ("latency", 8, 2),
+                  ("throughput", 1, 2), ("throughput", 1, 4), ("throughput", 2, 4), ("throughput", 8, 4))  # fmt: skip
+COMMANDS = ("jpeg", "png", "webp", "before: PNG level 6, serial")
+SERVER_SIZES = (224, 512, 1024)
+
+
+def picture_folder(workdir: Path, count: int) -> Path:
+    """``count`` JPEG photos (the samples, cycled) at PICTURE_SIZE px on the long side."""
+    folder = workdir / f"photos{PICTURE_SIZE}x{count}"
+    if len(list(folder.glob("*.jpg"))) == count:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    for i in range(count):
+        image = Image.open(photos[i % len(photos)]).convert("RGB")
+        image.thumbnail((PICTURE_SIZE, PICTURE_SIZE))
+        image.save(folder / f"p{i:03}.jpg", quality=90)
+    return folder
+
+
+def engine_run(explainer: Explainer, tensors: list[Any], batch: int, jobs: int) -> None:
+    """The engine alone: prepared tensors, ``batch`` images a request, ``jobs`` requests in flight."""
+    import numpy as np
+
+    batches = ((i, np.stack(tensors[i : i + batch])) for i in range(0, len(tensors), batch))
+    for _ in explainer.session.infer_many(batches, jobs):
+        pass
+
+
+def command_run(model: Path, folder: Path, out: Path, form: str) -> float:
+    """``ovxai explain`` in this process, its per-image lines discarded; the images/s it reports (from its
+    first image on: without loading the model)."""
+    import contextlib
+    import io
+
+    from ovxai.cli import main as ovxai
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = ovxai(["explain", "-m", str(model), "-i", str(folder), "-o", str(out), "--overlay-format", form])
+    if code != 0:
+        raise SystemExit(f"ovxai explain exited {code}")
+    return float(json.loads((out / "summary.json").read_text())["images_per_second"])
+
+
+def stream_run(model: Path, folder: Path) -> float:
+    """The command's work without its pictures: the model loaded, every photo decoded, preprocessed,
+    inferred and postprocessed by ``explain_many`` (2 requests in flight); the images/s from the first image."""
+    explainer = Explainer.load(model, throughput=True)  # as ovxai explain loads it
+    start = time.perf_counter()
+    count = sum(1 for _ in explainer.explain_many(sorted(folder.glob("*.jpg")), "top1", 5, jobs=2))
+    return count / (time.perf_counter() - start)
+
+
+def before_run(model: Path, folder: Path, out: Path) -> float:
+    """What ``ovxai explain`` did before: the model loaded, then overlays drawn and saved (Pillow PNG, zlib
+    level 6) by the thread that hands the engine its images, so that the engine waits while they are
+    written; the images/s from the first image on."""
+    explainer = Explainer.load(model)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    count = 0
+    for result in explainer.explain_many(sorted(folder.glob("*.jpg")), "top1", 5, jobs=2):
+        for i, target in enumerate(result.targets):
+            result.overlay(i).save(out / f"{Path(result.source).stem}_{target.class_id}.png")
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def bench_pictures(model: Path, folder: Path, rounds: int, quiet_wait: float) -> Timing:
+    import shutil
+
+    explainers = {hint: Explainer.load(model, throughput=hint == "throughput") for hint in ("latency", "throughput")}
+    photos = sorted(folder.glob("*.jpg"))
+    tensors = [explainers["latency"].prepare(p).tensor[0] for p in photos]
+    scratch = Path(tempfile.mkdtemp(prefix="ovxai-bench-pictures-"))
+
+    def fresh(out: Path) -> Callable[[], None]:
+        return lambda: shutil.rmtree(out, ignore_errors=True)
+
+    variants = [
+        Variant(f"engine {hint} b{b} j{j}", partial(engine_run, explainers[hint], tensors, b, j))
+        for hint, b, j in ENGINE_CONFIGS
+    ]
+    variants.append(Variant("explain_many, no pictures", partial(stream_run, model, folder)))
+    for form in COMMANDS[:3]:
+        out = scratch / form
+        variants.append(Variant(f"ovxai explain {form}", partial(command_run, model, folder, out, form), fresh(out)))
+    out = scratch / "before"
+    variants.append(Variant(f"ovxai explain {COMMANDS[3]}", partial(before_run, model, folder, out), fresh(out)))
+
+    def progress(run: int, clean: int, wanted: int) -> None:
+        print(f"pictures round {run}: {clean}/{wanted} clean", file=sys.stderr, flush=True)
+
+    try:
+        return alternate(variants, rounds, warmup=1, quiet_wait_s=quiet_wait, progress=progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pictures_table(timing: Timing, count: int) -> str:
+    """Images/s of each variant, and each command's ratio to the engine's best configuration in the same round:
+    from the command's start (model load included), and from its first image (the rate it reports)."""
+    engines = [f"engine {hint} b{b} j{j}" for hint, b, j in ENGINE_CONFIGS]
+    best = [max(count / r[name].seconds for name in engines) for r in timing.used]
+
+    def ratio(rates: list[float]) -> str:
+        ratios = [rate / b for rate, b in zip(rates, best, strict=True)]
+        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+    rows = []
+    for name in timing.names:
+        wall = [count / s for s in timing.seconds(name)]
+        others = f"{statistics.median(r[name].load.others_share for r in timing.used):.0%}"
+        if name in engines:
+            rows.append([name, spread(wall), "", "", "", others])
+        else:
+            streamed = [float(v) for v in timing.values(name)]
+            rows.append([name, spread(wall), ratio(wall), spread(streamed), ratio(streamed), others])
+    header = ["what", "images/s", "x engine's best", "images/s from 1st image", "x engine's best", "others' CPU"]
+    best_name = max(engines, key=lambda n: statistics.median(count / s for s in timing.seconds(n)))
+    return markdown_table(header, rows, "lrrrrr") + f"\n\nengine's best: {best_name}\n\n{timing.verdict()}"
+
+
+def _pillow_png(level: int, picture: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=level)
+    return buffer.getvalue()
+
+
+ENCODERS: dict[str, Callable[[Image.Image], bytes]] = {
+    "png": partial(pictures.encode, format="png"),
+    "jpeg": partial(pictures.encode, format="jpeg"),
+    "webp": partial(pictures.encode, format="webp"),
+    "Pillow PNG level 1": partial(_pillow_png, 1),
+    "Pillow PNG level 6": partial(_pillow_png, 6),
+}
+
+
+def server_costs(model: Path, repeats: int) -> str:
+    """ms per request of drawing one overlay and of encoding it, at several photo sizes, one thread: the
+    median wall time and the median CPU time of this thread (what contention from other processes does not
+    inflate)."""
+    explainer = Explainer.load(model)
+    photo = Image.open(sorted(PHOTOS.glob("*.jpg"))[0]).convert("RGB")
+    rows = []
+    for size in SERVER_SIZES:
+        image = photo.resize((size, round(size * photo.height / photo.width)))
+        result = explainer.explain(image)[0]
+        cells = [_median_ms(partial(result.overlay, 0), repeats)]
+        picture = result.overlay(0)
+        for encode in ENCODERS.values():
+            cells.append(f"{_median_ms(partial(encode, picture), repeats)} ({len(encode(picture)) // 1024} KiB)")
+        rows.append([f"{image.width} x {image.height}", *cells])
+    header = ["photo", "overlay", *(f"encode {name}" for name in ENCODERS)]
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+def _median_ms(call: Callable[[], object], repeats: int) -> str:
+    """'wall / CPU' ms, medians over ``repeats`` calls."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.thread_time()
+        call()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.thread_time() - start_cpu)
+    return f"{statistics.median(wall) * 1e3:.2f} / {statistics.median(cpu) * 1e3:.2f}"
+
+
 # --------------------------------------------------------------------------------------------- main
 
 
@@ -336,6 +521,18 @@ def environment(engines: list[Engine]) -> str:
     return "\n".join(lines)
 
 
+def run_pictures(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
+    model = paths["effnet_xml"]
+    folder = picture_folder(args.workdir, args.pictures)
+    timing = bench_pictures(model, folder, args.rounds, args.quiet_wait)
+    print(f"### ovxai explain with overlays: {args.pictures} photos at {PICTURE_SIZE} px, EfficientNet-Lite0 "
+          f"OpenVINO f32; median (min-max) over {len(timing.used)} round(s)\n")  # fmt: skip
+    print(pictures_table(timing, args.pictures) + "\n")
+    print("### One overlay for a server: draw, encode; ms wall / ms CPU (size), medians of 30, one thread\n")
+    print(server_costs(model, 30) + "\n")
+    return timing.report() | {"seconds": {name: timing.seconds(name) for name in timing.names}}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64, help="images per throughput run (default 64)")
@@ -350,6 +547,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ovxai-bench-runtime")
     parser.add_argument("--rebuild", action="store_true", help="export the models again")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--pictures", type=int, default=64, help="photos in the pictures part (default 64; 0: skip)")
+    parser.add_argument("--only-pictures", action="store_true", help="run the pictures part only")
     parser.add_argument("--json", type=Path, help="also write the raw samples here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -366,6 +565,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not photos:
         raise SystemExit(f"no photos in {PHOTOS}")
     decoded = [Image.open(p).convert("RGB") for p in photos]
+    if args.only_pictures:
+        print("## Runtime benchmark: pictures\n")
+        report = {"pictures": run_pictures(args, paths)}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1, default=str))
+        return
     engines = load_engines(paths, args.images, args.resnet_images)
     print("## Runtime benchmark\n")
     print(environment(engines) + "\n")
@@ -400,6 +605,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"### Where the non-inference time goes ({engines[0].name})\n")
         print(profile_post(engines[0].explainer, photos, repeats=25, top=18) + "\n")
 
+    if args.pictures:
+        report["pictures"] = run_pictures(args, paths)
     print(f"total time {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))

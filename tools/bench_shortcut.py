@@ -1,20 +1,21 @@
 """The exact shortcut past the mosaic (issue 12), measured by hand: plain vs patched latency and memory.
 
 Models without a global pool right after their target map, as torchvision and timm define them (random
-weights, tests/zoo.py, 1000 classes), at the targets of the issue's table: SqueezeNet 1.1 at ``features`` (1 x 1 conv
-+ ReLU before the pool), AlexNet and VGG-16-BN at ``features`` (flatten + an MLP), a conv-head hybrid
+weights, ``models/zoo.py``, 1000 classes), at the targets of the issue's table: SqueezeNet 1.1 at ``features``
+(1 x 1 conv + ReLU before the pool), AlexNet and VGG-16-BN at ``features`` (flatten + an MLP), a conv-head hybrid
 (timm EfficientViT-B0 at its last stage: 1 x 1 conv + BN + act, pool, MLP), and ResNet-50 at ``layer4``
 (the classic fast path, which must not get slower), and ResNet-50 at ``layer3`` (layer4's 3 x 3 convolutions
-follow: the incremental windows of ovxai/incremental.py). Each exported three ways: plain, patched with the
-fast path (the closed-form shortcut, or the windows), patched with the full mosaic (``fast_path=False``).
-The peer at the same target: ``.venv-xai/bin/python tools/bench_openvino_xai.py --plain PLAIN.xml --target TENSOR
---extra windows=PATCHED.xml`` (``--keep DIR`` keeps this script's files).
+follow: the incremental windows). Each exported three ways: plain, patched with the fast path (the closed-form
+shortcut, or the windows), patched with the full mosaic (``path="mosaic"``). With ``--peer``, openvino-xai at
+the same tensor of the same plain IR, ovxai's two IRs timed beside it in its OpenVINO (``tools/peer.py``).
 
 OpenVINO CPU (plugin default precision and f32, ``PERFORMANCE_HINT=LATENCY``) and ONNX Runtime CPU, batch 1
-and 8, alternated rounds (tools/harness.py), medians and paired ratios to plain; peak RSS of compile + one
-inference in a fresh process (tools/bench_latency.py's child).
+and 8, alternated rounds (``tools/engines.py``; each timed run repeats a call for ~50 ms), medians and paired
+ratios to plain; peak RSS of compile + one inference in a fresh process.
 
     python -m tools.bench_shortcut [--models squeezenet1_1 vgg16_bn] [--rounds 8] [--out out/bench_shortcut.json]
+    python -m tools.bench_shortcut --pruning           # logits-row pruning (issue 13) instead
+    python -m tools.bench_shortcut --quick             # SqueezeNet, batch 1, 2 rounds: a smoke run
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,15 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_latency import compile_model, infer_once, peak_rss  # noqa: E402
-from harness import Variant, alternate, markdown_table  # noqa: E402
+from tools import peer
+from tools.engines import RUN_S, compile_models, peak_rss, time_models
+from tools.harness import markdown_table
 
-SIZE = 224
-CLASSES = 1000  # ImageNet heads, as deployed: each copy runs the classifier (all of it, with the default softmax)
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 224  # models/zoo.py builds library models at 224 px with ImageNet heads of 1000 classes, as deployed
 MODELS: dict[str, tuple[str, str, str]] = {  # name: (library, constructor, target as in issue 12's table)
     "squeezenet1_1": ("torchvision", "squeezenet1_1", "features"),
     "alexnet": ("torchvision", "alexnet", "features"),
@@ -52,44 +52,30 @@ MODELS: dict[str, tuple[str, str, str]] = {  # name: (library, constructor, targ
 VARIANTS = ("plain", "shortcut", "mosaic")
 
 
-def build(name: str, folder: Path) -> dict[str, Path]:
-    """Plain ONNX + IR, and both patched variants in both formats."""
-    import zoo
-
+def build(name: str, folder: Path) -> tuple[dict[str, Path], str]:
+    """Plain ONNX + IR, and both patched variants in both formats; the hooked tensor's name."""
+    from models import routes, zoo
     from ovxai import HookOptions, export
-    from ovxai.exporter.from_torch import to_onnx
 
     library, constructor, layer = MODELS[name]
-    factory: Callable[..., Any] = zoo.build_torchvision if library == "torchvision" else zoo.build_timm
-    net = factory(constructor, SIZE, num_classes=CLASSES)
-    paths = {"plain.onnx": folder / f"{name}.onnx", "plain.xml": folder / f"{name}.xml"}
-    to_onnx(net, paths["plain.onnx"], SIZE, "legacy")
-    ov.save_model(ov.convert_model(str(paths["plain.onnx"])), str(paths["plain.xml"]), compress_to_fp16=False)
+    net, size = zoo.build(f"{library}:{constructor}")
+    paths = {"plain.onnx": routes.to_onnx(net, folder / f"{name}.onnx", size, "legacy")}
+    paths["plain.xml"] = routes.onnx_to_ir(paths["plain.onnx"], folder / f"{name}.xml", fp16=False)
     for variant, fast in (("shortcut", True), ("mosaic", False)):
         for suffix in ("onnx", "xml"):
             result = export(paths["plain.onnx"], folder / f"{name}_{variant}.{suffix}", layer=layer,
-                            options=HookOptions(fast_path=fast), fp16=False)  # fmt: skip
-            paths[f"{variant}.{suffix}"] = result.files[0]
+                            options=HookOptions(path="auto" if fast else "mosaic"), fp16=False)  # fmt: skip
+            paths[f"{variant}.{suffix}"] = Path(result.files[0])
         paths[f"{variant}.path"] = Path(result.path)
-    return paths
+    return paths, result.target.tensor
 
 
 def check(paths: dict[str, Path]) -> dict[str, float]:
     """The shortcut against the mosaic (maps) and the plain model (prediction), ONNX Runtime, batch 2; and the
     weight files' sizes: the shortcut's IR holds its re-laid weight instead of the original, never both."""
-    import onnxruntime as ort
-
     x = np.random.default_rng(1).standard_normal((2, 3, SIZE, SIZE)).astype(np.float32)
-    out = {}
-    for variant in VARIANTS:
-        session = ort.InferenceSession(str(paths[f"{variant}.onnx"]), providers=["CPUExecutionProvider"])
-        out[variant] = dict(
-            zip(
-                [o.name for o in session.get_outputs()],
-                session.run(None, {session.get_inputs()[0].name: x}),
-                strict=True,
-            )
-        )
+    models = compile_models({v: paths[f"{v}.onnx"] for v in VARIANTS}, "onnxruntime")
+    out = {variant: model.outputs(x) for variant, model in models.items()}
     logits = next(name for name in out["plain"])
     plain = out["plain"][logits]
     return {
@@ -99,72 +85,22 @@ def check(paths: dict[str, Path]) -> dict[str, float]:
     }
 
 
-RUN_S = 0.05  # a timed run repeats a call of a small model until about this long: one 4 ms call is jitter
-
-
-@dataclass
-class Repeated:
-    """``call`` repeated ``count`` times, timed as one run: one 4 ms call of a small model is mostly jitter."""
-
-    call: Callable[[], Any]
-    count: int = 1
-
-    @classmethod
-    def lasting(cls, call: Callable[[], Any], seconds: float = RUN_S) -> Repeated:
-        call()
-        start = time.perf_counter()
-        call()
-        return cls(call, max(1, round(seconds / (time.perf_counter() - start))))
-
-    def __call__(self) -> None:
-        for _ in range(self.count):
-            self.call()
-
-
-def time_openvino(paths: dict[str, Path], batch: int, precision: str, rounds: int) -> dict[str, Any]:
-    core = ov.Core()
+def time_engine(paths: dict[str, Path], batch: int, engine: str, precision: str, rounds: int) -> dict[str, Any]:
+    """plain, shortcut and mosaic on one engine, alternated; each timed run repeats a call for ~``RUN_S``."""
+    suffix = "xml" if engine == "openvino" else "onnx"
+    models = compile_models({v: paths[f"{v}.{suffix}"] for v in VARIANTS}, engine, precision)
     x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
-    variants = []
-    for variant in VARIANTS:
-        request = compile_model(core, paths[f"{variant}.xml"], "CPU", precision).create_infer_request()
-        variants.append(Variant(variant, Repeated.lasting(partial(infer_once, request, x))))
-    return _summary(variants, alternate(variants, rounds, warmup=2, max_rounds=2 * rounds))
-
-
-def time_onnxruntime(paths: dict[str, Path], batch: int, rounds: int) -> dict[str, Any]:
-    import onnxruntime as ort
-
-    # Idle ONNX Runtime workers spin for a while after each call; with three sessions alternating on two
-    # cores, one session's spinning would steal the next one's CPU.
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    x = np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
-    variants = []
-    for variant in VARIANTS:
-        session = ort.InferenceSession(str(paths[f"{variant}.onnx"]), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x}
-        variants.append(Variant(variant, Repeated.lasting(partial(session.run, None, feed))))
-    return _summary(variants, alternate(variants, rounds, warmup=2, max_rounds=2 * rounds))
-
-
-def _summary(variants: list[Variant], timing: Any) -> dict[str, Any]:
-    """Medians per call, and each variant's paired ratio to plain per call (its runs repeat a different count)."""
-    out: dict[str, Any] = {"rounds": f"{timing.clean_count}/{len(timing.rounds)}", "verdict": timing.verdict()}
-    counts = {v.name: v.run.count for v in variants if isinstance(v.run, Repeated)}
-    for variant in VARIANTS:
-        s = timing.summary(variant, None if variant == "plain" else "plain")
-        ratio = None if s.ratio is None else s.ratio * counts["plain"] / counts[variant]
-        out[variant] = {"median_ms": s.median * 1e3 / counts[variant], "calls_per_run": counts[variant], "ratio": ratio}
-    return out
+    timed = time_models(models, x, rounds, warmup=2, max_rounds=2 * rounds, repeat_s=RUN_S)
+    kept = ("median_ms", "calls_per_run", "ratio")
+    per_variant = {v: {k: timed["variants"][v][k] for k in kept} for v in VARIANTS}
+    return {"rounds": f"{timed['rounds_clean']}/{timed['rounds_run']}", "verdict": timed["verdict"], **per_variant}
 
 
 def pruning(name: str, folder: Path, rounds: int) -> list[tuple[Any, ...]]:
     """Issue 13 part 1: ``--score logits`` maps for every class vs the top 5 only (the copies then run only those
     classes' classifier rows): hook MACs per image (cost.py) and OpenVINO f32 batch 1 latency vs plain."""
-    import zoo
-
+    from models import routes, zoo
     from ovxai import HookOptions, export
-    from ovxai.exporter.from_torch import to_onnx
     from ovxai.exporter.pipeline import load_model
     from ovxai.graph.macs import macs
     from ovxai.hook.cost import hook_macs
@@ -172,41 +108,24 @@ def pruning(name: str, folder: Path, rounds: int) -> list[tuple[Any, ...]]:
     from ovxai.hook.target import pick_prediction, resolve
 
     library, constructor, layer = MODELS[name]
-    factory: Callable[..., Any] = zoo.build_torchvision if library == "torchvision" else zoo.build_timm
-    plain = folder / f"{name}.onnx"
-    to_onnx(factory(constructor, SIZE, num_classes=CLASSES), plain, SIZE, "legacy")
+    net, size = zoo.build(f"{library}:{constructor}")
+    plain = routes.to_onnx(net, folder / f"{name}.onnx", size, "legacy")
     graph = load_model(plain).graph
     prediction = pick_prediction(graph, None)
     plan = plan_tail(graph, resolve(graph, prediction, layer).tensor, prediction)
-    total, n = macs(graph, graph.nodes), int(np.prod((graph.tensor(plan.target).shape or (1, 1, 1, 1))[2:]))
-    paths = {"plain": folder / f"{name}.xml"}
-    ov.save_model(ov.convert_model(str(plain)), str(paths["plain"]), compress_to_fp16=False)
+    total = macs(graph, graph.nodes)
+    paths = {"plain": routes.onnx_to_ir(plain, folder / f"{name}.xml", fp16=False)}
     for variant, explain in (("all", "all"), ("top5", "top5")):
         options = HookOptions(score="logits", explain=explain)
-        paths[variant] = export(
-            plain, folder / f"{name}_{variant}.xml", layer=layer, options=options, fp16=False
-        ).files[0]
+        result = export(plain, folder / f"{name}_{variant}.xml", layer=layer, options=options, fp16=False)
+        paths[variant] = Path(result.files[0])
     x = np.random.default_rng(0).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
-    core = ov.Core()
-    variants = []
-    for variant, path in paths.items():
-        request = compile_model(core, path, "CPU", "f32").create_infer_request()
-        variants.append(Variant(variant, partial(infer_once, request, x)))
-    timing = alternate(variants, rounds, warmup=2, max_rounds=2 * rounds)
+    timed = time_models(compile_models(paths, "openvino", "f32"), x, rounds, warmup=2, max_rounds=2 * rounds)
     rows = []
     for variant, selected in (("all", None), ("top5", 5)):
-        cost = hook_macs(graph, plan, n, selected=selected)
-        s = timing.summary(variant, "plain")
-        rows.append(
-            (
-                name,
-                variant,
-                f"{cost / 1e6:.1f}",
-                f"{1 + cost / total:.3f}",
-                f"{s.ratio:.3f}",
-                f"{timing.clean_count}/{len(timing.rounds)}",
-            )
-        )
+        cost = hook_macs(graph, plan, HookOptions(score="logits"), selected=selected)
+        ratio, clean = timed["variants"][variant]["ratio"], f"{timed['rounds_clean']}/{timed['rounds_run']}"
+        rows.append((name, variant, f"{cost / 1e6:.1f}", f"{1 + cost / total:.3f}", f"{ratio:.3f}", clean))
     return rows
 
 
@@ -218,7 +137,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "out/bench_shortcut.json")
     parser.add_argument("--pruning", action="store_true", help="measure logits-row pruning (issue 13) instead")
     parser.add_argument("--keep", type=Path, help="write the models here (kept) instead of a temporary folder")
+    peer.add_argument(parser)
+    parser.add_argument("--quick", action="store_true", help="smoke run: SqueezeNet (unless named), batch 1, 2 rounds")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.batches, args.rounds = [1], 2
+        args.models = args.models if args.models != list(MODELS) else ["squeezenet1_1"]
     if args.pruning:
         with tempfile.TemporaryDirectory(prefix="ovxai-pruning-") as tmp:
             rows = [row for name in args.models for row in pruning(name, Path(tmp), args.rounds)]
@@ -231,17 +155,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in args.models:
             folder = (args.keep or Path(tmp)) / name
             folder.mkdir(parents=True, exist_ok=True)
-            paths = build(name, folder)
+            paths, target = build(name, folder)
             entry: dict[str, Any] = {"path": str(paths["shortcut.path"]), "timings": [], "rss_mib": {}}
             entry["check"] = check(paths)
             print(name, entry["check"], flush=True)
             for variant in VARIANTS:
-                entry["rss_mib"][variant] = peak_rss(sys.executable, paths[f"{variant}.xml"], 1, "CPU", "f32")
+                entry["rss_mib"][variant] = peak_rss(paths[f"{variant}.xml"], 1, "CPU", "f32")
             for batch in args.batches:
                 for engine, timing in (
-                    ("OpenVINO default", partial(time_openvino, paths, batch, "default", args.rounds)),
-                    ("OpenVINO f32", partial(time_openvino, paths, batch, "f32", args.rounds)),
-                    ("ONNX Runtime", partial(time_onnxruntime, paths, batch, args.rounds)),
+                    ("OpenVINO default", partial(time_engine, paths, batch, "openvino", "default", args.rounds)),
+                    ("OpenVINO f32", partial(time_engine, paths, batch, "openvino", "f32", args.rounds)),
+                    ("ONNX Runtime", partial(time_engine, paths, batch, "onnxruntime", "default", args.rounds)),
                 ):
                     result = {"batch": batch, "engine": engine, **timing()}
                     entry["timings"].append(result)
@@ -250,6 +174,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"{result['shortcut']['ratio']:.3f}", f"{result['mosaic']['ratio']:.3f}", result["rounds"],
                     ))  # fmt: skip
                     print(" | ".join(str(c) for c in rows[-1]), flush=True)
+            if args.peer is not None:
+                request = peer.Request(
+                    str(paths["plain.xml"]), str(folder), target=target, precisions=["default", "f32"],
+                    extras={v: str(paths[f"{v}.xml"]) for v in VARIANTS[1:]}, rounds=args.rounds, warmup=2,
+                )  # fmt: skip
+                entry["peer"] = peer.run(request, peer.python(args.peer))
+                print(peer.table(entry["peer"]), flush=True)
             report["models"][name] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

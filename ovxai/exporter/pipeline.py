@@ -3,7 +3,9 @@
 The pipeline talks to graph formats only through :class:`ovxai.formats.Format`; what to do with
 a model (its input shape, freeing its batch, where the hook goes) is decided on the format-neutral
 view. Guarantees: the input files are never written to, and nothing appears at ``output`` unless
-the whole export succeeded, including one run of the written model in its format's engine.
+the whole export succeeded, including a run of the written model beside the original in its format's
+engine (OpenVINO: f32 and the plugin's default precision) whose prediction must be the original's bit
+for bit; where it is not, the hook is built again on its own copy of the network, and checked again.
 """
 
 from __future__ import annotations
@@ -23,13 +25,17 @@ from ovxai.conventions import SALIENCY_OUTPUT
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.formats import Format, format_for
 from ovxai.graph.batch import plan_free_batch
+from ovxai.graph.ops import Ops
 from ovxai.graph.view import GraphView
+from ovxai.hook.gradient.hook import GradientCamHook, plan_gradient
 from ovxai.hook.options import HookOptions
+from ovxai.hook.paths import CNN_PATHS, VIT_PATHS, Choice, choose
 from ovxai.hook.private_reads import PrivateReads
 from ovxai.hook.recipro import ReciproCamHook
 from ovxai.hook.tail import plan_tail
 from ovxai.hook.target import Candidate, pick_prediction, resolve
-from ovxai.hook.vit import ViTReciproCamHook, plan_tokens
+from ovxai.hook.tokens import plan_tokens
+from ovxai.hook.vit import ViTReciproCamHook
 from ovxai.metadata import ModelInfo
 
 SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
@@ -43,10 +49,24 @@ class ExportResult:
     files: list[Path]
     target: Candidate
     prediction: str
-    fast_path: bool  # an exact shortcut (closed form, windows, short sequence) replaced the mosaic
     options: HookOptions
-    path: str = "mosaic"  # "mean"/"linear" (shortcut's boundary), "windows", "tokens" (ViT short sequence), "mosaic"
+    path: str  # Recipro-CAM's copies: "mean", "linear", "windows", "tokens" or "mosaic" (hook.paths); "backward"
     grid: tuple[int, int] | None = None  # a vision transformer's patch grid (its target is a block's input tokens)
+    declined: tuple[tuple[str, str], ...] = ()  # the exact paths tried first, with why each did not apply
+
+    @property
+    def fast_path(self) -> bool:
+        """An exact shortcut (closed form, windows, short sequence) replaced the mosaic."""
+        return self.path != "mosaic"
+
+    @property
+    def baseline(self) -> tuple[float, ...] | None:
+        """Integrated Grad-CAM's black image in the network's input, per channel (None for the other methods)."""
+        if self.options.method != "integrated-gradcam" or self.info is None:
+            return None
+        return black_image(self.info)
+
+    info: ModelInfo | None = None  # what the model records about itself (its metadata)
     isolated: bool = False  # the hook runs on its own copy of the network (see ovxai.hook.private_reads)
 
 
@@ -81,7 +101,9 @@ def export(
     width (the hook's masks are always built from the runtime shape, so the patched model explains
     any size the original network accepts). IR weights are stored in FP16 unless ``fp16`` is False.
     ``info`` (labels, mean/scale, channel order) is written as model metadata in OpenVINO Model
-    API's layout, with the hook's score convention.
+    API's layout, with the hook's method and score convention. ``options.method`` picks Recipro-CAM (masked copies of
+    the tail) or a gradient CAM (the tail's backward in the graph); Integrated Grad-CAM's black image follows from
+    the recorded mean and scale, which it therefore needs.
     """
     options = options or HookOptions()
     source, destination = Path(model), Path(output)
@@ -120,35 +142,49 @@ def _export_once(
     fp16: bool,
     info: ModelInfo | None,
 ) -> ExportResult:
-    """One export into ``scratch``, checked; ``isolated``: the CNN hook reads a private copy of the whole network
+    """One export into ``scratch``, checked; ``isolated``: the hook reads a private copy of the whole network
     (:class:`~ovxai.hook.private_reads.PrivateReads`), the fallback where reading the original path changes how
     the engine compiles it. The result's files are in ``scratch``."""
     loaded = load_model(source, input_shape, static_batch, dynamic_size)
     graph, source_format = loaded.graph, loaded.format
     prediction = pick_prediction(graph, prediction)
     tokens = plan_tokens(graph, prediction, layer)
+    choice: Choice[Any] | None = None
     if tokens is None:
         target = resolve(graph, prediction, layer)
-        plan = plan_tail(graph, target.tensor, prediction)
+        tail = plan_tail(graph, target.tensor, prediction)
+        if options.gradient:
+            plan_gradient(graph, tail, options)  # the refusal of an op it cannot differentiate, before any work
+        else:
+            choice = choose(CNN_PATHS, graph, tail, options)
+    elif options.gradient:
+        raise OvxaiError(
+            f"method={options.method} weights a CNN's feature map by its gradient; '{tokens.block}' is a "
+            "transformer block",
+            "use method=recipro (ViT-ReciproCAM) for a vision transformer",
+        )
     else:
         target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
-        plan = tokens.tail
+        choice = choose(VIT_PATHS, graph, tokens, options)
     info = (info or ModelInfo()).replace(
-        score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain
-    )
+        score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain,
+        method=options.method, steps=options.step_count if options.method == "integrated-gradcam" else None,
+    )  # fmt: skip
     classes = _num_classes(graph, prediction)
     info.check(classes)
     _check_explained(options, classes)
+    baseline = _baseline(info, graph) if options.method == "integrated-gradcam" else (0.0,)
     original = _reference_copy(loaded, output_format, scratch, fp16)
-    emitter = source_format.hook_ops(loaded.model, graph)
-    if tokens is None:
-        hook = ReciproCamHook(PrivateReads(emitter, graph, whole=isolated), graph, plan, options)
-        hook.build()
-        path = hook.path
+    builder = PrivateReads(source_format.builder(loaded.model, graph), graph, whole=isolated)
+    if options.gradient:
+        GradientCamHook(Ops(builder), graph, tail, options, baseline).build()
+    elif tokens is None:
+        assert choice is not None
+        ReciproCamHook(Ops(builder), graph, tail, options, choice).build()
     else:
-        ViTReciproCamHook(PrivateReads(emitter, graph, whole=isolated), graph, tokens, options).build()
-        path = "tokens" if options.fast_path and tokens.short is None else "mosaic"
-    patched = emitter.finish()
+        assert choice is not None
+        ViTReciproCamHook(Ops(builder), graph, tokens, options, choice).build()
+    patched = builder.finish()
     try:
         if output_format is not source_format:
             patched = output_format.convert(
@@ -158,9 +194,38 @@ def _export_once(
         written = output_format.save(patched, scratch / destination.name, fp16)
     except OSError as exc:
         raise _write_error(destination, exc) from None
+    path = "backward" if choice is None else choice.name
     _check_runs(output_format, written[0], graph, original, prediction, path)
     grid = None if tokens is None else tokens.grid
-    return ExportResult(written, target, prediction, path != "mosaic", options, path, grid, isolated)
+    declined = () if choice is None else choice.declined
+    return ExportResult(written, target, prediction, options, path, grid, declined, info, isolated)
+
+
+def _baseline(info: ModelInfo, graph: GraphView) -> tuple[float, ...]:
+    """The black image per channel of the network's input."""
+    black = black_image(info)
+    channels = graph.input_dims()[1] if len(graph.input_dims()) > 1 else None
+    if channels == 1 and len(set(black)) == 1:
+        return black[:1]
+    if isinstance(channels, int) and channels != len(black):
+        raise OvxaiError(
+            f"the mean and scale give {len(black)} channels but the network's input has {channels}",
+            "give one mean= and scale= value per input channel",
+        )
+    return black
+
+
+def black_image(info: ModelInfo) -> tuple[float, ...]:
+    """A black image (pixels 0) in the network's input: -mean / scale per channel, from the recorded preprocessing
+    (one of the two alone takes the other's neutral value, as the runtime does)."""
+    if info.mean is None and info.scale is None:
+        raise OvxaiError(
+            "method=integrated-gradcam integrates from a black image, which depends on the network's preprocessing, "
+            "and none is recorded",
+            "give mean= and scale= (mean=0 scale=1 for a network that takes 0..255 pixels)",
+        )
+    mean, scale = info.mean or (0.0,) * 3, info.scale or (1.0,) * 3
+    return tuple(-m / s for m, s in zip(mean, scale, strict=True))
 
 
 def load_model(
@@ -249,15 +314,17 @@ def _num_classes(graph: GraphView, prediction: str) -> int | None:
 
 
 def _check_explained(options: HookOptions, classes: int | None) -> None:
-    picked = options.explained()
-    if classes is None or picked is None:
+    selection = options.selection
+    if classes is None or selection.every:
         return
-    if isinstance(picked, int) and picked > classes:
+    if selection.top is not None and selection.top > classes:
         raise OvxaiError(
-            f"explain=top{picked} asks for more classes than the model's {classes}", f"use top1..top{classes}"
+            f"explain=top{selection.top} asks for more classes than the model's {classes}", f"use top1..top{classes}"
         )
-    if isinstance(picked, tuple) and max(picked) >= classes:
-        raise OvxaiError(f"explain= class id {max(picked)} is out of range", f"the model has classes 0..{classes - 1}")
+    if selection.ids is not None and max(selection.ids) >= classes:
+        raise OvxaiError(
+            f"explain= class id {max(selection.ids)} is out of range", f"the model has classes 0..{classes - 1}"
+        )
 
 
 def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:
@@ -286,7 +353,7 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
     """Run the written model and the original on one synthetic batch, in the same engine, in each of its
     precisions: a model that cannot run, or whose prediction is not the original's bit for bit, is never
     delivered (the linear shortcut computes the first linear layer in another summation order: equal to
-    rounding, see :func:`_moved`)."""
+    rounding, see :func:`prediction_shift`)."""
     dims = graph.input_dims()
     shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
     x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
@@ -316,7 +383,7 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
                 "give the input shape it takes with input_shape=",
             ) from None
         reordered = fmt.mantissa_bits(precision) if hook_path == "linear" else None
-        moved = _moved(outputs[prediction], expected, reordered)
+        moved = prediction_shift(outputs[prediction], expected, reordered)
         if moved is not None:
             raise PredictionMoved(
                 f"with the hook, {where} computes the prediction '{prediction}' differently: it moves by up to "
@@ -326,7 +393,7 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
             )
 
 
-def _moved(got: np.ndarray, expected: np.ndarray, reordered: int | None) -> float | None:
+def prediction_shift(got: np.ndarray, expected: np.ndarray, reordered: int | None) -> float | None:
     """How far the patched prediction moved from the original's, or None where it did not move.
 
     Bit for bit, except after the linear shortcut (``reordered``: the mantissa bits the engine computes with):

@@ -1,7 +1,7 @@
 """Graph formats: the one interface the exporter talks to, and the adapter for each file suffix.
 
 An adapter turns its format's model into the format-neutral :class:`~ovxai.graph.view.GraphView`,
-applies plans made on that view (input shape, freed batch, the hook through :class:`~ovxai.graph.ops.Ops`),
+applies plans made on that view (input shape, freed batch, the hook through its :class:`~ovxai.graph.ops.Builder`),
 and writes, checks and converts files. Everything decided about a model is decided once, on the view;
 adapters only carry it out.
 """
@@ -15,20 +15,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ovxai.errors import OvxaiError
-from ovxai.graph.ops import Ops
 
 if TYPE_CHECKING:
     from ovxai.graph.batch import ReshapeFix
+    from ovxai.graph.ops import Builder
     from ovxai.graph.view import GraphView
-    from ovxai.metadata import Entries
-
-
-class HookEmitter(Ops[Any], Protocol):
-    """An adapter's :class:`~ovxai.graph.ops.Ops`, which also hands back the edited model."""
-
-    def finish(self) -> Any:
-        """The model with the hook's nodes and outputs added (the input model object, edited)."""
-        ...
+    from ovxai.metadata import Entries, ModelInfo
 
 
 class Format(Protocol):
@@ -58,11 +50,15 @@ class Format(Protocol):
         """Give each Reshape its new target, where 0 copies the data's dimension."""
         ...
 
-    def hook_ops(self, model: Any, graph: GraphView) -> HookEmitter:
-        """The operations the hook is written against, emitting into ``model``."""
+    def builder(self, model: Any, graph: GraphView) -> Builder[Any]:
+        """The node factory the hook's :class:`~ovxai.graph.ops.Ops` emit through, into ``model``."""
         ...
 
     def set_metadata(self, model: Any, entries: Entries) -> None: ...
+
+    def metadata(self, model: Any) -> ModelInfo:
+        """What the model records about itself (written by :meth:`set_metadata`, or by another tool)."""
+        ...
 
     def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
         """Write ``path`` (and its weight files); ``fp16`` compresses weights where the format does that."""

@@ -17,14 +17,17 @@ from onnx import TensorProto, helper, numpy_helper
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
-from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
-from ovxai.metadata import Entries, onnx_key
+from ovxai.graph.numpy_ops import RunNode
+from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
+from ovxai.metadata import Entries, ModelInfo, onnx_key, read_onnx_props
 
 MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
 _SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes) and the skeleton
 _FOLDED_MAX = 4096  # elements: the largest value the static-shape folding computes (shape arithmetic is small)
+_ANY_BATCH = "ovxai_any_batch"  # the batch's name while folding: a value that depends on it is not folded
+_PROBE_BATCHES = (2, 3)  # batch sizes at which shape inference resolves dimensions computed from the batch
 _FOLDING_ROUNDS = 256  # static-shape folding rounds at most (one per layer whose padding is computed, at worst)
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                          "Bernoulli", "Dropout"})  # fmt: skip
@@ -68,6 +71,7 @@ class OnnxFormat:
         tensors: dict[str, Tensor] = {}
         for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
             tensors[info.name] = _tensor(info)
+        _resolve_by_batch(model, tensors)
         values: dict[str, np.ndarray] = {}
         for init in model.graph.initializer:
             tensors[init.name] = Tensor(init.name, tuple(init.dims), _np_dtype(init.data_type))
@@ -88,22 +92,7 @@ class OnnxFormat:
     def fold_static_shapes(self, model: onnx.ModelProto) -> None:
         """Replace every value computed from shapes that the model's fixed dimensions determine by an initializer
         of the same name (the nodes that computed it leave the graph); ONNX Runtime folds the same at load."""
-        # Each round's constants can make more shapes known (a padding computed from the map's size gives the
-        # padded map's size, whose shape the next padding reads): fold until nothing more is fixed.
-        for _ in range(_FOLDING_ROUNDS):
-            folded = _static_shape_values(model)
-            if not folded:
-                return
-            graph = model.graph
-            kept = [n for n in graph.node if not (n.output and all(o in folded or not o for o in n.output))]
-            read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
-            del graph.node[:]
-            graph.node.extend(kept)
-            unread = [i for i in graph.initializer if i.name not in read]  # what only the folded nodes read
-            for init in unread:
-                graph.initializer.remove(init)
-            graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
-            del graph.value_info[:]  # re-inferred from the constants
+        _fold(model, _ANY_BATCH)
 
     def set_input_shape(self, model: onnx.ModelProto, name: str, dims: Sequence[int | str]) -> None:
         image = next(i for i in model.graph.input if i.name == name)
@@ -127,13 +116,16 @@ class OnnxFormat:
                 if attr.name == "allowzero":
                     attr.i = 0
 
-    def hook_ops(self, model: onnx.ModelProto, graph: GraphView) -> OnnxOps:
-        return OnnxOps(model, graph)
+    def builder(self, model: onnx.ModelProto, graph: GraphView) -> OnnxBuilder:
+        return OnnxBuilder(model, graph)
 
     def set_metadata(self, model: onnx.ModelProto, entries: Entries) -> None:
         props = {p.key: p.value for p in model.metadata_props}
         props |= {onnx_key(section, key): value for (section, key), value in entries.items()}
         helper.set_model_props(model, props)
+
+    def metadata(self, model: onnx.ModelProto) -> ModelInfo:
+        return read_onnx_props({p.key: p.value for p in model.metadata_props})
 
     def save(self, model: onnx.ModelProto, path: Path, fp16: bool) -> list[Path]:
         """Write the model (weights beside it past protobuf's 2 GB); ``fp16`` does not apply to ONNX."""
@@ -208,9 +200,9 @@ def _set_dim(dim: onnx.TensorShapeProto.Dimension, value: int | str) -> None:
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def _infer_shapes(model: onnx.ModelProto, any_batch: bool = False) -> onnx.ModelProto:
-    """Shapes by ONNX shape inference on a weightless skeleton; ``any_batch``: with every input's first
-    dimension (the batch) symbolic, so that no inferred value depends on the batch size."""
+def _infer_shapes(model: onnx.ModelProto, batch: int | str | None = None) -> onnx.ModelProto:
+    """Shapes by ONNX shape inference on a weightless skeleton; ``batch``: with every input's first dimension (the
+    batch) set to it, the declared inner shapes dropped (a name: no inferred value depends on the batch size)."""
     # Weights only matter to shape inference through their shapes, and dropping them keeps the
     # skeleton far below protobuf's 2 GB limit; small ones stay (Reshape targets, axes, ...).
     skeleton = onnx.ModelProto()
@@ -221,11 +213,12 @@ def _infer_shapes(model: onnx.ModelProto, any_batch: bool = False) -> onnx.Model
     graph.node.extend(model.graph.node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
-    if any_batch:
+    if batch is not None:
+        weights = {init.name for init in model.graph.initializer}  # listed as inputs by older exporters
         for info in graph.input:
             dims = info.type.tensor_type.shape.dim
-            if dims:
-                _set_dim(dims[0], "ovxai_any_batch")
+            if dims and info.name not in weights:
+                _set_dim(dims[0], batch)
         for info in graph.output:
             info.type.tensor_type.ClearField("shape")  # declared with the fixed batch: let inference say
     else:
@@ -242,12 +235,74 @@ def _infer_shapes(model: onnx.ModelProto, any_batch: bool = False) -> onnx.Model
         raise OvxaiError(f"ONNX shape inference failed: {engine_reason(exc)}", "check the model") from None
 
 
-def _static_shape_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def _resolve_by_batch(model: onnx.ModelProto, tensors: dict[str, Tensor]) -> None:
+    """Dimensions that shape inference leaves unknown only because they are computed from the symbolic batch (a
+    flatten whose target is ``[Shape(x)[0], C, -1]``, a token expanded to ``[B, 1, 1]``: the legacy torch exporter's
+    spelling), from inference at two batch sizes: a dimension equal in both is that size, one equal to each batch
+    is the batch. Only where every input's other dimensions are fixed (nothing else can vary)."""
+    feeds = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    shapes = [tensors[i.name].shape for i in feeds]
+    if not shapes or any(s is None or not s or not all(isinstance(d, int) for d in s[1:]) for s in shapes):
+        return
+    symbols = {s[0] for s in shapes if s is not None and not isinstance(s[0], int)}
+    unknown = [t for t in tensors.values() if t.shape is not None and not all(isinstance(d, int) or d in symbols
+                                                                              for d in t.shape)]  # fmt: skip
+    if len(symbols) != 1 or not unknown:
+        return
+    symbol = symbols.pop()
+    at = {b: _probe_shapes(model, b) for b in _PROBE_BATCHES}
+    first, second = _PROBE_BATCHES
+    for tensor in unknown:
+        one, two = at[first].get(tensor.name), at[second].get(tensor.name)
+        if one is None or two is None or not (len(one) == len(two) == len(tensor.shape or ())):
+            continue
+        dims: list[Dim] = []
+        for have, a, b in zip(tensor.shape or (), one, two, strict=True):
+            if isinstance(have, int) or have == symbol:
+                dims.append(have)
+            elif isinstance(a, int) and a == b:
+                dims.append(a)
+            else:
+                dims.append(symbol if (a, b) == _PROBE_BATCHES else have)
+        tensors[tensor.name] = Tensor(tensor.name, tuple(dims), tensor.dtype)
+
+
+def _fold(model: onnx.ModelProto, batch: int | str) -> None:
+    """:meth:`OnnxFormat.fold_static_shapes` with the batch ``batch`` (a name: any batch)."""
+    # Each round's constants can make more shapes known (a padding computed from the map's size gives the
+    # padded map's size, whose shape the next padding reads): fold until nothing more is fixed.
+    for _ in range(_FOLDING_ROUNDS):
+        folded = _static_shape_values(model, batch)
+        if not folded:
+            return
+        graph = model.graph
+        kept = [n for n in graph.node if not (n.output and all(o in folded or not o for o in n.output))]
+        read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
+        del graph.node[:]
+        graph.node.extend(kept)
+        unread = [i for i in graph.initializer if i.name not in read]  # what only the folded nodes read
+        for init in unread:
+            graph.initializer.remove(init)
+        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
+        del graph.value_info[:]  # re-inferred from the constants
+
+
+def _probe_shapes(model: onnx.ModelProto, batch: int) -> dict[str, tuple[Dim, ...] | None]:
+    """Every tensor's shape on a copy of ``model`` whose batch is ``batch``, its shape arithmetic folded."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    _fold(probe, batch)
+    inferred = _infer_shapes(probe, batch).graph
+    shapes = {i.name: _tensor(i).shape for i in [*inferred.value_info, *inferred.output]}
+    return shapes | {i.name: tuple(i.dims) for i in probe.graph.initializer}
+
+
+def _static_shape_values(model: onnx.ModelProto, batch: int | str) -> dict[str, np.ndarray]:
     """Values computed from tensors' shapes that are fixed given the model's static dimensions (a Shape of a
     tensor whose read dimensions are all known, and arithmetic on such values and small constants), and integer
     arithmetic on constants, by name: each node is evaluated with ONNX's reference implementation of its
     opset's operator."""
-    inferred = _infer_shapes(model, any_batch=True)
+    inferred = _infer_shapes(model, batch)
     infos = [_tensor(i) for i in [*inferred.graph.input, *inferred.graph.value_info]]
     shapes = {t.name: t.shape for t in infos}
     types = {t.name: t.dtype for t in infos}
@@ -353,7 +408,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
     rank = tensors[proto.input[0]].rank if proto.input and proto.input[0] in tensors else None
     op = proto.op_type
     axes: tuple[int, ...] | None = None
-    if op == "ReduceMean" and rank:
+    if op in ("ReduceMean", "ReduceSum") and rank:
         raw = attrs.get("axes")
         if raw is None and len(proto.input) > 1 and proto.input[1] in values:
             raw = values[proto.input[1]].tolist()
@@ -362,6 +417,8 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         else:
             axes = tuple(sorted(int(a) % rank for a in (raw if raw is not None else range(rank))))
     whole_window = op in ("AveragePool", "MaxPool") and rank == 4 and _covers_map(proto, attrs, tensors)
+    facts = _gradient_facts(op, attrs, proto, tensors, values, rank)
+    axes = facts.pop("axes", axes)  # LayerNormalization: the normalised axes
     return Node(
         name,
         op,
@@ -387,6 +444,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
             and attrs.get("alpha", 1.0) == 1.0
             and attrs.get("beta", 1.0) == 1.0
         ),
+        **facts,
         handle=proto,
     )
 
@@ -408,6 +466,95 @@ def _covers_map(proto: onnx.NodeProto, attrs: dict[str, Any], tensors: dict[str,
     return larger and bool(attrs.get("ceil_mode", 0)) and pooled == [1, 1]
 
 
+_AXIS_DEFAULTS = {"Softmax": -1, "LogSoftmax": -1, "Concat": 0, "Split": 0, "Flatten": 1, "QuantizeLinear": 1,
+                  "DequantizeLinear": 1}  # fmt: skip
+
+
+def _gradient_facts(
+    op: str, attrs: dict[str, Any], proto: onnx.NodeProto, tensors: dict[str, Tensor], values: dict[str, np.ndarray],
+    rank: int | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The typed facts the backward rules read (see :class:`Node`), by operator."""
+    facts: dict[str, Any] = {}
+    if op == "Conv":
+        facts["groups"] = int(attrs.get("group", 1))
+    elif op in ("MaxPool", "AveragePool"):
+        facts["pool"] = _pooling(op, attrs, tensors, proto)
+    elif op in _AXIS_DEFAULTS:
+        axis = int(attrs.get("axis", _AXIS_DEFAULTS[op]))
+        facts["axis"] = axis % rank if rank else axis
+        if op == "Split":
+            facts["split"] = _split_sizes(attrs, proto, tensors, values, facts["axis"])
+    elif op == "LayerNormalization" and rank:
+        facts["axes"] = tuple(range(int(attrs.get("axis", -1)) % rank, rank))
+        facts["epsilon"] = float(attrs.get("epsilon", 1e-5))
+    elif op == "BatchNormalization":
+        facts["epsilon"] = float(attrs.get("epsilon", 1e-5))
+    elif op == "Gemm":
+        facts |= {"alpha": float(attrs.get("alpha", 1.0)), "beta": float(attrs.get("beta", 1.0))}
+        facts["transpose_a"] = bool(attrs.get("transA", 0))
+    elif op == "HardSigmoid":
+        facts |= {"alpha": float(attrs.get("alpha", 0.2)), "beta": float(attrs.get("beta", 0.5))}
+    elif op == "LeakyRelu":
+        facts["alpha"] = float(attrs.get("alpha", 0.01))
+    elif op == "Gelu":
+        facts["approximate"] = attrs.get("approximate", b"none") in (b"tanh", "tanh")
+    elif op == "Clip":
+        facts["bounds"] = _clip_bounds(attrs, proto, values)
+    elif op == "Slice":
+        facts["slicing"] = _slicing(proto, values, rank)
+    return facts
+
+
+def _pooling(op: str, attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto) -> Pooling | None:
+    window = _sliding(attrs, tensors, proto)
+    if window is None:
+        return None
+    counts = op == "MaxPool" or bool(attrs.get("count_include_pad", 0))
+    return Pooling(window, bool(attrs.get("ceil_mode", 0)), counts)
+
+
+def _split_sizes(
+    attrs: dict[str, Any], proto: onnx.NodeProto, tensors: dict[str, Tensor], values: dict[str, np.ndarray], axis: int
+) -> tuple[int, ...] | None:
+    if "split" in attrs:
+        return tuple(int(v) for v in attrs["split"])
+    if len(proto.input) > 1 and proto.input[1]:
+        known = values.get(proto.input[1])
+        return None if known is None else tuple(int(v) for v in known.reshape(-1))
+    sizes = [(tensors[o].shape or ())[axis] if o in tensors and tensors[o].rank else None for o in proto.output]
+    return tuple(sizes) if all(isinstance(d, int) for d in sizes) else None  # type: ignore[arg-type]
+
+
+def _clip_bounds(
+    attrs: dict[str, Any], proto: onnx.NodeProto, values: dict[str, np.ndarray]
+) -> tuple[float, float] | None:
+    bounds = [float(attrs.get("min", -np.inf)), float(attrs.get("max", np.inf))]
+    for k, name in enumerate(proto.input[1:3]):
+        if not name:
+            continue
+        if name not in values:
+            return None  # a computed bound
+        bounds[k] = float(values[name].reshape(-1)[0])
+    return bounds[0], bounds[1]
+
+
+def _slicing(proto: onnx.NodeProto, values: dict[str, np.ndarray], rank: int | None) -> Slicing | None:
+    parts = [values.get(name) if name else None for name in list(proto.input[1:5]) + [""] * (5 - len(proto.input))]
+    starts, ends, axes, steps = parts
+    if starts is None or ends is None or (len(proto.input) > 3 and proto.input[3] and axes is None):
+        return None
+    if len(proto.input) > 4 and proto.input[4] and steps is None:
+        return None
+    count = len(starts.reshape(-1))
+    axis_list = [int(a) for a in axes.reshape(-1)] if axes is not None else list(range(count))
+    if rank:
+        axis_list = [a % rank for a in axis_list]
+    step_list = [int(v) for v in steps.reshape(-1)] if steps is not None else [1] * count
+    return Slicing(tuple(int(v) for v in starts.reshape(-1)), tuple(int(v) for v in ends.reshape(-1)), tuple(axis_list),
+                   tuple(step_list))  # fmt: skip
+
+
 def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.NodeProto) -> Sliding | None:
     """A 2-D Conv's kernel, strides, start pads and dilations (None: not 2-D, or 'SAME' on an unknown size)."""
     weight = tensors.get(proto.input[1]) if len(proto.input) > 1 else None
@@ -417,7 +564,7 @@ def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.Node
     strides = list(attrs.get("strides", [1, 1]))
     dilations = list(attrs.get("dilations", [1, 1]))
     auto_pad = attrs.get("auto_pad", b"NOTSET")
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))[:2]
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
     if auto_pad in (b"SAME_UPPER", b"SAME_LOWER"):
         size = (tensors[proto.input[0]].shape or (None,) * 4)[2:]
         if len(size) != 2 or not all(isinstance(d, int) for d in size):
@@ -425,10 +572,13 @@ def _sliding(attrs: dict[str, Any], tensors: dict[str, Tensor], proto: onnx.Node
         for axis, d in enumerate(size):
             assert isinstance(d, int)
             total = max((-(-d // strides[axis]) - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1 - d, 0)
-            pads[axis] = total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2
+            begin = total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2
+            pads[axis], pads[axis + 2] = begin, total - begin
     elif auto_pad == b"VALID":
-        pads = [0, 0]
-    return Sliding((kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1]), (dilations[0], dilations[1]))
+        pads = [0, 0, 0, 0]
+    ends = (pads[2], pads[3]) if len(pads) == 4 else (0, 0)
+    return Sliding((kernel[0], kernel[1]), (strides[0], strides[1]), (pads[0], pads[1]), (dilations[0], dilations[1]),
+                   ends)  # fmt: skip
 
 
 def _pointwise(attrs: dict[str, Any], weight: Tensor | None) -> bool:
@@ -469,8 +619,9 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
 # -- writing ----------------------------------------------------------------------------------------
 
 
-class OnnxOps:
-    """:class:`ovxai.graph.ops.Ops` for ONNX: each call appends a node and returns its output's name."""
+class OnnxBuilder:
+    """:class:`ovxai.graph.ops.Builder` for ONNX: each node is a NodeProto appended to the model, each tensor
+    handle the name of a tensor."""
 
     def __init__(self, model: onnx.ModelProto, graph: GraphView) -> None:
         self.model = model
@@ -487,14 +638,40 @@ class OnnxOps:
         self._count += 1
         return f"{NODE_PREFIX}{hint}_{self._count}"
 
-    def _node(self, op: str, inputs: Sequence[str], **attrs: Any) -> str:
-        out = self._name(op)
-        self.nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))
-        return out
+    def node(self, op: str, inputs: Sequence[str], outputs: int = 1, **attrs: Any) -> list[str]:
+        inputs = list(inputs)
+        # Operands that this opset takes as inputs rather than attributes.
+        if op == "Slice" and "starts" in attrs:
+            inputs += [self._ints(attrs.pop("starts")), self._ints(attrs.pop("ends"))]
+        elif op == "Slice":
+            inputs.append(self._ints(attrs.pop("axes")))
+        elif op == "Pad":
+            inputs.append(self._ints(attrs.pop("pads")))
+        elif op == "ScatterElements" and self.opset < 16:
+            raise OvxaiError(
+                f"the model's ONNX opset {self.opset} has no ScatterElements that adds (the backward of a max pool "
+                "whose windows overlap)",
+                "re-export the model with opset 16 or later",
+            )
+        elif op == "Unsqueeze":
+            inputs.append(self._ints(attrs.pop("axes")))
+        elif op == "TopK":
+            inputs.append(self._ints([attrs.pop("k")]))
+        elif op.startswith("Reduce") and (self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13)):
+            inputs.append(self._ints(attrs.pop("axes")))
+        elif op == "Cast":
+            attrs["to"] = helper.np_dtype_to_tensor_dtype(np.dtype(attrs["to"]))
+        first = self._name(op)
+        names = [first] + [self._name(f"{op}_{k}") for k in range(1, outputs)]
+        self.nodes.append(helper.make_node(op, inputs, names, name=first, **attrs))
+        return names
 
-    def _const(self, array: np.ndarray) -> str:
+    def _ints(self, values: Sequence[int]) -> str:
+        return self.constant(np.array(values, dtype=np.int64))
+
+    def constant(self, value: np.ndarray) -> str:
         name = self._name("const")
-        self.initializers.append(numpy_helper.from_array(array, name))
+        self.initializers.append(numpy_helper.from_array(value, name))
         return name
 
     def tensor(self, name: str) -> str:
@@ -506,83 +683,13 @@ class OnnxOps:
             raise OvxaiError(f"the element type of '{name}' is unknown", "give the input shape as input_shape=")
         return dtype
 
-    def i64(self, values: Sequence[int] | np.ndarray) -> str:
-        return self._const(np.array(values, dtype=np.int64))
-
-    def f32(self, value: float | np.ndarray) -> str:
-        return self._const(np.array(value, dtype=np.float32))
-
-    def shape(self, x: str) -> str:
-        return self._node("Shape", [x])
-
-    def slice(self, x: str, start: int, end: int) -> str:
-        return self._node("Slice", [x, self.i64([start]), self.i64([end])])
-
-    def concat(self, xs: Sequence[str], axis: int = 0) -> str:
-        return self._node("Concat", list(xs), axis=axis)
-
-    def binary(self, op: str, a: str, b: str) -> str:
-        return self._node(op, [a, b])
-
-    def unary(self, op: str, x: str) -> str:
-        return self._node(op, [x])
-
-    def cast(self, x: str, dtype: str) -> str:
-        return self._node("Cast", [x], to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
-
-    def arange(self, n: str) -> str:
-        scalar = self.reshape(n, self.i64([]))
-        return self._node("Range", [self._const(np.array(0, np.int64)), scalar, self._const(np.array(1, np.int64))])
-
-    def reshape(self, x: str, shape: str) -> str:
-        return self._node("Reshape", [x, shape])
-
-    def unsqueeze(self, x: str, axis: int) -> str:
-        return self._node("Unsqueeze", [x, self.i64([axis])])
-
-    def transpose(self, x: str, perm: Sequence[int]) -> str:
-        return self._node("Transpose", [x], perm=list(perm))
-
-    def matmul(self, a: str, b: str) -> str:
-        return self._node("MatMul", [a, b])
-
-    def expand(self, x: str, shape: str) -> str:
-        return self._node("Expand", [x, shape])
-
-    def where(self, cond: str, a: str, b: str) -> str:
-        return self._node("Where", [cond, a, b])
-
-    def softmax(self, x: str, axis: int) -> str:
-        return self._node("Softmax", [x], axis=axis)
-
-    def reduce(self, op: str, x: str, axis: int) -> str:
-        if self.opset >= 18 or (op == "ReduceSum" and self.opset >= 13):  # axes became an input (Sum first)
-            return self._node(op, [x, self.i64([axis])], keepdims=1)
-        return self._node(op, [x], axes=[axis], keepdims=1)
-
-    def topk(self, x: str, k: int) -> str:
-        out, indices = self._name("TopK_values"), self._name("TopK_indices")
-        self.nodes.append(helper.make_node("TopK", [x, self.i64([k])], [out, indices], name=out, axis=-1))
-        return indices
-
-    def gather(self, x: str, indices: str, axis: int) -> str:
-        return self._node("Gather", [x, indices], axis=axis)
-
-    def gather_elements(self, x: str, indices: str, axis: int) -> str:
-        return self._node("GatherElements", [x, indices], axis=axis)
-
-    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> str:
-        value = self._constant_value(name)
-        if value is None:  # computed from constants (a DequantizeLinear): ONNX Runtime folds the re-layout at load
-            return self.transpose(self.reshape(name, self.i64(shape)), perm)
-        return self._const(np.ascontiguousarray(value.reshape(shape).transpose(perm)))
-
-    def _constant_value(self, name: str) -> np.ndarray | None:
+    def stored(self, name: str) -> tuple[np.ndarray, str | None] | None:
         for init in self.model.graph.initializer:
             if init.name == name:
-                return numpy_helper.to_array(init)
+                return numpy_helper.to_array(init), None
         node = next((n for n in self.model.graph.node if name in n.output), None)
-        return _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+        value = _constant_node_value(node) if node is not None and node.op_type == "Constant" else None
+        return None if value is None else (value, None)
 
     def replace(self, name: str, x: str) -> None:
         self.replaced.add(name)
@@ -610,6 +717,24 @@ class OnnxOps:
     def output(self, x: str, name: str, shape: Sequence[Dim]) -> None:
         self.nodes.append(helper.make_node("Identity", [x], [name], name=f"{NODE_PREFIX}{name}"))
         self.outputs[name] = shape
+
+    def indices(self, node: Node, x: str | None = None) -> str:
+        """The original MaxPool's own ``Indices`` output, added to it (its first output is unchanged); for ``x``,
+        those of a twin of the pool reading ``x``."""
+        if x is not None:
+            twin = onnx.NodeProto()
+            twin.CopyFrom(node.handle)
+            del twin.input[:], twin.output[:]
+            twin.input.append(x)
+            twin.name = self._name("MaxPool")
+            twin.output.extend([f"{twin.name}_values", f"{twin.name}_indices"])
+            self.nodes.append(twin)
+            return str(twin.output[1])
+        proto: onnx.NodeProto = node.handle
+        if len(proto.output) < 2 or not proto.output[1]:
+            del proto.output[1:]
+            proto.output.append(f"{NODE_PREFIX}indices/{node.name}")
+        return str(proto.output[1])
 
     def finish(self) -> onnx.ModelProto:
         """The model (edited in place) with the emitted nodes and the new graph outputs, typed by inference."""
@@ -684,3 +809,37 @@ def _sorted(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeP
     if len(order) != len(nodes):
         raise RuntimeError("ovxai produced a graph with a cycle, please report")
     return order
+
+
+# -- eager evaluation (tests) -----------------------------------------------------------------------
+
+
+def reference_runner(model: onnx.ModelProto) -> RunNode:
+    """Runs single nodes of ``model`` with ONNX's reference implementation (numpy, no engine): the original
+    nodes a :class:`~ovxai.graph.numpy_ops.NumpyBuilder` copies."""
+    from onnx.reference import ReferenceEvaluator
+
+    version = opset(model)
+
+    def run(node: Node, inputs: Sequence[np.ndarray | None], unpadded: bool) -> list[np.ndarray]:
+        proto = onnx.NodeProto()
+        proto.CopyFrom(node.handle)
+        if unpadded:
+            kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
+            del proto.attribute[:]
+            proto.attribute.extend(kept)
+        names = [f"in{k}" if x is not None else "" for k, x in enumerate(inputs)]
+        del proto.input[:]
+        proto.input.extend(names)
+        outputs = [f"out{k}" for k in range(len(proto.output))]
+        del proto.output[:]
+        proto.output.extend(outputs)
+        feeds = {name: x for name, x in zip(names, inputs, strict=True) if x is not None}
+        return [np.asarray(r) for r in ReferenceEvaluator(proto, opsets={"": version}).run(None, feeds)]
+
+    return run
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The model's stored constants by name."""
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}

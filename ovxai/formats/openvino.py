@@ -18,13 +18,27 @@ import numpy as np
 from ovxai.conventions import NODE_PREFIX
 from ovxai.errors import OvxaiError, engine_reason
 from ovxai.graph.batch import ReshapeFix
-from ovxai.graph.view import Dim, GraphView, Node, Sliding, Tensor, scope_from_name
-from ovxai.metadata import Entries
+from ovxai.graph.view import Dim, GraphView, Node, Pooling, Slicing, Sliding, Tensor, scope_from_name
+from ovxai.interrupts import keep_signal_stack
+from ovxai.metadata import Entries, ModelInfo, read_openvino
 
 try:
     import openvino as ov
     import openvino.opset13 as opset
-    from openvino import opset3, opset4, opset6, opset8, opset11, passes
+    from openvino import opset3, opset4, opset6, opset8, opset11, opset12, passes
+
+    # ONNX operators that map one to one onto an opset function of the same inputs.
+    _ELEMENTWISE: dict[str, Any] = {
+        "Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide,
+        "Greater": opset.greater, "Equal": opset.equal,
+        "Abs": opset.abs, "Floor": opset.floor, "Relu": opset.relu, "Sigmoid": opset.sigmoid,
+        "Exp": opset.exp, "Erf": opset.erf, "Tanh": opset.tanh, "Sqrt": opset.sqrt, "Neg": opset.negative,
+        "Pow": opset.power,
+    }  # fmt: skip
+    _REDUCTIONS: dict[str, Any] = {
+        "ReduceMin": opset.reduce_min, "ReduceMax": opset.reduce_max, "ReduceSum": opset.reduce_sum,
+        "ReduceMean": opset.reduce_mean,
+    }  # fmt: skip
 except ImportError:  # pragma: no cover - openvino is a dependency; the message is for broken installs
     ov = None
 
@@ -170,12 +184,15 @@ class OpenVinoFormat:
             freed.set_friendly_name(op.get_friendly_name())
             op.output(0).replace(freed.output(0))
 
-    def hook_ops(self, model: Any, graph: GraphView) -> OvOps:
-        return OvOps(model)
+    def builder(self, model: Any, graph: GraphView) -> OvBuilder:
+        return OvBuilder(model)
 
     def set_metadata(self, model: Any, entries: Entries) -> None:
         for (section, key), value in entries.items():
             model.set_rt_info(value, [section, key])
+
+    def metadata(self, model: Any) -> ModelInfo:
+        return read_openvino(model)
 
     def save(self, model: Any, path: Path, fp16: bool) -> list[Path]:
         """Write ``path`` and its .bin; weights in FP16 unless ``fp16`` is False (like OpenVINO's tools)."""
@@ -224,6 +241,7 @@ def run_once(path: Path, x: np.ndarray, precision: str = "f32") -> dict[str, np.
     model = ov.Core().read_model(os.fspath(path), None if weights is None else os.fspath(weights))
     config = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
     compiled = ov.Core().compile_model(model, "CPU", config)
+    keep_signal_stack()
     result = compiled(x)
     named = {}
     for out in compiled.outputs:
@@ -341,7 +359,7 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
     rank = tensors[inputs[0]].rank if inputs else None
     attrs = op.get_attributes()
     axes: tuple[int, ...] | None = None
-    if kind == "ReduceMean" and rank and inputs[1] in values:
+    if kind in ("ReduceMean", "ReduceSum", "MVN") and rank and inputs[1] in values:
         axes = tuple(sorted(int(a) % rank for a in np.atleast_1d(values[inputs[1]])))
     perm = values.get(inputs[1]) if kind == "Transpose" else None
     whole_window = False
@@ -371,8 +389,99 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         sliding=_sliding(kind, attrs, tensors[inputs[1]].shape if len(inputs) > 1 else None),
         plain_product=kind == "MatMul" and not attrs.get("transpose_a", False),
         levels=int(attrs.get("levels", 0)) if kind == "FakeQuantize" else 0,
+        **_gradient_facts(kind, attrs, inputs, [tensors[tensor_id(out)] for out in op.outputs()], tensors, values),
         handle=op,
     )
+
+
+def _gradient_facts(
+    kind: str, attrs: dict[str, Any], inputs: tuple[str, ...], outputs: list[Tensor], tensors: dict[str, Tensor],
+    values: dict[str, np.ndarray],
+) -> dict[str, Any]:  # fmt: skip
+    """The typed facts the backward rules read (see :class:`Node`), from OpenVINO's attributes and constant inputs."""
+    rank = tensors[inputs[0]].rank if inputs else None
+    constant = [values.get(i) for i in inputs]
+    facts: dict[str, Any] = {}
+    if kind == "GroupConvolution":
+        weight = tensors[inputs[1]].shape
+        facts["groups"] = weight[0] if weight and isinstance(weight[0], int) else 0  # 0: unknown, refused
+    elif kind in ("MaxPool", "AvgPool"):
+        facts["pool"] = _pooling(kind, attrs)
+    elif kind in ("Softmax", "LogSoftmax", "Concat"):
+        axis = int(attrs.get("axis", 1))
+        facts["axis"] = axis % rank if rank else axis
+    elif kind in ("Split", "VariadicSplit") and constant[1] is not None:
+        axis = int(np.asarray(constant[1]).reshape(-1)[0])
+        facts["axis"] = axis % rank if rank else axis
+        sizes = [(t.shape or ())[facts["axis"]] if t.rank else None for t in outputs]
+        if all(isinstance(d, int) for d in sizes):
+            facts["split"] = tuple(sizes)
+    elif kind == "MVN":
+        facts |= {"epsilon": float(attrs.get("eps", 0.0)), "normalize_variance": bool(attrs["normalize_variance"])}
+        facts["eps_inside"] = str(attrs.get("eps_mode", "INSIDE_SQRT")).upper() == "INSIDE_SQRT"
+    elif kind == "BatchNormInference":
+        facts["epsilon"] = float(attrs.get("epsilon", 0.0))
+    elif kind == "MatMul":
+        facts["transpose_a"] = bool(attrs.get("transpose_a", False))
+    elif kind == "Clamp":
+        facts["bounds"] = (float(attrs["min"]), float(attrs["max"]))
+    elif kind == "HardSigmoid" and constant[1] is not None and constant[2] is not None:
+        facts |= {
+            "alpha": float(np.asarray(constant[1]).reshape(-1)[0]),
+            "beta": float(np.asarray(constant[2]).reshape(-1)[0]),
+        }
+    elif kind == "HSigmoid":
+        facts |= {"alpha": 1 / 6, "beta": 0.5}  # relu6(x + 3) / 6
+    elif kind == "Swish":
+        facts["beta"] = (
+            float(np.asarray(constant[1]).reshape(-1)[0]) if len(inputs) > 1 and constant[1] is not None else 1.0
+        )
+    elif kind == "Gelu":
+        facts["approximate"] = str(attrs.get("approximation_mode", "ERF")).upper() == "TANH"
+    elif kind in ("Slice", "StridedSlice"):
+        facts["slicing"] = _slicing(kind, attrs, constant, rank)
+    return facts
+
+
+def _pooling(kind: str, attrs: dict[str, Any]) -> Pooling | None:
+    """A pool's window; OpenVINO has already resolved 'same' padding into pads_begin / pads_end."""
+    kernel = tuple(int(k) for k in attrs.get("kernel", ()))
+    if len(kernel) != 2:
+        return None
+    strides, begin, end = (tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "pads_end"))
+    dilations = tuple(int(v) for v in attrs.get("dilations", (1, 1)))
+    window = Sliding(kernel, strides, begin, dilations, end)  # type: ignore[arg-type]
+    ceil = str(attrs.get("rounding_type", "floor")).lower().startswith("ceil")
+    return Pooling(window, ceil, kind == "MaxPool" or not attrs.get("exclude-pad", False))
+
+
+def _slicing(kind: str, attrs: dict[str, Any], constant: list[np.ndarray | None], rank: int | None) -> Slicing | None:
+    """A Slice's (opset 8) or StridedSlice's constant bounds; StridedSlice's masks: a set begin_mask / end_mask bit
+    means the axis' start / end; a new or shrunk axis or an ellipsis is not a plain slice (None)."""
+    if any(c is None for c in constant[1:4]):
+        return None
+    starts, ends, steps = ([int(v) for v in np.asarray(c).reshape(-1)] for c in constant[1:4])
+    if kind == "Slice":
+        axes = (
+            [int(v) for v in np.asarray(constant[4]).reshape(-1)]
+            if len(constant) > 4 and constant[4] is not None
+            else list(range(len(starts)))
+        )
+        if len(constant) > 4 and constant[4] is None:
+            return None
+    else:
+        if any(any(attrs.get(m, [])) for m in ("new_axis_mask", "shrink_axis_mask", "ellipsis_mask")):
+            return None
+        begin_mask, end_mask = list(attrs.get("begin_mask", [])), list(attrs.get("end_mask", []))
+        axes = list(range(len(starts)))
+        for k in axes:
+            if k < len(begin_mask) and begin_mask[k]:
+                starts[k] = 0 if steps[k] > 0 else -1
+            if k < len(end_mask) and end_mask[k]:
+                ends[k] = 2**62 if steps[k] > 0 else -(2**62)
+    if rank:
+        axes = [a % rank for a in axes]
+    return Slicing(tuple(starts), tuple(ends), tuple(axes), tuple(steps))
 
 
 def _sliding(kind: str, attrs: dict[str, Any], weight: tuple[Dim, ...] | None) -> Sliding | None:
@@ -382,8 +491,10 @@ def _sliding(kind: str, attrs: dict[str, Any], weight: tuple[Dim, ...] | None) -
     kernel = tuple(weight[-2:])
     if len(kernel) != 2 or len(attrs.get("strides", [])) != 2 or not all(isinstance(k, int) for k in kernel):
         return None
-    strides, pads, dilations = (tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "dilations"))
-    return Sliding(kernel, strides, pads, dilations)  # type: ignore[arg-type]
+    strides, pads, dilations, ends = (
+        tuple(int(v) for v in attrs[a]) for a in ("strides", "pads_begin", "dilations", "pads_end")
+    )
+    return Sliding(kernel, strides, pads, dilations, ends)  # type: ignore[arg-type]
 
 
 def _pointwise(attrs: dict[str, Any], kernel: tuple[Dim, ...]) -> bool:
@@ -411,8 +522,8 @@ def _weight_inner(kind: str, attrs: dict[str, Any], inputs: list[Tensor]) -> tup
 # -- writing ----------------------------------------------------------------------------------------
 
 
-class OvOps:
-    """:class:`ovxai.graph.ops.Ops` for OpenVINO: tensors are ``ov.Output`` handles."""
+class OvBuilder:
+    """:class:`ovxai.graph.ops.Builder` for OpenVINO: tensors are ``ov.Output`` handles."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -446,95 +557,105 @@ class OvOps:
         self._clones.append({id(o): c for o, c in zip(originals, clones, strict=True)})
         return self._clones[-1].pop(id(node.handle))
 
+    def node(self, op: str, inputs: Sequence[Any], outputs: int = 1, **attrs: Any) -> list[Any]:
+        made = self._make(op, list(inputs), attrs)
+        self._named(made)
+        return [made.output(k) for k in range(outputs)]
+
+    def _make(self, op: str, x: list[Any], a: dict[str, Any]) -> Any:
+        """The opset node for an ONNX operator (see :class:`~ovxai.graph.ops.Builder` for the conventions)."""
+        if op in _ELEMENTWISE:
+            return _ELEMENTWISE[op](*x)
+        if op == "Round":
+            return opset.round(x[0], "half_to_even")  # ONNX Round's rule
+        if op == "Shape":
+            return opset3.shape_of(x[0], "i64")
+        if op == "Slice" and "starts" in a:
+            return opset8.slice(x[0], self._ints(a["starts"]), self._ints(a["ends"]), self._ints([1]))
+        if op == "Slice":
+            return opset8.slice(x[0], x[1], x[2], self._ints([1] * len(a["axes"])), self._ints(a["axes"]))
+        if op == "Pad":
+            half = len(a["pads"]) // 2
+            return opset12.pad(x[0], self._ints(a["pads"][:half]), self._ints(a["pads"][half:]), "constant")
+        if op == "Split":
+            return opset.variadic_split(x[0], self.constant(np.array(a["axis"], np.int64)), x[1])
+        if op == "ScatterElements":
+            axis = self.constant(np.array(a["axis"], np.int64))
+            return opset12.scatter_elements_update(x[0], x[1], x[2], axis, reduction="sum", use_init_val=True)
+        if op == "ConvTranspose":
+            return self._conv_transpose(x[0], x[1], a)
+        if op == "Conv":
+            return self._conv(x[0], x[1], a)
+        if op == "Concat":
+            return opset.concat(x, a["axis"])
+        if op == "Cast":
+            return opset.convert(x[0], _OV_TYPES[a["to"]])
+        if op == "Range":
+            return opset4.range(*x, "i64")
+        if op == "Reshape":
+            return opset.reshape(x[0], x[1], special_zero=False)
+        if op == "Unsqueeze":
+            return opset.unsqueeze(x[0], self._ints(a["axes"]))
+        if op == "Transpose":
+            return opset.transpose(x[0], self._ints(a["perm"]))
+        if op == "MatMul":
+            return opset.matmul(x[0], x[1], False, False)
+        if op == "Expand":
+            return opset3.broadcast(x[0], x[1], broadcast_spec="BIDIRECTIONAL")  # ONNX Expand
+        if op == "Where":
+            return opset.select(*x)
+        if op == "Softmax":
+            return opset8.softmax(x[0], a["axis"])
+        if op in _REDUCTIONS:
+            return _REDUCTIONS[op](x[0], self._ints(a["axes"]), keep_dims=bool(a["keepdims"]))
+        if op == "TopK":
+            mode = "max" if a["largest"] else "min"
+            return opset11.topk(x[0], self.constant(np.array(a["k"], np.int64)), a["axis"], mode, "value", "i64")
+        if op == "Gather":
+            return opset8.gather(x[0], x[1], self.constant(np.array(a["axis"], np.int64)))
+        if op == "GatherElements":
+            return opset6.gather_elements(x[0], x[1], a["axis"])
+        raise NotImplementedError(f"ovxai emits no OpenVINO node for ONNX {op}")
+
+    def _ints(self, values: Sequence[int]) -> Any:
+        return self.constant(np.array(values, dtype=np.int64))
+
+    def _conv(self, x: Any, weight: Any, a: dict[str, Any]) -> Any:
+        """ONNX Conv: Convolution, or GroupConvolution with the weight split into groups."""
+        pads = list(a["pads"])
+        args = (a["strides"], pads[:2], pads[2:], a["dilations"], "explicit")
+        if a["group"] == 1:
+            return opset.convolution(x, weight, *args)
+        per_out, per_in, kh, kw = (d.get_length() for d in weight.get_partial_shape())
+        grouped = opset.reshape(weight, self._ints([a["group"], per_out // a["group"], per_in, kh, kw]), False)
+        return opset.group_convolution(x, grouped, *args)
+
+    def _conv_transpose(self, x: Any, weight: Any, a: dict[str, Any]) -> Any:
+        """ONNX ConvTranspose: ConvolutionBackpropData, or its group form with the weight split into groups."""
+        pads = list(a["pads"])
+        args = (a["strides"], None, pads[:2], pads[2:], a["dilations"], "explicit", a["output_padding"])
+        if a["group"] == 1:
+            return opset.convolution_backprop_data(x, weight, *args)
+        per_in, per_out, kh, kw = (d.get_length() for d in weight.get_partial_shape())
+        grouped = opset.reshape(weight, self._ints([a["group"], per_in // a["group"], per_out, kh, kw]), False)
+        return opset.group_convolution_backprop_data(x, grouped, *args)
+
+    def constant(self, value: np.ndarray) -> Any:
+        return self._named(opset.constant(value))
+
     def tensor(self, name: str) -> Any:
         return self.by_id[name]
 
     def dtype(self, name: str) -> str:
         return str(np.dtype(self.by_id[name].get_element_type().to_dtype()).name)
 
-    def i64(self, values: Sequence[int] | np.ndarray) -> Any:
-        return self._named(opset.constant(np.array(values, dtype=np.int64)))
-
-    def f32(self, value: float | np.ndarray) -> Any:
-        return self._named(opset.constant(np.array(value, dtype=np.float32)))
-
-    def shape(self, x: Any) -> Any:
-        return self._named(opset3.shape_of(x, "i64"))
-
-    def slice(self, x: Any, start: int, end: int) -> Any:
-        return self._named(opset8.slice(x, self.i64([start]), self.i64([end]), self.i64([1])))
-
-    def concat(self, xs: Sequence[Any], axis: int = 0) -> Any:
-        return self._named(opset.concat(list(xs), axis))
-
-    def binary(self, op: str, a: Any, b: Any) -> Any:
-        make = {"Add": opset.add, "Sub": opset.subtract, "Mul": opset.multiply, "Div": opset.divide}
-        make |= {"Greater": opset.greater, "Equal": opset.equal}
-        return self._named(make[op](a, b))
-
-    def unary(self, op: str, x: Any) -> Any:
-        if op == "Round":
-            return self._named(opset.round(x, "half_to_even"))  # ONNX Round's rule
-        return self._named(
-            {"Abs": opset.abs, "Floor": opset.floor, "Relu": opset.relu, "Sigmoid": opset.sigmoid}[op](x)
-        )
-
-    def cast(self, x: Any, dtype: str) -> Any:
-        return self._named(opset.convert(x, _OV_TYPES[dtype]))
-
-    def arange(self, n: Any) -> Any:
-        stop = self.reshape(n, self.i64([]))
-        return self._named(opset4.range(self._scalar(0), stop, self._scalar(1), "i64"))
-
-    def _scalar(self, value: int) -> Any:
-        return self._named(opset.constant(np.array(value, dtype=np.int64)))
-
-    def reshape(self, x: Any, shape: Any) -> Any:
-        return self._named(opset.reshape(x, shape, special_zero=False))
-
-    def unsqueeze(self, x: Any, axis: int) -> Any:
-        return self._named(opset.unsqueeze(x, self.i64([axis])))
-
-    def transpose(self, x: Any, perm: Sequence[int]) -> Any:
-        return self._named(opset.transpose(x, self.i64(list(perm))))
-
-    def matmul(self, a: Any, b: Any) -> Any:
-        return self._named(opset.matmul(a, b, False, False))
-
-    def expand(self, x: Any, shape: Any) -> Any:
-        return self._named(opset3.broadcast(x, shape, broadcast_spec="BIDIRECTIONAL"))  # ONNX Expand
-
-    def where(self, cond: Any, a: Any, b: Any) -> Any:
-        return self._named(opset.select(cond, a, b))
-
-    def softmax(self, x: Any, axis: int) -> Any:
-        return self._named(opset8.softmax(x, axis))
-
-    def reduce(self, op: str, x: Any, axis: int) -> Any:
-        make = {"ReduceMin": opset.reduce_min, "ReduceMax": opset.reduce_max, "ReduceSum": opset.reduce_sum}[op]
-        return self._named(make(x, self.i64([axis]), keep_dims=True))
-
-    def topk(self, x: Any, k: int) -> Any:
-        node = opset11.topk(x, self._scalar(k), -1, "max", "value", "i64")
-        self._named(node)
-        return node.output(1)
-
-    def gather(self, x: Any, indices: Any, axis: int) -> Any:
-        return self._named(opset8.gather(x, indices, self._scalar(axis)))
-
-    def gather_elements(self, x: Any, indices: Any, axis: int) -> Any:
-        return self._named(opset6.gather_elements(x, indices, axis))
-
-    def relaid(self, name: str, shape: Sequence[int], perm: Sequence[int]) -> Any:
+    def stored(self, name: str) -> tuple[np.ndarray, str | None] | None:
         source = self.by_id[name]
         producer = source.get_node()
-        decompressed = producer.get_type_name() == "Convert" and _is_constant(producer.input_value(0))
-        stored = producer.input_value(0) if decompressed else source  # FP16 weights: re-lay the FP16 data
-        if not _is_constant(stored):  # computed from constants (dequantised): the plugin folds the re-layout
-            return self.transpose(self.reshape(source, self.i64(shape)), perm)
-        data = stored.get_node().get_data()
-        relaid = self._named(opset.constant(np.ascontiguousarray(data.reshape(shape).transpose(perm))))
-        return self._named(opset.convert(relaid, source.get_element_type())) if decompressed else relaid
+        if producer.get_type_name() == "Convert" and _is_constant(producer.input_value(0)):  # FP16 weights
+            data = producer.input_value(0).get_node().get_data()
+            return data, str(np.dtype(source.get_element_type().to_dtype()).name)
+        return (producer.get_data(), None) if _is_constant(source) else None
 
     def replace(self, name: str, x: Any) -> None:
         original = self.by_id[name]
@@ -566,6 +687,22 @@ class OvOps:
             out.get_tensor().set_names({f"{NODE_PREFIX}tail/{n}{copy}" for n in out.get_names()})
         twin.validate_and_infer_types()
         return list(twin.outputs())
+
+    def indices(self, node: Node, x: Any = None) -> Any:
+        """The original MaxPool's own indices output (opset 8 over the whole tensor, as ONNX); for an opset 1
+        MaxPool, which has none, or for ``x``, those of an opset 8 twin of the pool."""
+        op = node.handle
+        attrs = op.get_attributes()
+        own = len(op.outputs()) > 1 and attrs.get("axis", 0) == 0 and attrs.get("index_element_type") == "i64"
+        if x is None and own:
+            return op.output(1)
+        source = op.input_value(0) if x is None else x
+        twin = opset8.max_pool(
+            source, attrs["strides"], attrs.get("dilations", [1, 1]), attrs["pads_begin"], attrs["pads_end"],
+            attrs["kernel"], attrs.get("rounding_type", "floor"), "explicit", "i64", 0,
+        )  # fmt: skip
+        self._named(twin)
+        return twin.output(1)
 
     def output(self, x: Any, name: str, shape: Sequence[Dim]) -> None:
         x.get_tensor().set_names({name})

@@ -68,12 +68,35 @@ def _common_scope(scopes: list[str]) -> str:
 @dataclass(frozen=True)
 class Sliding:
     """How a 2-D convolution's kernel slides: output position o reads inputs o * stride - pad + t * dilation,
-    t = 0 .. kernel - 1, per axis (pads at the start; 'SAME' padding already resolved by the adapter)."""
+    t = 0 .. kernel - 1, per axis (pads at the start, ``ends`` at the end; 'SAME' padding already resolved by the
+    adapter)."""
 
     kernel: tuple[int, int]
     strides: tuple[int, int]
     pads: tuple[int, int]
     dilations: tuple[int, int]
+    ends: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """A 2-D MaxPool's or AveragePool's window (``window``), its output size rule (``ceil``: rounded up) and,
+    for an average, whether padded positions count in the divisor (``counts_pads``)."""
+
+    window: Sliding
+    ceil: bool = False
+    counts_pads: bool = True
+
+
+@dataclass(frozen=True)
+class Slicing:
+    """A Slice with constant bounds: per sliced axis (non-negative where the rank is known), start, end (clamped
+    later to the axis) and step."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    axes: tuple[int, ...]
+    steps: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,20 @@ class Node:
     transpose_b: bool = False  # Gemm (transB) / MatMul: the weight is stored (K, C) rather than (C, K)
     plain_product: bool = False  # Gemm / MatMul that is x @ W (+ bias): no transposed x, alpha 1, beta 1
     sliding: Sliding | None = None  # 2-D Conv (grouped too): how its kernel slides over the input
+    # The facts the gradient's backward rules read (ovxai.hook.gradient.rules):
+    groups: int = 1  # Conv: channel groups (the input channels / the weight's input channels)
+    pool: Pooling | None = None  # MaxPool / AveragePool (2-D)
+    axis: int | None = None  # Softmax, LogSoftmax, Concat, Split, Flatten, LayerNormalization: the axis as written
+    alpha: float = 1.0  # Gemm: alpha; HardSigmoid: the slope; LeakyRelu: the negative slope
+    beta: float = 0.0  # Gemm: beta; HardSigmoid: the offset; Swish: the sigmoid's scale
+    bounds: tuple[float, float] | None = None  # Clip: the constant lower and upper bound (+-inf where absent)
+    epsilon: float = 0.0  # BatchNormalization, LayerNormalization, MeanVarianceNormalization
+    eps_inside: bool = True  # MeanVarianceNormalization: the epsilon is added under the square root
+    normalize_variance: bool = True  # MeanVarianceNormalization: divides by the deviation (else only centres)
+    approximate: bool = False  # Gelu: the tanh approximation (else the exact erf form)
+    transpose_a: bool = False  # Gemm (transA) / MatMul: the first operand is transposed
+    split: tuple[int, ...] | None = None  # Split / VariadicSplit: the sizes of the outputs along ``axis``
+    slicing: Slicing | None = None  # Slice with constant bounds
     handle: Any = field(default=None, compare=False, hash=False, repr=False)  # the format's own node
 
 

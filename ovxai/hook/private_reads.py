@@ -23,41 +23,84 @@ with the original but the input).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
-from ovxai.graph.view import GraphView, Kind, Node
+import numpy as np
+
+from ovxai.graph.ops import Builder, Ops
+from ovxai.graph.view import Dim, GraphView, Kind, Node
+
+T = TypeVar("T")
 
 _LONGEST_CHAIN = 256  # nodes: beyond, no weighted node bounds the copy; the tensor is read as it is
 
 
-class PrivateReads:
-    """An :class:`~ovxai.graph.ops.Ops` that hands the hook private copies of original activations.
+class PrivateReads(Generic[T]):
+    """A :class:`~ovxai.graph.ops.Builder` that hands the hook private copies of original activations.
 
-    Everything else is the wrapped emitter's: constants, shapes, the image input and the model's outputs are
-    read as they are (an output is materialised for the caller anyway)."""
+    It wraps the format's builder: ``tensor`` (and a MaxPool's argmax, ``indices``) of an activation of the original
+    path gives the copy's; everything else is the wrapped builder's. Constants, shapes, the image input and the
+    model's outputs are read as they are (an output is materialised for the caller anyway)."""
 
-    def __init__(self, ops: Any, graph: GraphView, whole: bool = False) -> None:
-        self._ops, self._graph, self._whole = ops, graph, whole
-        self._copies: dict[str, Any] = {}
+    def __init__(self, builder: Builder[T], graph: GraphView, whole: bool = False) -> None:
+        self._builder, self._graph, self._whole = builder, graph, whole
+        self._ops = Ops(builder)  # the copies' own helper nodes (padding, channel selection)
+        self._copies: dict[str, T] = {}
 
-    def __getattr__(self, name: str) -> Any:  # every other operation: the wrapped emitter's
-        return getattr(self._ops, name)
+    # -- reads: the copies' -------------------------------------------------------------------------
 
-    def tensor(self, name: str) -> Any:
+    def tensor(self, name: str) -> T:
         graph = self._graph
         if graph.kind.get(name) is not Kind.ACTIVATION or name in graph.outputs or name not in graph.producer:
-            return self._ops.tensor(name)
+            return self._builder.tensor(name)
         if name not in self._copies:
             chain, widened = private_chain(graph, name, self._whole)
             for node in chain:
                 if node.name in widened:
                     self._copies[node.outputs[0]] = self._widened_copy(node, widened[node.name])
                     continue
-                inputs = [self._copies.get(i) or self._constant(i) for i in node.inputs]
-                self._copies.update(zip(node.outputs, self._ops.copy_node(node, inputs), strict=True))
-        return self._copies.get(name) or self._ops.tensor(name)
+                inputs = [self._copies[i] if i in self._copies else self._constant(i) for i in node.inputs]
+                self._copies.update(zip(node.outputs, self._builder.copy_node(node, inputs), strict=True))
+        return self._copies[name] if name in self._copies else self._builder.tensor(name)
 
-    def _constant(self, name: str) -> Any:
+    def indices(self, node: Node, x: T | None = None) -> T:
+        """A MaxPool's argmax: of its private input where the hook reads one (the original pool keeps its readers)."""
+        if x is None:
+            source = self.tensor(node.inputs[0])
+            if node.inputs[0] in self._copies:
+                x = source
+        return self._builder.indices(node, x)
+
+    # -- everything else: the wrapped builder's -----------------------------------------------------
+
+    def node(self, op: str, inputs: Sequence[T], outputs: int = 1, **attrs: Any) -> list[T]:
+        return self._builder.node(op, inputs, outputs, **attrs)
+
+    def constant(self, value: np.ndarray) -> T:
+        return self._builder.constant(value)
+
+    def dtype(self, name: str) -> str:
+        return self._builder.dtype(name)
+
+    def stored(self, name: str) -> tuple[np.ndarray, str | None] | None:
+        return self._builder.stored(name)
+
+    def replace(self, name: str, x: T) -> None:
+        self._builder.replace(name, x)
+
+    def copy_node(self, node: Node, inputs: Sequence[T | None], unpadded: bool = False) -> list[T]:
+        return self._builder.copy_node(node, inputs, unpadded)
+
+    def output(self, x: T, name: str, shape: Sequence[Dim]) -> None:
+        self._builder.output(x, name, shape)
+
+    def finish(self) -> Any:
+        return self._builder.finish()
+
+    # -- the copies -----------------------------------------------------------------------------------
+
+    def _constant(self, name: str) -> T | None:
         """An input of a copied node from outside the chain: a constant computed in the graph (a weight
         decompressed from FP16 or dequantised) gets the copy's own computation, so that the original's stays
         with its one reader (the plugin folds a decompressed bias into its convolution only then)."""
@@ -65,16 +108,16 @@ class PrivateReads:
             return None
         producer = self._graph.producer.get(name)
         if self._graph.kind.get(name) is not Kind.CONSTANT or producer is None:
-            return self._ops.tensor(name)
+            return self._builder.tensor(name)
         if name not in self._copies:
             inputs = [self._constant(i) for i in producer.inputs]
-            self._copies.update(zip(producer.outputs, self._ops.copy_node(producer, inputs), strict=True))
+            self._copies.update(zip(producer.outputs, self._builder.copy_node(producer, inputs), strict=True))
         return self._copies[name]
 
-    def _widened_copy(self, node: Node, widening: Widening) -> Any:
+    def _widened_copy(self, node: Node, widening: Widening) -> T:
         """The weighted node computed with one more output channel of zero weights, that channel dropped."""
         ops = self._ops
-        inputs: list[Any] = []
+        inputs: list[T | None] = []
         for port, name in enumerate(node.inputs):
             if name in self._copies:
                 inputs.append(self._copies[name])
@@ -82,11 +125,11 @@ class PrivateReads:
                 axis = widening.padded[port]
                 shape = list(self._graph.tensor(name).shape or ())
                 shape[axis] = 1
-                zero = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(name)), ops.i64(shape))
+                zero = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(name)), ops.i64(shape))  # type: ignore[arg-type]
                 inputs.append(ops.concat([ops.tensor(name), zero], axis))
             else:
                 inputs.append(self._constant(name))
-        wide = ops.copy_node(node, inputs)[0]
+        wide = self._builder.copy_node(node, inputs)[0]
         # the channels kept, as constant indices: the copy's shape stays known to shape inference (a static batch)
         return ops.gather(wide, ops.i64(list(range(widening.channels))), widening.output_axis)
 

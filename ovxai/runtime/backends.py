@@ -4,6 +4,7 @@ served by any Open Inference Protocol server (``http://host:port/v2/models/NAME`
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import threading
@@ -11,14 +12,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from numbers import Real
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import numpy as np
 
 from ovxai.conventions import HOOK_OUTPUTS
 from ovxai.errors import OvxaiError, engine_reason
+from ovxai.interrupts import keep_signal_stack
 from ovxai.metadata import ModelInfo, read_onnxruntime, read_openvino, read_parameters
 
 K = TypeVar("K")
@@ -51,6 +54,7 @@ class Session(Protocol):
     output_shapes: dict[str, list[int | None]]
     output_dtypes: dict[str, str]  # numpy's names: 'float32', 'uint8', 'int64'
     info: ModelInfo  # what the exporter recorded: labels, preprocessing, score
+    optimal_requests: int  # requests in flight that keep the engine busy: OpenVINO's own figure, else 1
 
     def infer(self, x: np.ndarray) -> Outputs: ...
 
@@ -69,13 +73,32 @@ def is_model_url(path: str | os.PathLike[str]) -> bool:
 
 
 def open_session(
-    path: str | os.PathLike[str], backend: str = "auto", device: str = "CPU", providers: Sequence[str] | None = None,
-    config: dict[str, Any] | None = None,
+    path: str | os.PathLike[str], backend: str = "auto", device: str | None = None,
+    providers: Sequence[str] | None = None, config: dict[str, Any] | None = None, timeout: float | None = None,
+    throughput: bool = False,
 ) -> Session:  # fmt: skip
+    """``path`` loaded on ``backend``: a model file on ``device`` (default CPU), or the model a server serves
+    at a URL, each of whose answers is waited for ``timeout`` seconds at most (default
+    :data:`DEFAULT_TIMEOUT_S`). ``throughput``: the caller keeps several requests in flight (OpenVINO's
+    THROUGHPUT hint, see :class:`OpenVinoSession`). What one kind cannot use is an error rather than ignored."""
     if is_model_url(path):
+        if device is not None:
+            raise OvxaiError(
+                f"device= {device} means nothing for a model URL: its server runs it on the device it was served on",
+                "drop device= here and serve the model with ovxai serve --device instead",
+            )
+        given = {"providers": providers, "config": config, "throughput": throughput or None}
+        ignored = next((name for name, value in given.items() if value is not None), None)
+        if ignored:
+            raise OvxaiError(
+                f"{ignored}= means nothing for a model URL: its server runs it as served", f"drop {ignored}="
+            )
         if backend not in ("auto", "remote"):
             raise OvxaiError(f"backend '{backend}' cannot run a model URL", "leave the backend auto for a served model")
-        return RemoteSession(str(path))
+        return RemoteSession(str(path), DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    if timeout is not None:
+        raise OvxaiError("timeout= applies to a served model (a URL), not to a model file", "drop timeout=")
+    device = device or "CPU"
     path = Path(path)
     if not path.is_file():
         raise OvxaiError(f"model file '{path}' not found", "check the --model path")
@@ -84,7 +107,7 @@ def open_session(
     if backend == "auto":
         backend = "openvino" if path.suffix.lower() == ".xml" or _installed("openvino") else "onnxruntime"
     if backend == "openvino":
-        return OpenVinoSession(path, device, config)
+        return OpenVinoSession(path, device, config, throughput)
     if backend == "onnxruntime":
         if path.suffix.lower() == ".xml":
             raise OvxaiError("ONNX Runtime cannot run OpenVINO IR", "use backend 'openvino' or the .onnx export")
@@ -99,7 +122,14 @@ def _installed(module: str) -> bool:
 
 
 class OpenVinoSession:
-    def __init__(self, path: Path, device: str, config: dict[str, Any] | None) -> None:
+    """A model compiled by OpenVINO. On CPU the runtime asks for f32 inference (``config=None``): min-max
+    normalisation magnifies rounding. ``throughput`` adds the THROUGHPUT performance hint (unless ``config``
+    sets one): several streams, each request on a share of the cores, where the default LATENCY hint runs
+    each request on all of them. For a folder of images (``ovxai explain``) that is the engine's best, and
+    decoding and drawing beside it slow one stream a little instead of stalling every request's parallel
+    loops (README, ``ovxai explain``, has the numbers)."""
+
+    def __init__(self, path: Path, device: str, config: dict[str, Any] | None, throughput: bool = False) -> None:
         try:
             import openvino as ov
         except ImportError:
@@ -118,19 +148,23 @@ class OpenVinoSession:
         self.input_name = model.inputs[0].get_any_name()
         self.input_shape = _dims(model.inputs[0].get_partial_shape())
         self.input_dtype = _ov_dtype(model.inputs[0])
-        self.output_names = [_name(o) for o in model.outputs]
-        self.output_shapes = {_name(o): _dims(o.get_partial_shape()) for o in model.outputs}
-        self.output_dtypes = {_name(o): _ov_dtype(o) for o in model.outputs}
+        self.output_names = [output_name(o) for o in model.outputs]
+        self.output_shapes = {output_name(o): _dims(o.get_partial_shape()) for o in model.outputs}
+        self.output_dtypes = {output_name(o): _ov_dtype(o) for o in model.outputs}
         if config is None:
             # Min-max normalisation magnifies rounding: CPU plugins that default to bf16 get f32.
             config = {"INFERENCE_PRECISION_HINT": "f32"} if device == "CPU" else {}
+        if throughput:
+            config = {"PERFORMANCE_HINT": "THROUGHPUT", **config}
         try:
             self.compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise OvxaiError(
                 f"cannot compile the model for {device}: {engine_reason(exc)}", _device_hint(device)
             ) from None
+        keep_signal_stack()
         self.request = self.compiled.create_infer_request()
+        self.optimal_requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.device = device
         self._ov = ov
         self._queues: list[tuple[int, Any]] = []  # idle AsyncInferQueues by size, see _take_queue
@@ -138,7 +172,7 @@ class OpenVinoSession:
 
     def infer(self, x: np.ndarray) -> Outputs:
         result = self.request.infer({0: x})
-        return {_name(o): np.array(result[o], copy=True) for o in self.compiled.outputs}
+        return {output_name(o): np.array(result[o], copy=True) for o in self.compiled.outputs}
 
     def infer_many(self, batches: Iterable[tuple[K, np.ndarray]], jobs: int) -> Stream[K]:
         queue = self._take_queue(jobs)
@@ -192,13 +226,13 @@ def _collect(request: Any, userdata: tuple[dict[int, Any], int]) -> None:
     """AsyncInferQueue callback (OpenVINO's thread): copy the outputs out before the request is reused."""
     done, index = userdata
     try:  # an exception must not escape into OpenVINO's thread
-        outputs = {_name(o): np.array(request.get_tensor(o).data, copy=True) for o in request.model_outputs}
+        outputs = {output_name(o): np.array(request.get_tensor(o).data, copy=True) for o in request.model_outputs}
         done[index] = (outputs, request.latency / 1000)  # the request's own run time, without queue wait
     except BaseException as exc:
         done[index] = exc
 
 
-def _name(output: Any) -> str:
+def output_name(output: Any) -> str:
     """A tensor may carry several names (ONNX models read directly do): prefer the ones ovxai writes."""
     names = output.get_names()
     return next((n for n in HOOK_OUTPUTS if n in names), None) or output.get_any_name()
@@ -254,6 +288,7 @@ class OnnxRuntimeSession:
             o.name: [d if isinstance(d, int) else None for d in o.shape] for o in self.session.get_outputs()
         }
         self.output_dtypes = {o.name: _ort_dtype(o.type) for o in self.session.get_outputs()}
+        self.optimal_requests = 1  # one run() already uses every core
 
     def infer(self, x: np.ndarray) -> Outputs:
         return dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: x}), strict=True))
@@ -274,18 +309,39 @@ def _ort_dtype(kind: str) -> str:
 
 
 _RETRY_PAUSES_S = (0.25, 1.0)  # a served model's inference is tried again after these pauses
+DEFAULT_TIMEOUT_S = 30.0  # the longest wait for a server's answer (connection, or each read of its answer)
 _MODEL_URL = re.compile(r"(?P<prefix>.*?)/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?/?")
+
+
+def redact(url: str) -> str:
+    """``url`` with a password in it replaced by ``***``: what errors and reports may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
+
+
+def _seconds(value: object) -> float:
+    """A timeout in seconds: a finite number above 0, else OvxaiError."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < float(value) < math.inf:
+        raise OvxaiError(f"timeout= {value!r} is not a number of seconds", "e.g. timeout=30")
+    return float(value)
 
 
 class RemoteSession:
     """A patched model served by an Open Inference Protocol (KServe v2 REST) server: ``ovxai serve``, OpenVINO
     Model Server, Triton, KServe. Requests go through ``tritonclient.http`` with binary tensors; the model's
     metadata (``GET /v2/models/NAME``) gives its tensors, and its ``parameters`` (which ``ovxai serve`` fills
-    from the model file's metadata) labels and preprocessing.
+    from the model file's metadata) labels and preprocessing. ``http://USER:PASSWORD@HOST...`` logs in with
+    HTTP basic authentication; the password never appears in a message.
 
-    tritonclient's client serves one thread: each thread that calls ``infer`` gets its own."""
+    Each answer is waited for ``timeout`` seconds at most. A request is tried again only where the way to
+    the server failed (a refused or dropped connection, a 503, a 500 that is not the server's own error),
+    never after a timeout: a server that accepted the request and went silent would only be asked to go
+    silent again. tritonclient's client serves one thread: each thread that calls ``infer`` gets its own."""
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         try:
             import tritonclient.http as triton_http
             from tritonclient.utils import InferenceServerException
@@ -293,38 +349,57 @@ class RemoteSession:
             raise OvxaiError(
                 "a model URL needs the 'tritonclient[http]' package", "pip install 'ovxai[serve]'"
             ) from None
+        shown = redact(url)
+        seconds = _seconds(timeout)
         parts = urlsplit(url)
         match = _MODEL_URL.fullmatch(parts.path)
         if not parts.hostname or match is None or parts.query or parts.fragment:
-            raise OvxaiError(f"'{url}' is not a model URL", "use http://HOST:PORT/v2/models/NAME")
-        self.url = url
+            raise OvxaiError(f"'{shown}' is not a model URL", "use http://HOST:PORT/v2/models/NAME")
+        try:
+            port = parts.port
+        except ValueError:  # 'abc', 99999
+            port = 0
+        if port == 0 or parts.netloc.rpartition("@")[2].endswith(":"):
+            given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+            raise OvxaiError(f"'{given}' in '{shown}' is not a TCP port", "use a port from 1 to 65535, e.g. :8000")
+        self.url = shown
         self.model_name = unquote(match["name"])
         self.model_version = unquote(match["version"] or "")
-        self._address = parts.netloc + match["prefix"]
+        self._address = parts.netloc.rpartition("@")[2] + match["prefix"]
+        self._login = (unquote(parts.username or ""), unquote(parts.password)) if parts.password is not None else None
         self._ssl = parts.scheme.lower() == "https"
-        self._timeout = timeout
+        self._timeout = seconds
         self._http = triton_http
         self._error_type: type[Exception] = InferenceServerException
         self._local = threading.local()
         name, version = self.model_name, self.model_version
         metadata = self._call(f"read the metadata of '{name}'", lambda c: c.get_model_metadata(name, version))
+        if not isinstance(metadata, dict):
+            raise OvxaiError(
+                f"the server at {self._address} answered the metadata of '{name}' with {type(metadata).__name__}",
+                "check that the URL is an inference server's: http://HOST:PORT/v2/models/NAME",
+            )
         if not self._call(f"say whether '{name}' is ready", lambda c: c.is_model_ready(name, version)):
             raise OvxaiError(f"model '{name}' at {self._address} is not ready", "wait for the server to load it")
         inputs, outputs = metadata.get("inputs") or [], metadata.get("outputs") or []
-        if len(inputs) != 1:
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise OvxaiError(
-                f"the served model '{self.model_name}' takes {len(inputs)} inputs, not one image tensor",
+                f"the served model '{self.model_name}' does not take one image tensor (its metadata's inputs: "
+                f"{str(inputs)[:80]})",
                 "serve the model written by ovxai export",
             )
-        self.input_name = str(inputs[0]["name"])
-        self.input_datatype = str(inputs[0]["datatype"])
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) and "name" in o for o in outputs):
+            raise OvxaiError(f"the served model '{name}' lists its outputs as {str(outputs)[:80]}", "check the server")
+        self.input_name = str(inputs[0].get("name"))
+        self.input_datatype = str(inputs[0].get("datatype"))
         self.input_shape = _remote_dims(inputs[0].get("shape"))
         self.input_dtype = _numpy_name(self.input_datatype)
         self.output_names = [str(o["name"]) for o in outputs]
         self.output_shapes = {str(o["name"]): _remote_dims(o.get("shape")) for o in outputs}
-        self.output_dtypes = {str(o["name"]): _numpy_name(str(o["datatype"])) for o in outputs}
+        self.output_dtypes = {str(o["name"]): _numpy_name(str(o.get("datatype"))) for o in outputs}
         parameters = metadata.get("parameters")
         self.info = read_parameters(parameters) if isinstance(parameters, dict) else ModelInfo()
+        self.optimal_requests = 1  # the server's capacity is not known here
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -332,13 +407,17 @@ class RemoteSession:
             client = self._http.InferenceServerClient(
                 self._address, connection_timeout=self._timeout, network_timeout=self._timeout, ssl=self._ssl
             )
+            if self._login is not None:
+                from tritonclient.http.auth import BasicAuth
+
+                client.register_plugin(BasicAuth(*self._login))
             self._local.client = client
         return client
 
     def _call(self, what: str, call: Any, retries: int = 0) -> Any:
         """``call(client)``; ``retries`` more tries, after a pause, where the failure was the way there (a 503,
-        a 500 that is not the server's own JSON error, as when a replica dies mid-request, a dropped
-        connection) and not the request: inference is idempotent."""
+        a 500 that is not the server's own JSON error, as when a replica dies mid-request, a refused or dropped
+        connection) and not the request: inference is idempotent. A timeout is not tried again."""
         for attempt in range(retries + 1):
             try:
                 return call(self._client())
@@ -350,10 +429,16 @@ class RemoteSession:
                     continue
                 message = exc.message() if hasattr(exc, "message") else str(exc)  # the server's own error line
                 raise OvxaiError(
-                    f"the server at {self._address} could not {what}: {message}",
+                    f"the server at {self._address} could not {what}: {str(message)[:300]}",
                     "check the model name and the server's log",
                 ) from None
-            except (OSError, TimeoutError) as exc:  # refused, reset, unreachable, timed out
+            except TimeoutError:  # connected, or trying to, and no answer came
+                self._local.client = None  # the connection holds a half-read answer: never reuse it
+                raise OvxaiError(
+                    f"the server at {self._address} did not answer within {self._timeout:g} s to {what}",
+                    "check that the server is up and not overloaded, or wait longer with a larger timeout",
+                ) from None
+            except OSError as exc:  # refused, reset, unreachable
                 self._local.client = None  # a broken connection pool: start afresh on the next call
                 if attempt < retries:
                     time.sleep(_RETRY_PAUSES_S[attempt])
@@ -361,6 +446,13 @@ class RemoteSession:
                 raise OvxaiError(
                     f"cannot reach {self._address} to {what} ({type(exc).__name__}: {engine_reason(exc)})",
                     "check the URL and that the server is up",
+                ) from None
+            except Exception as exc:  # an answer the client cannot parse: not an inference server's
+                self._local.client = None
+                raise OvxaiError(
+                    f"the server at {self._address} gave an answer to {what} that is not the Open Inference "
+                    f"Protocol's ({type(exc).__name__}: {engine_reason(exc)})",
+                    "check that the URL is an inference server's: http://HOST:PORT/v2/models/NAME",
                 ) from None
         raise AssertionError("unreachable")
 
@@ -375,7 +467,11 @@ class RemoteSession:
         )
         outputs: Outputs = {}
         for name in self.output_names:
-            array = result.as_numpy(name)
+            try:
+                array = result.as_numpy(name)
+            except (ValueError, TypeError, KeyError) as exc:  # binary data of another size or datatype
+                raise OvxaiError(f"the server's answer holds output '{name}' in a form that cannot be read "
+                                 f"({engine_reason(exc)})", "check the server's log") from None  # fmt: skip
             if array is None:
                 raise OvxaiError(f"the server's answer has no output '{name}'", "check the server's log")
             outputs[name] = np.array(array, copy=True)  # writable, like the local engines' outputs

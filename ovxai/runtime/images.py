@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import math
 import os
@@ -106,8 +107,28 @@ def load_rgb(source: ImageInput, max_pixels: int = MAX_PIXELS) -> tuple[str, Ima
             )
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"image '{path}' not found", "check the path")
+            raise ImageError(f"image '{path}' {_why_not_a_file(path)}", "check the path")
         return str(path), _decode(path, str(path), max_pixels)
+
+
+def _why_not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file: 'not found', or what it is instead."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a loop of symbolic links"
+        return "is a symbolic link to nothing" if path.is_symlink() else "not found"
+    return "is a folder" if path.is_dir() else "is not a regular file"
+
+
+def _identity(path: Path) -> Path:
+    """What tells two paths to one file apart from two files: the resolved path, or (a symbolic link loop,
+    which never resolves) the absolute one — such a path is reported when it is read, not here."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a loop, before Python 3.13
+        return path.absolute()
 
 
 def _decode(source: Path | io.BytesIO, name: str, max_pixels: int) -> Image.Image:
@@ -200,12 +221,14 @@ def named_image_files(paths: Sequence[Path]) -> dict[Path, str]:
     for path in paths:
         path = Path(path)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            # A link that leads nowhere (or round in a loop) is listed too: reported when read, never lost.
+            found_here = (p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in found_here if p.is_file() or (p.is_symlink() and not p.exists()))
             entries = [(f, f.relative_to(path).parts) for f in files]
         else:
             entries = [(path, (path.name,))]
         for file, parts in entries:
-            key = file.resolve()
+            key = _identity(file)
             if key not in seen:  # the same file twice (a folder and a file in it): explained once
                 seen.add(key)
                 found[file] = parts

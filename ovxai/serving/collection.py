@@ -14,6 +14,7 @@ Ray is imported only inside the functions that need it (``pip install 'ovxai[ray
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -22,20 +23,23 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from contextlib import closing, contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ovxai.errors import OvxaiError
-from ovxai.runtime import ImageError, Targets, check_targets
-from ovxai.runtime.backends import is_model_url
+from ovxai.interrupts import sigterm_kept
+from ovxai.runtime import Explanation, ImageError, Targets, check_targets, pictures
+from ovxai.runtime.ahead import map_ahead
+from ovxai.runtime.backends import is_model_url, redact
+from ovxai.serving import results
+from ovxai.serving.cluster import check_cluster
 from ovxai.serving.source import ModelSource
 
 LIST_SUFFIXES = (".txt", ".lst")  # a file with one image path per line
-RESULTS = "results.jsonl"
 
 
 def read_list(path: Path) -> list[Path]:
@@ -45,7 +49,11 @@ def read_list(path: Path) -> list[Path]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise OvxaiError(f"list file '{path}' not found", "check the path given to --image") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+        why = "is a loop of symbolic links" if loop else f"cannot be read ({exc.strerror or type(exc).__name__})"
+        raise OvxaiError(f"list file '{path}' {why}", "check the path given to --image") from None
+    except UnicodeDecodeError as exc:
         raise OvxaiError(f"cannot read list file '{path}' ({type(exc).__name__})", "give a UTF-8 text file") from None
     lines = (line.strip() for line in text.splitlines())
     return [path.parent / line for line in lines if line and not line.startswith("#")]
@@ -70,12 +78,15 @@ class CollectionOptions(ModelSource):
     top_k: int = 5
     alpha: float = 0.5
     colormap: str = "turbo"
+    overlay_format: str = "jpeg"  # png, jpeg or webp (ovxai.runtime.pictures.encode)
     actors: int = 2
     batch_size: int = 8
     jobs: int = 2
     cpus_per_actor: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "overlay_format", pictures.check_format(self.overlay_format))
         for what, value in (("actors", self.actors), ("batch_size", self.batch_size), ("jobs", self.jobs)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OvxaiError(f"{what}= {value} is not a whole number of 1 or more", f"use {what}=1 or more")
@@ -85,13 +96,17 @@ class CollectionOptions(ModelSource):
 
 @dataclass
 class Outcome:
+    """The images of the whole folder explained and skipped (a resumed run's included), and this run's
+    share: ``seconds`` for the ``new`` ones explained."""
+
     explained: int
     skipped: int
     seconds: float
+    new: int
 
     @property
     def images_per_second(self) -> float:
-        return self.explained / self.seconds if self.seconds else 0.0
+        return self.new / self.seconds if self.seconds else 0.0
 
 
 class ExplainActor:
@@ -103,7 +118,7 @@ class ExplainActor:
         self.explainer = options.load()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:  # a pyarrow.Table (pyarrow ships no types)
-        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow as pa
 
         paths = [str(p) for p in batch["path"]]
         errors: dict[str, str] = {}
@@ -112,25 +127,33 @@ class ExplainActor:
             errors[str(item)] = str(exc)
 
         options = self.options
+
+        def draw(result: Explanation) -> list[bytes]:
+            return [
+                pictures.encode(result.overlay(i, options.alpha, options.colormap), options.overlay_format)
+                for i in range(len(result.targets))
+            ]
+
+        # The overlays of each result are drawn and encoded on a thread while the engine runs the next ones.
         stream = self.explainer.explain_many(paths, options.targets, options.top_k, options.jobs, on_error=skip)
-        explained = {result.source: result for result in stream}
+        workers = max(1, round(options.cpus_per_actor))
+        with closing(stream), closing(map_ahead(draw, stream, workers, 2 * workers, "ovxai-draw")) as drawing:
+            explained = {result.source: (result, drawn.result()) for result, drawn in drawing}
         records: list[str] = []
         maps: list[bytes] = []
         overlays: list[list[bytes]] = []
         for path, given in zip(paths, batch["image"], strict=True):
-            result = explained.get(path)
-            if result is None:  # the message names the path as the user gave it, not the absolute one
+            if path not in explained:  # the message names the path as the user gave it, not the absolute one
                 records.append(json.dumps({"error": errors[path].replace(path, str(given))}))
                 maps.append(b"")
                 overlays.append([])
                 continue
+            result, drawn_overlays = explained[path]
             record = result.summary()
             del record["image"]  # the driver has the path as given
             records.append(json.dumps(record, ensure_ascii=False))
             maps.append(_npy(result.maps))
-            overlays.append(
-                [_png(result.overlay(i, options.alpha, options.colormap)) for i in range(len(result.targets))]
-            )
+            overlays.append(drawn_overlays)
         return pa.table(
             {
                 "index": pa.array(batch["index"], pa.int64()),
@@ -147,10 +170,7 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _png(image: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+_JOIN_FIX = "check --address (or RAY_ADDRESS), and the token (RAY_AUTH_TOKEN) where the cluster asks for one"
 
 
 @contextmanager
@@ -167,11 +187,16 @@ def ray_instance(address: str | None, cpus: float, node_ip: str | None = None) -
     address = address or os.environ.get("RAY_ADDRESS") or None
     # Ray's own notices (a local instance started, its token authentication) are not the user's business
     quiet: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        wanted = max(os.cpu_count() or 1, math.ceil(cpus))
-        ray.init(address="local", num_cpus=wanted, _node_ip_address=node_ip, **quiet)
+    with sigterm_kept():  # ray.init's own SIGTERM handler kills the local instance under the running driver
+        if address:
+            check_cluster(address)  # a bounded wait and one line, where ray.init would retry for minutes
+            try:
+                ray.init(address=address, **quiet)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise OvxaiError(f"cannot join the Ray cluster at {address}: {_last_line(exc)}", _JOIN_FIX) from None
+        else:
+            wanted = max(os.cpu_count() or 1, math.ceil(cpus))
+            ray.init(address="local", num_cpus=wanted, _node_ip_address=node_ip, **quiet)
     try:
         yield
     finally:
@@ -210,9 +235,10 @@ def explain_collection(
     """Explain ``images`` (path -> a unique name for its files, as ``named_image_files`` gives) on Ray and
     write into ``out``: ``results.jsonl``, one line per image in input order (``index``, ``image``, then
     ``top``, ``targets``, ``map``, ``overlays``, ... or ``error``), each image's maps as ``NAME.npy``
-    ((T, h, w) float32) and overlays as ``NAME_CLASS.png``. Bad images are reported on stderr, one line
-    each, and skipped. The model is loaded here once first, so that a problem with it is one line
-    before Ray starts."""
+    ((T, h, w) float32) and overlays as ``NAME_CLASS.jpg`` (or ``.png``, ``.webp``: ``overlay_format``),
+    and ``run.json``. A rerun into the same ``out`` resumes or starts clean (``ovxai.serving.results``).
+    Bad images are reported on stderr, one line each, and skipped. The model is loaded here once first, so
+    that a problem with it is one line before Ray starts. The counts include the lines a resume kept."""
     explainer = options.load()
     check_targets(options.targets, explainer.num_classes)
     print(f"preprocessing: {explainer.describe_preprocessing()}", flush=True)
@@ -223,15 +249,24 @@ def explain_collection(
         {"index": i, "path": str(path.absolute()), "image": str(path), "name": name}
         for i, (path, name) in enumerate(images.items())
     ]
+    listed = [(str(path), name) for path, name in images.items()]
+    run = results.identity(_model_identity(options.model), _settings(options), listed)
+    kept = results.look(out, run)
+    if kept.lines == len(rows):
+        print(kept.note, flush=True)
+        return Outcome(kept.explained, kept.skipped, 0.0, 0)
     with (
-        _bar(len(rows)) as bar,  # on the terminal from the start: Ray takes seconds to start
+        _bar(len(rows), kept.lines) as bar,  # on the terminal from the start: Ray takes seconds to start
         ray_instance(address, options.actors * options.cpus_per_actor, node_ip),
         _data_context(),
     ):
+        kept.apply()  # once Ray is up: a run that cannot start changes nothing
+        if kept.note:
+            bar.write(kept.note, file=sys.stdout)
         import ray.data
         from ray.exceptions import RayError
 
-        dataset = ray.data.from_items(rows).map_batches(
+        dataset = ray.data.from_items(rows[kept.lines :]).map_batches(
             ExplainActor,
             fn_constructor_kwargs={"options": options},
             compute=ray.data.ActorPoolStrategy(size=options.actors),
@@ -239,55 +274,68 @@ def explain_collection(
             batch_format="numpy",
             num_cpus=options.cpus_per_actor,
         )
-        try:
-            return _write(dataset, rows, out, bar)
-        except RayError as exc:
-            raise OvxaiError(
-                f"the Ray job failed: {_last_line(exc)}",
-                "check that the model and the images are readable at the same path on every node",
-            ) from None
+        with closing(results.Writer(out, run, kept)) as writer:
+            try:
+                done = _write(dataset, rows, writer, options.overlay_format, bar)
+            except RayError as exc:
+                raise OvxaiError(
+                    f"the Ray job failed: {_last_line(exc)}",
+                    "check that the model and the images are readable at the same path on every node",
+                ) from None
+    return Outcome(kept.explained + done.explained, kept.skipped + done.skipped, done.seconds, done.explained)
 
 
-def _bar(total: int) -> Any:
+def _model_identity(model: str) -> dict[str, Any]:
+    """The model as results depend on it: a URL (without its password), or a file's path, size and time."""
+    if is_model_url(model):
+        return {"url": redact(model)}
+    path = Path(model)
+    stat = path.stat()
+    extra = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else None  # an IR's weights
+    weights = extra.stat() if extra is not None and extra.is_file() else None
+    return {
+        "file": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "weights": None if weights is None else [weights.st_size, weights.st_mtime_ns],
+    }
+
+
+def _settings(options: CollectionOptions) -> dict[str, Any]:
+    """The options that change a result (not the pool's size or the timeout)."""
+    pool = {"model", "actors", "batch_size", "jobs", "cpus_per_actor", "timeout"}
+    return {k: v for k, v in asdict(options).items() if k not in pool}
+
+
+def _bar(total: int, done: int) -> Any:
     """A progress bar on stderr, off where stderr is not a terminal (a log gets no carriage returns)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="image", disable=None, file=sys.stderr)
+    return tqdm(total=total, initial=done, unit="image", disable=None, file=sys.stderr)
 
 
-def _write(dataset: Any, rows: list[dict[str, Any]], out: Path, bar: Any) -> Outcome:
+def _write(dataset: Any, rows: list[dict[str, Any]], writer: results.Writer, form: str, bar: Any) -> Outcome:
     start = time.perf_counter()
     explained = skipped = 0
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / RESULTS).open("w", encoding="utf-8") as results:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            columns = (batch[c].to_pylist() for c in ("index", "record", "maps", "overlays"))
-            for index, record, maps, overlays in zip(*columns, strict=True):
-                row = rows[index]
-                entry = {"index": index, "image": row["image"], **json.loads(record)}
-                if "error" in entry:
-                    skipped += 1
-                    bar.write(f"ovxai explain: warning: skipped {entry['error']}", file=sys.stderr)
-                else:
-                    explained += 1
-                    entry["map"] = _save(out / f"{row['name']}.npy", maps)
-                    entry["overlays"] = [
-                        _save(out / f"{row['name']}_{target['class_id']}.png", png)
-                        for target, png in zip(entry["targets"], overlays, strict=True)
-                    ]
-                results.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                bar.update()
-                bar.set_postfix(skipped=skipped, refresh=False)
-    return Outcome(explained, skipped, time.perf_counter() - start)
-
-
-def _save(path: Path, data: bytes) -> str:
-    """Write ``data``; the file's name (relative to --out) for the JSON line."""
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise OvxaiError(f"cannot write '{path}' ({exc.strerror or exc})", "check the disk and --out") from None
-    return path.name
+    suffix = pictures.SUFFIXES[form]
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        columns = (batch[c].to_pylist() for c in ("index", "record", "maps", "overlays"))
+        for index, record, maps, overlays in zip(*columns, strict=True):
+            row = rows[index]
+            entry = {"index": index, "image": row["image"], **json.loads(record)}
+            files: dict[str, bytes] = {}
+            if "error" in entry:
+                skipped += 1
+                bar.write(f"ovxai explain: warning: skipped {entry['error']}", file=sys.stderr)
+            else:
+                explained += 1
+                entry["map"] = f"{row['name']}.npy"
+                entry["overlays"] = [f"{row['name']}_{target['class_id']}{suffix}" for target in entry["targets"]]
+                files = dict(zip([entry["map"], *entry["overlays"]], [maps, *overlays], strict=True))
+            writer.add(entry, files)
+            bar.update()
+            bar.set_postfix(skipped=skipped, refresh=False)
+    return Outcome(explained, skipped, time.perf_counter() - start, explained)
 
 
 def _last_line(exc: BaseException) -> str:

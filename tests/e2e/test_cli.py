@@ -65,10 +65,12 @@ def test_inspect_lists_candidates(resnet: Path, capsys: pytest.CaptureFixture[st
     assert any(line.split()[0] == "layer3" and "windows" in line for line in lines)
 
 
-def test_path_general_and_inspect_name_the_path(resnet: Path, tmp_path: Path, capsys) -> None:
+def test_path_mosaic_and_inspect_name_the_path(resnet: Path, tmp_path: Path, capsys) -> None:
     assert main(["inspect", "--model", str(resnet)]) == 0
-    assert "export without --layer explains layer4 on the mean path" in capsys.readouterr().out.splitlines()[-1]
-    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "g.onnx"), "--path", "general"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tried = lines[lines.index("paths at the default target layer4, in the order tried (--path NAME asks for one):") + 1]
+    assert tried.split()[0] == "mean" and tried.endswith("applies")
+    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "g.onnx"), "--path", "mosaic"]) == 0
     assert "general path (full mosaic)" in capsys.readouterr().out
     assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "m.onnx")]) == 0
     x = images(2, NETS["resnet"][1])
@@ -273,3 +275,54 @@ def test_automatic_target_skips_a_shape_keeping_pool(tmp_path: Path) -> None:
     path = export_onnx(net, 16, tmp_path / "vgg16px.onnx", "dynamo")
     result = export(path, tmp_path / "p.onnx")
     assert result.target.layer == "features" and result.target.shape[1:] == (32, 2, 2)
+
+
+def test_the_summary_names_saliency_classes_only_when_the_model_has_them(resnet: Path, tmp_path: Path, capsys) -> None:
+    """'--explain ALL' is every class (no saliency_classes output): the summary line said otherwise."""
+    for spelled, listed in (("ALL", False), ("Top2", True)):
+        out = tmp_path / f"{spelled}.onnx"
+        assert main(["export", "--model", str(resnet), "--layer", "layer4", "--explain", spelled, "-o", str(out)]) == 0
+        printed = capsys.readouterr().out
+        outputs = [o.name for o in onnx.load(str(out)).graph.output]
+        assert ("saliency_classes" in printed) == ("saliency_classes" in outputs) == listed, printed
+
+
+def test_gradient_methods_export_inspect_and_explain(
+    resnet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "g.xml"
+    argv = [
+        "export",
+        "-m",
+        str(resnet),
+        "-o",
+        str(out),
+        "--layer",
+        "layer3",
+        "--method",
+        "gradcam++",
+        "--explain",
+        "top1",
+    ]
+    assert main([*argv, "--mean", "0", "--scale", "255"]) == 0
+    printed = capsys.readouterr().out
+    assert "hook     gradcam++: the tail's backward in the graph, score logits (differentiated)" in printed
+    assert main(["inspect", "--model", str(out)]) == 0
+    assert "method   gradcam++, score logits, explains top1 classes" in capsys.readouterr().out
+    photos = Path(__file__).resolve().parents[2] / "samples/photos"
+    assert main(["explain", "-m", str(out), "-i", str(photos / "coffee.jpg"), "-o", str(tmp_path / "e")]) == 0
+    assert "maps: gradcam++, score logits" in capsys.readouterr().out
+    assert main(["inspect", "--model", str(resnet)]) == 0
+    printed = capsys.readouterr().out
+    assert "backward" in printed and "gradient methods at layer4 (--method gradcam, " in printed
+    ig = ["export", "-m", str(resnet), "-o", str(tmp_path / "i.onnx"), "--method", "integrated-gradcam"]
+    err = _fails(capsys, *ig)
+    assert "integrates from a black image" in err and "give --mean and --scale" in err
+    assert not (tmp_path / "i.onnx").exists()
+    wrong = ["export", "-m", str(resnet), "-o", str(tmp_path / "w.onnx")]
+    assert "--steps applies to --method integrated-gradcam, not gradcam" in _fails(
+        capsys, *wrong, "--method", "gradcam", "--steps", "4"
+    )
+    assert "--mask gaussian applies to Recipro-CAM's masked copies" in _fails(
+        capsys, *wrong, "--method", "layercam", "--mask", "gaussian"
+    )

@@ -1,7 +1,9 @@
 """``ovxai explain --ray``: a collection explained by a pool of Ray actors, against the in-process
 ``Explainer.explain_many`` on the same images (same top-k, equal maps and overlays); bad images (garbage, a
 truncated PNG, a missing path in a list file) reported and skipped; a local Ray instance started and stopped
-by the command; an existing Ray head (``--address``) left running. Ray stays on loopback (127.0.0.2, as in
+by the command; an existing Ray head (``--address``) left running; an address or token the cluster does not
+take, one line within seconds; SIGTERM to the driver, complete lines kept, and a rerun that resumes or
+starts clean. Ray stays on loopback (127.0.0.2, as in
 tests/e2e/test_serve.py, whose Ray head fixture and process helpers are reused here)."""
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +26,7 @@ from runners import cli_fails
 
 from ovxai.cli import main
 from ovxai.errors import OvxaiError
-from ovxai.runtime import Explainer
+from ovxai.runtime import Explainer, pictures
 from ovxai.serving.collection import expand_lists, read_list
 
 pytest.importorskip("ray.data")
@@ -77,7 +80,7 @@ def check_results(out: Path, model: Path, images: list[Path]) -> None:
         maps = np.load(out / line["map"])
         assert maps.dtype == np.float32 and np.array_equal(maps, result.maps)
         (overlay,) = line["overlays"]
-        assert np.array_equal(np.asarray(Image.open(out / overlay)), np.asarray(result.overlay(0)))
+        assert (out / overlay).read_bytes() == pictures.encode(result.overlay(0), "jpeg")
     assert len(expected) == 4 and len(skipped) == 3
 
 
@@ -207,3 +210,103 @@ def test_existing_cluster_runs_it_and_stays(patched: dict[str, Path], collection
     while ray.available_resources().get("CPU") != ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
         time.sleep(0.5)
     assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"] == 2  # our actors are gone
+
+
+def test_an_unreachable_cluster_is_one_line_at_once(patched: dict[str, Path], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.2", 0))
+        port = sock.getsockname()[1]
+    argv = ["--model", str(patched["xml"]), "--image", str(PHOTOS), "--out", str(tmp_path / "o")]
+    started = time.monotonic()
+    done = explain([*argv, "--address", f"127.0.0.2:{port}"], ray_env())
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"ovxai explain: error: cannot reach a Ray cluster at 127.0.0.2:{port} (Connection refused); check --address"
+        " (or RAY_ADDRESS) and that the cluster is up: ray status on its head"
+    ], done.stderr
+    assert time.monotonic() - started < 60  # Ray alone tried for minutes
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_rejected_token_is_one_line(patched: dict[str, Path], tmp_path: Path) -> None:
+    """A Ray head with token authentication, and a driver with another token: one line, exit 2."""
+    token = os.urandom(32).hex()
+    script = (
+        "import ray, sys, time\n"
+        "ray.init(address='local', num_cpus=1, include_dashboard=False, _node_ip_address='127.0.0.2')\n"
+        "print(ray.get_runtime_context().gcs_address, flush=True)\ntime.sleep(600)\n"
+    )
+    head = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=ray_env(token))
+    try:
+        assert head.stdout is not None
+        address = head.stdout.readline().strip()
+        argv = ["--model", str(patched["xml"]), "--image", str(PHOTOS), "--out", str(tmp_path / "o")]
+        done = explain([*argv, "--address", address], ray_env(os.urandom(32).hex()))
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert done.stderr.splitlines() == [
+            f"ovxai explain: error: the Ray cluster at {address} rejected this driver's token; set RAY_AUTH_TOKEN "
+            "(or ~/.ray/auth_token) to the cluster's token, with RAY_AUTH_MODE=token"
+        ]
+    finally:
+        head.terminate()  # Ray's handler in the head stops its processes
+        head.wait(60)
+    deadline = time.monotonic() + 30
+    while with_token(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not with_token(token)
+
+
+def lines_and_files(out: Path) -> list[dict[str, Any]]:
+    """results.jsonl's lines, after checking that each is complete and in order, names files that exist, and that
+    the folder holds nothing else of ours (no file of another run, no scratch file)."""
+    text = (out / "results.jsonl").read_text()
+    assert text == "" or text.endswith("\n")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert [line["index"] for line in lines] == list(range(len(lines)))
+    named = {name for line in lines for name in [line.get("map"), *line.get("overlays", [])] if name}
+    assert all((out / name).is_file() for name in named)
+    assert {p.name for p in out.iterdir()} == named | {"results.jsonl", "run.json"}
+    return lines
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_complete_lines_and_a_rerun_resumes_or_starts_clean(patched: dict[str, Path], tmp_path: Path):
+    """SIGTERM to the driver mid-run: exit 143, one line, no C++ stack dump, the complete lines and their files
+    (Ray's own handler killed the instance under the driver: a stack dump and an empty results.jsonl). The
+    same command again resumes from there; another --explain starts clean."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    for i in range(60):
+        os.link(photos[i % len(photos)], folder / f"p{i:03}.jpg")
+    (folder / "p030_loop.jpg").symlink_to("p030_loop.jpg")
+    out, token = tmp_path / "out", os.urandom(32).hex()
+    argv = ["--model", str(patched["xml"]), "--image", str(folder), "--out", str(out), "--node-ip-address", "127.0.0.2"]
+    command = [sys.executable, "-m", "ovxai.cli", "explain", "--ray", "--actors", "1", "--batch-size", "1", *argv]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ray_env(token))
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (results.is_file() and results.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 143, err[-3000:]
+    assert err.strip().splitlines()[-1] == "ovxai explain: terminated; stopped"
+    assert not any(word in err for word in ("Stack trace", "*** ", "SIGTERM", "Traceback")), err[-3000:]
+    kept = len(lines_and_files(out))
+    assert 3 <= kept < 61
+    again = explain(argv, ray_env(token))
+    assert again.returncode == 1, again.stderr[-3000:]  # the loop is skipped
+    assert f"resuming: {kept} of 61 images already in {results}" in again.stdout
+    lines = lines_and_files(out)
+    assert len(lines) == 61 and "is a loop of symbolic links" in lines[31]["error"]
+    assert [Path(line["image"]).name for line in lines[:3]] == ["p000.jpg", "p001.jpg", "p002.jpg"]
+    other = explain([*argv, "--explain", "top2"], ray_env(token))
+    assert other.returncode == 1 and "starting clean" in other.stdout
+    assert all(len(line.get("overlays", [1, 2])) == 2 for line in lines_and_files(out))
+    deadline = time.monotonic() + 30
+    while with_token(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not with_token(token), "Ray processes outlived ovxai explain --ray"

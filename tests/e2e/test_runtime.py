@@ -21,7 +21,7 @@ from ovxai import export
 from ovxai.cli import main
 from ovxai.errors import OvxaiError
 from ovxai.metadata import ModelInfo
-from ovxai.runtime import Explainer, ImageError, Preprocessing, backends, named_image_files, parse_targets
+from ovxai.runtime import Explainer, ImageError, Preprocessing, backends, named_image_files, parse_targets, pictures
 from ovxai.runtime.images import load_rgb
 from ovxai.runtime.pictures import COLORMAPS, upsample
 
@@ -457,7 +457,7 @@ def test_cli_explain_class_ids(patched, tmp_path, capsys) -> None:
     assert main(["explain", "-m", str(patched["xml"]), "-i", str(PHOTOS / "coffee.jpg"), "-o", str(out),
                  "--explain", "7"]) == 0  # fmt: skip
     (entry,) = json.loads((out / "summary.json").read_text())["images"]
-    assert [t["class_id"] for t in entry["targets"]] == [7] and entry["overlays"] == [str(out / "coffee_7.png")]
+    assert [t["class_id"] for t in entry["targets"]] == [7] and entry["overlays"] == [str(out / "coffee_7.jpg")]
 
 
 def test_cli_explain_needs_preprocessing(patched, tmp_path, capsys) -> None:
@@ -522,7 +522,7 @@ def test_cli_explain_same_names_in_subfolders(patched, tmp_path, capsys) -> None
     out = tmp_path / "out"
     assert main(["explain", "-m", str(patched["xml"]), "-i", str(folder), "-o", str(out), "--explain", "3"]) == 0
     overlays = [entry["overlays"][0] for entry in json.loads((out / "summary.json").read_text())["images"]]
-    assert overlays == [str(out / "a__cat_3.png"), str(out / "b__cat_3.png")]
+    assert overlays == [str(out / "a__cat_3.jpg"), str(out / "b__cat_3.jpg")]
     sizes = {Image.open(p).size for p in overlays}
     assert sizes == {Image.open(PHOTOS / "chelsea_cat.jpg").size, Image.open(PHOTOS / "coffee.jpg").size}
 
@@ -537,3 +537,55 @@ def test_cli_explain_does_not_abort(patched, tmp_path) -> None:
                               capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
         assert proc.returncode == code, (explain, proc.returncode, proc.stderr[-1000:])
     assert time.perf_counter() - started < 60
+
+
+def test_cli_explain_symlink_loops_are_one_line(patched, tmp_path, capsys) -> None:
+    """A loop of symbolic links given as an image, named in a list file, or as the list file itself."""
+    loop, listed, looped_list = tmp_path / "loop.jpg", tmp_path / "list.txt", tmp_path / "l1.txt"
+    loop.symlink_to(loop.name)
+    (tmp_path / "l2.txt").symlink_to(looped_list.name)
+    looped_list.symlink_to("l2.txt")
+    listed.write_text(f"{PHOTOS / 'coffee.jpg'}\nloop.jpg\n")
+    base = ["-m", str(patched["xml"]), "-o", str(tmp_path / "out")]
+    assert f"image '{loop}' is a loop of symbolic links" in _fails(capsys, *base, "-i", str(loop))
+    assert f"list file '{looped_list}' is a loop of symbolic links" in _fails(capsys, *base, "-i", str(looped_list))
+    assert main(["explain", *base, "-i", str(listed)]) == 1
+    captured = capsys.readouterr()
+    assert f"warning: skipped image '{loop}' is a loop of symbolic links" in captured.err
+    assert "explained 1 image(s), skipped 1" in captured.out
+
+
+def test_cli_explain_writes_what_the_runtime_draws(patched, tmp_path, capsys) -> None:
+    """Overlays drawn and written on threads while the engine runs: each file holds the encoding of that
+    image's overlay, in every format, and summary.json lists the images in input order."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    for i in range(12):
+        (folder / f"p{i:02}.jpg").write_bytes(photos[i % len(photos)].read_bytes())
+    explainer = Explainer.load(patched["xml"])
+    for form, extra in (("jpeg", []), ("png", ["--alpha", "1"]), ("webp", ["--overlay-format", "webp"])):
+        out = tmp_path / form
+        argv = ["explain", "-m", str(patched["xml"]), "-i", str(folder), "-o", str(out), "--explain", "top2", *extra]
+        assert main(argv) == 0
+        report = json.loads((out / "summary.json").read_text())
+        assert report["overlay_format"] == form
+        assert [Path(entry["image"]).name for entry in report["images"]] == [f"p{i:02}.jpg" for i in range(12)]
+        alpha = 1.0 if form == "png" else 0.5
+        for entry in report["images"][::5]:
+            result = explainer.explain(entry["image"], "top2")[0]
+            for i, path in enumerate(entry["overlays"]):
+                assert path.endswith(pictures.SUFFIXES[form])
+                assert Path(path).read_bytes() == pictures.encode(result.overlay(i, alpha), form), path
+        assert Image.open(out / "contact_sheet.png").size == (4 * 256, 6 * (256 + 18))  # 24 tiles, 4 a row
+    capsys.readouterr()
+
+
+def test_throughput_asks_openvino_for_streams_and_keeps_f32(patched) -> None:
+    """throughput=True (ovxai explain over a folder) adds the THROUGHPUT hint; f32 stays, given or not."""
+    for config in (None, {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": "1"}):
+        compiled = Explainer.load(patched["xml"], config=config, throughput=True).session.compiled  # type: ignore[attr-defined]
+        assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT")
+        assert "float32" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    latency = Explainer.load(patched["xml"]).session.compiled  # type: ignore[attr-defined]
+    assert str(latency.get_property("PERFORMANCE_HINT")).endswith("LATENCY")

@@ -17,6 +17,7 @@ from oracle import close, reference
 from runners import run
 from torch import nn
 
+from models import routes
 from ovxai import HookOptions, export, export_torch
 from ovxai.cli import main
 from ovxai.formats.openvino import OPENVINO
@@ -45,16 +46,9 @@ def converted(resnet: nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Pa
 @pytest.fixture(scope="module")
 def int8(converted: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same IR quantised to INT8 by NNCF's post-training quantisation, as OpenVINO recommends shipping."""
-    nncf = pytest.importorskip("nncf")
-    model = ov.Core().read_model(str(converted))
-    model.reshape({model.inputs[0]: ov.PartialShape([-1, 3, SIZE, SIZE])})
+    pytest.importorskip("nncf")
     calibration = [images(1, SIZE, seed) for seed in range(4)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = nncf.quantize(model, nncf.Dataset(calibration), subset_size=4)
-    path = tmp_path_factory.mktemp("int8") / "resnet_int8.xml"
-    ov.save_model(quantized, str(path))
-    return path
+    return routes.to_int8(converted, calibration, tmp_path_factory.mktemp("int8") / "resnet_int8.xml")
 
 
 def _outputs(path: Path, x: np.ndarray, config: dict[str, str]) -> dict[str, np.ndarray]:
@@ -209,7 +203,7 @@ def test_int8_shortcut_equals_its_mosaic(int8: Path, resnet: nn.Module, tmp_path
     options = HookOptions(score="logits")
     cut = export(int8, tmp_path / "cut.xml", layer="layer4", options=options)
     assert cut.path == "mean"
-    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", fast_path=False))
+    mosaic = export(int8, tmp_path / "mosaic.xml", layer="layer4", options=HookOptions(score="logits", path="mosaic"))
     x = images(2, SIZE, seed=3)
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     a, b = _outputs(cut.files[0], x, config), _outputs(mosaic.files[0], x, config)

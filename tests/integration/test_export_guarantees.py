@@ -135,8 +135,8 @@ def test_a_patched_model_that_cannot_run_is_never_written(tiny: Path, tmp_path: 
     def broken_masks(self):  # type: ignore[no-untyped-def]  # valid ONNX, fails at run time (N*N is not a multiple of 7)
         return self.ops.reshape(real_masks(self), self.ops.i64([7, -1]))
 
-    real_masks = ReciproCamHook._masks
-    monkeypatch.setattr(ReciproCamHook, "_masks", broken_masks)
+    real_masks = ReciproCamHook.masks.func
+    monkeypatch.setattr(ReciproCamHook, "masks", property(broken_masks))
     out = tmp_path / "o"
     out.mkdir()
     argv = ["-m", str(tiny), "--layer", "features", "--mask", "gaussian"]

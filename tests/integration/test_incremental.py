@@ -2,7 +2,7 @@
 
 Copy n of the target map differs from the tail's response to an all-zero map only inside a window around n
 that grows with every convolution; the hook computes each copy there only. Every such export must give the
-mosaic's maps (``HookOptions(fast_path=False)``) and the torch oracle's, keep the prediction bit for bit, and be
+mosaic's maps (``HookOptions(path="mosaic")``) and the torch oracle's, keep the prediction bit for bit, and be
 chosen only where it is exact and cheaper: a global pool right after the target keeps the closed form ("mean"),
 a max pool or a skip from before the target in the tail keeps the mosaic, and so does a tail whose windows
 would cover most of the map (ResNet-18 at ``layer3`` on 96 px: layer4 is 3 x 3).
@@ -21,13 +21,13 @@ import pytest
 from conftest import export_onnx, images
 
 torch = pytest.importorskip("torch")
-if importlib.util.find_spec("torchvision") is None:  # found, not imported: it imports through tests/zoo.py
+if importlib.util.find_spec("torchvision") is None:  # found, not imported: it imports through models/zoo.py
     pytest.skip("ResNet needs torchvision (the dev extra)", allow_module_level=True)
-import zoo
 from oracle import Reference, close, reference
 from runners import run
 from torch import nn
 
+from models import zoo
 from ovxai import HookOptions, export
 from ovxai.exporter.pipeline import ExportResult
 from ovxai.formats.onnx import ONNX
@@ -260,7 +260,7 @@ def _oracle(net: nn.Module, layer: str, x: np.ndarray, mask: str) -> Reference:
 
 
 def _export(path: Path, out: Path, layer: str, mask: str, fast: bool = True) -> ExportResult:
-    options = HookOptions(mask=mask, score="logits", fast_path=fast)
+    options = HookOptions(mask=mask, score="logits", path="auto" if fast else "mosaic")
     return export(path, out, layer=layer, options=options, fp16=False)
 
 
@@ -310,9 +310,10 @@ def test_windows_that_would_not_pay_keep_the_mosaic(tmp_path: Path) -> None:
     graph = ONNX.view(ONNX.load(path))
     prediction = pick_prediction(graph, None)
     plan = plan_tail(graph, resolve(graph, prediction, "layer3").tensor, prediction)
-    assert plan.shortcut is None
     for mask in MASKS:
-        assert hook_macs(graph, plan, 36, mask=mask) == hook_macs(graph, plan, 36, mask=mask, shortcut=False)
+        assert hook_macs(graph, plan, HookOptions(mask=mask)) == hook_macs(
+            graph, plan, HookOptions(mask=mask, path="mosaic")
+        )
     assert _export(path, tmp_path / "cut.onnx", "layer3", "onehot").path == "mosaic"
 
 
@@ -332,14 +333,13 @@ def test_inspect_reports_the_cost_of_the_windows(tmp_path: Path) -> None:
     target = resolve(graph, prediction, "features")
     assert target.shape[1:] == (8, 6, 8)
     plan = plan_tail(graph, target.tensor, prediction)
-    assert plan.shortcut is None
     n, conv, linear = 48, 12 * 8 * 9, 12 * 10
-    mosaic = hook_macs(graph, plan, n, shortcut=False)
+    mosaic = hook_macs(graph, plan, HookOptions(path="mosaic"))
     assert mosaic == n * (48 * conv + linear)
-    cut = hook_macs(graph, plan, n)
+    cut = hook_macs(graph, plan)
     assert cut < mosaic
     assert cut == n * (9 * conv + linear), (cut, n * (9 * conv + linear))
-    assert hook_macs(graph, plan, n, mask="gaussian") == n * (25 * conv + linear)
-    assert hook_macs(graph, plan, n, mask="gaussian", shortcut=False) == mosaic
+    assert hook_macs(graph, plan, HookOptions(mask="gaussian")) == n * (25 * conv + linear)
+    assert hook_macs(graph, plan, HookOptions(mask="gaussian", path="mosaic")) == mosaic
     for mask in MASKS:
         assert _export(path, tmp_path / f"{mask}.onnx", "features", mask).path == "windows"

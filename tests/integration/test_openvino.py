@@ -53,7 +53,7 @@ def test_ir_general_path_equals_fast_path(exported, tmp_path) -> None:
     net, onnx_path = exported("resnet", "legacy")
     plain = as_ir(onnx_path, tmp_path / "plain.xml")
     fast = export(plain, tmp_path / "fast.xml", layer="layer4", fp16=False)
-    general = export(plain, tmp_path / "general.xml", layer="layer4", fp16=False, options=HookOptions(fast_path=False))
+    general = export(plain, tmp_path / "general.xml", layer="layer4", fp16=False, options=HookOptions(path="mosaic"))
     x = images(2, NETS["resnet"][1])
     close(
         run(fast.files[0], x, "openvino")["saliency_map"],

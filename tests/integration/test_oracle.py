@@ -33,8 +33,8 @@ CASES = [
 IDS = [f"{c[0]}-{c[1]}-{c[2] or 'auto'}" for c in CASES]
 
 
-def _export(path: Path, out: Path, layer: str | None, **options: object) -> Path:
-    return export(path, out, layer=layer, options=HookOptions(**options)).files[0]  # type: ignore[arg-type]
+def _export(model: Path, out: Path, layer: str | None, **options: object) -> Path:
+    return export(model, out, layer=layer, options=HookOptions(**options)).files[0]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -98,7 +98,7 @@ def test_fast_path_equals_general_path(exported, tmp_path, case, mask) -> None:
     net, path = exported(name, exporter)
     result = export(path, tmp_path / "fast.onnx", layer=layer, options=HookOptions(mask=mask))
     fast = result.files[0]
-    general = _export(path, tmp_path / "general.onnx", layer, mask=mask, fast_path=False)
+    general = _export(path, tmp_path / "general.onnx", layer, mask=mask, path="mosaic")
     x = images(2, NETS[name][1])
     a, b = run(fast, x, "onnxruntime"), run(general, x, "onnxruntime")
     close(a["saliency_map"], b["saliency_map"], reference(net, module, x, mask=mask, call=call).between_engines)

@@ -4,7 +4,7 @@ the same layer on the same path as the canonical route, the prediction output st
 oracle (float32 models, within the case's own float32 error), follow FP16 weights' rounding, or follow the FP32
 maps (quantised models).
 
-Routes and precisions are tests/routes.py's. Three small CNNs: a ResNet (residual blocks, a global pool), an
+Routes and precisions are models/routes.py's. Three small CNNs: a ResNet (residual blocks, a global pool), an
 EfficientNet (SiLU, squeeze-excite blocks with their own pools), a VGG (a linear head over a 2 x 2 map); and
 Hugging Face ``transformers``' CNN classes from small random-weight configs through the three torch routes. Every
 model file is written once per session and shared by its cells; the export's own check (the original beside the
@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")  # skipped, not failed, without torch
-import routes
-import zoo
 from oracle import NOISE_FACTOR, Reference, close, reference, reference_saliency
 from runners import run
 from torch import nn
 
+from models import hf, routes, zoo
 from ovxai import HookOptions, export
 from ovxai.errors import OvxaiError
 from ovxai.exporter.pipeline import ExportResult
@@ -131,16 +130,20 @@ def route_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return get
 
 
+# Every route once at FP32 on the ResNet, every shipped precision once, each model on the routes that differ for it
+# (the EfficientNet's squeeze-excite pools through read_model; the VGG's linear head, declined on a compressed weight).
+CELLS = (
+    *(("resnet", route, "fp32") for route in (*routes.ONNX_ROUTES, *routes.IR_ROUTES)),
+    ("resnet", "legacy", "qdq"), ("resnet", "dynamo", "dynamic"), ("resnet", "ov_onnx", "fp16"),
+    ("resnet", "read_model", "int8"), ("resnet", "read_model", "w8"), ("resnet", "ovc", "w4"),
+    ("effnet", "legacy", "fp32"), ("effnet", "read_model", "fp32"), ("effnet", "read_model", "int8"),
+    ("vgg", "ov_module", "fp32"), ("vgg", "read_model", "w8"), ("vgg", "ov_module", "fp16"),
+)  # fmt: skip
+FAST = {("resnet", "read_model", "int8"), ("resnet", "legacy", "fp32"), ("vgg", "ov_module", "fp16")}
+
+
 def _cells() -> list[Any]:
-    fast = {("resnet", "read_model", "int8"), ("resnet", "legacy", "fp32"), ("vgg", "ov_module", "fp16")}
-    cells = []
-    for name in ("resnet", "effnet", "vgg"):
-        for route in (*routes.ONNX_ROUTES, *routes.IR_ROUTES):
-            precisions = routes.ONNX_PRECISIONS if route in routes.ONNX_ROUTES else routes.IR_PRECISIONS
-            for precision in precisions:
-                marks = () if (name, route, precision) in fast else (pytest.mark.slow,)
-                cells.append(pytest.param(name, route, precision, id=f"{name}-{route}-{precision}", marks=marks))
-    return cells
+    return [pytest.param(*cell, id="-".join(cell), marks=() if cell in FAST else (pytest.mark.slow,)) for cell in CELLS]
 
 
 @pytest.mark.parametrize(("name", "route", "precision"), _cells())
@@ -184,49 +187,10 @@ def _same_prediction(source: Path, result: ExportResult, images: np.ndarray, bac
 
 # -- Hugging Face transformers' CNN classes -----------------------------------------------------------------------
 
-HF_SIZE = 64
-
-
-class Logits(nn.Module):
-    """A transformers image classifier as a tensor-to-logits module (its ``pixel_values`` in, ``.logits`` out)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(pixel_values=x).logits
-
-
-def _hf(name: str) -> nn.Module:
-    zoo.torchvision()  # transformers imports torchvision: without its compiled operators' fake kernels
-    import transformers as hf
-
-    labels = {"num_labels": 10}
-    configs = {
-        "resnet": lambda: hf.ResNetForImageClassification(
-            hf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], layer_type="basic",
-                            **labels)),
-        "convnext": lambda: hf.ConvNextForImageClassification(
-            hf.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], **labels)),
-        # its pooler: an AvgPool2d whose kernel (hidden_dim) is larger than the map, with ceil_mode
-        "efficientnet": lambda: hf.EfficientNetForImageClassification(
-            hf.EfficientNetConfig(image_size=HF_SIZE, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128,
-                                  **labels)),
-        # TensorFlow's padding, computed in the graph from each map's size
-        "mobilenet_v1": lambda: hf.MobileNetV1ForImageClassification(
-            hf.MobileNetV1Config(image_size=HF_SIZE, depth_multiplier=0.25, **labels)),
-        "mobilenet_v2": lambda: hf.MobileNetV2ForImageClassification(
-            hf.MobileNetV2Config(image_size=HF_SIZE, depth_multiplier=0.25, **labels)),
-        "regnet": lambda: hf.RegNetForImageClassification(
-            hf.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], groups_width=8,
-                            **labels)),
-    }  # fmt: skip
-    torch.manual_seed(0)
-    return zoo.randomize(Logits(configs[name]()), HF_SIZE)
-
-
-HF_CLASSES = ("resnet", "convnext", "efficientnet", "mobilenet_v1", "mobilenet_v2", "regnet")
+HF_SIZE = 64  # models/hf.py's CNN classes take 64 x 64 images
+# Each class through one torch route (the routes rotate): the legacy exporter's file is the canonical one of each.
+HF_CELLS = (("resnet", "dynamo"), ("convnext", "ov_module"), ("efficientnet", "legacy"), ("mobilenet_v1", "dynamo"),
+            ("mobilenet_v2", "ov_module"), ("regnet", "dynamo"), ("efficientnet", "ov_module"))  # fmt: skip
 # OpenVINO's PyTorch frontend cannot convert an AvgPool2d whose kernel is larger than the map (no ovxai step runs)
 HF_UNCONVERTIBLE = {("efficientnet", "ov_module")}
 
@@ -238,15 +202,15 @@ def hf_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     def get(name: str) -> Built:
         if name not in cache:
             images = np.random.default_rng(2).random((BATCH, 3, HF_SIZE, HF_SIZE), dtype=np.float32)
-            cache[name] = Built(_hf(name), HF_SIZE, tmp_path_factory.mktemp(f"hf-{name}"), images)
+            net = getattr(hf, name)()  # EfficientNet's pooler: an AvgPool2d with a kernel larger than the map
+            cache[name] = Built(net, HF_SIZE, tmp_path_factory.mktemp(f"hf-{name}"), images)
         return cache[name]
 
     return get
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("route", ["legacy", "dynamo", "ov_module"])
-@pytest.mark.parametrize("name", HF_CLASSES)
+@pytest.mark.parametrize(("name", "route"), HF_CELLS, ids=["-".join(c) for c in HF_CELLS])
 def test_hugging_face_cnn(hf_models: Any, name: str, route: str) -> None:
     built = hf_models(name)
     if (name, route) in HF_UNCONVERTIBLE:

@@ -17,6 +17,7 @@ from torch import nn
 from ovxai import HookOptions, export
 from ovxai.formats.onnx import ONNX
 from ovxai.hook.cost import hook_macs
+from ovxai.hook.paths.linear import LINEAR, LinearPlan
 from ovxai.hook.tail import plan_tail
 from ovxai.hook.target import pick_prediction, resolve
 
@@ -141,7 +142,7 @@ def test_shortcut_equals_the_mosaic_and_the_oracle(models, tmp_path: Path, name:
         path,
         tmp_path / "mosaic.onnx",
         layer="features",
-        options=HookOptions(mask=mask, score="logits", fast_path=False),
+        options=HookOptions(mask=mask, score="logits", path="mosaic"),
     )
     assert mosaic.path == "mosaic"
     ir = export(path, tmp_path / "cut.xml", layer="features", options=options, fp16=False)
@@ -216,14 +217,15 @@ def test_inspect_reports_the_cost_of_the_chosen_path(models) -> None:
     prediction = pick_prediction(graph, None)
     target = resolve(graph, prediction, "features")
     plan = plan_tail(graph, target.tensor, prediction)
-    assert plan.shortcut is not None and plan.shortcut.kind == "linear"
+    linear = LINEAR.plan(graph, plan, HookOptions())
+    assert isinstance(linear, LinearPlan)
     n = 16
-    cut, mosaic = hook_macs(graph, plan, n), hook_macs(graph, plan, n, shortcut=False)
+    cut, mosaic = hook_macs(graph, plan), hook_macs(graph, plan, HookOptions(path="mosaic"))
     first, second = 256 * 32, 32 * 10
     assert mosaic == n * (first + second)
     assert cut == n * second  # the per-position products replace the first layer's own: the rest on N rows
     # The Gaussian mask through the shape-keeping pool (it commutes with the mask's scales): no extra pass.
-    assert plan.shortcut.homogeneous and hook_macs(graph, plan, n, mask="gaussian") == n * second
+    assert linear.homogeneous and hook_macs(graph, plan, HookOptions(mask="gaussian")) == n * second
 
 
 @pytest.mark.parametrize("opset", [11, 17])  # an opset-11 model is upgraded to 13 on load (Softmax's axis)
@@ -258,7 +260,7 @@ def test_pooled_logits_are_scored_class_major(models, tmp_path: Path, opset: int
             hook_ops = {n.op_type for n in onnx.load(str(cut.files[0])).graph.node if n.name.startswith("ovxai/")}
             assert "Transpose" not in hook_ops, hook_ops
         mosaic = export(path, tmp_path / "mosaic.onnx", layer="features",
-                        options=HookOptions(score=score, explain=explain, mask=mask, fast_path=False))  # fmt: skip
+                        options=HookOptions(score=score, explain=explain, mask=mask, path="mosaic"))  # fmt: skip
         want = run(mosaic.files[0], x, "onnxruntime")
         ir = export(path, tmp_path / "cut.xml", layer="features", options=options, fp16=False)
         exact = reference(net, "features", x, score=score, mask=mask)

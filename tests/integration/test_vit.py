@@ -1,6 +1,6 @@
 """Vision transformers (issue 14): ViT-ReciproCAM inside the graph, against the torch oracle.
 
-Six small token classifiers from torchvision's and timm's own code (tests/vit_zoo.py: CLS, CLS +
+Six small token classifiers from torchvision's and timm's own code (models/vits.py: CLS, CLS +
 distillation, CLS + 4 registers, GAP without and with a CLS token), exported to ONNX (torch's dynamo
 exporter; the legacy one for one model) and to IR (``ov.convert_model`` from torch), patched with
 ``ovxai.export`` on the token fast path and on the general (mosaic) path, with one-hot and Gaussian masks,
@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-for _package in ("torchvision", "timm"):  # found, not imported: torchvision imports only through tests/zoo.py
+for _package in ("torchvision", "timm"):  # found, not imported: torchvision imports only through models/zoo.py
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"the ViT tests need {_package} (the dev extra)", allow_module_level=True)
 
-import vit_zoo
 from oracle import reference_vit_saliency, token_masks
 from runners import cli_fails, run
 
+from models import vits
 from ovxai import HookOptions, export
 from ovxai.errors import OvxaiError
 from ovxai.exporter.from_torch import to_ir, to_onnx
@@ -45,7 +45,7 @@ PATHS_TOL = 1e-5  # fast path against the general path, same engine
 NOISE_FACTOR = 3.0
 OV_PREDICTION_RTOL = 1e-5
 MASKS = ("onehot", "gaussian")
-NAMES = tuple(vit_zoo.CASES)
+NAMES = tuple(vits.CASES)
 
 
 @dataclass
@@ -64,11 +64,11 @@ def vit_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     def get(name: str, source: str) -> Built:
         if name not in cache:
-            images = np.random.default_rng(2).random((BATCH, 3, vit_zoo.SIZE, vit_zoo.SIZE), dtype=np.float32)
-            cache[name] = Built(vit_zoo.build(name), {}, images)
+            images = np.random.default_rng(2).random((BATCH, 3, vits.SIZE, vits.SIZE), dtype=np.float32)
+            cache[name] = Built(vits.build(name), {}, images)
         built = cache[name]
         if source not in built.files:
-            example = vit_zoo.example(2)
+            example = vits.example(2)
             if source == "ir":
                 built.files[source] = to_ir(built.net, folder / f"{name}.xml", example)
             else:
@@ -98,7 +98,7 @@ def vit_oracle(vit_models: Any) -> Any:
     def get(name: str, block: int, mask: str) -> Oracle:
         key = (name, block, mask)
         if key not in cache:
-            case, built = vit_zoo.CASES[name], vit_models(name, "onnx")
+            case, built = vits.CASES[name], vit_models(name, "onnx")
             where = (case.block(block), case.norm(block))
             exact = reference_vit_saliency(copy.deepcopy(built.net).double(), *where, built.images.astype(np.float64),
                                            "logits", mask, case.aux_tokens)  # fmt: skip
@@ -128,7 +128,7 @@ def vit_patched(vit_models: Any, tmp_path_factory: pytest.TempPathFactory) -> An
             built = vit_models(name, source)
             suffix = ".xml" if source == "ir" else ".onnx"
             out = folder / f"{name}-{source}-{layer or 'auto'}-{mask}-{'fast' if fast else 'general'}{suffix}"
-            options = HookOptions(score="logits", mask=mask, fast_path=fast)
+            options = HookOptions(score="logits", mask=mask, path="auto" if fast else "mosaic")
             result = export(built.files[source], out, layer=layer, options=options, fp16=False)
             engine = "openvino" if source == "ir" else "onnxruntime"
             outputs = {b: run(result.files[0], built.images[:b], engine) for b in (BATCH, 1)}
@@ -208,14 +208,14 @@ def test_oracle_is_the_formula_on_a_timm_block(vit_models: Any) -> None:
     handle.remove()
     x = captured[0]  # (1, 1 + 16, D)
     for mask in MASKS:
-        masks = torch.from_numpy(token_masks(vit_zoo.GRID, vit_zoo.GRID, mask, 1))[:, :, None]
+        masks = torch.from_numpy(token_masks(vits.GRID, vits.GRID, mask, 1))[:, :, None]
         block = net.blocks[1]
         with torch.no_grad():
             y = masks * x + block.ls1(block.attn(masks * block.norm1(x)))
             y = y + block.ls2(block.mlp(block.norm2(y)))
             logits = net.forward_head(net.norm(net.blocks[2](y))).double().T.numpy()  # (K, N)
         low, high = logits.min(1, keepdims=True), logits.max(1, keepdims=True)
-        want = ((logits - low) / (high - low)).reshape(1, -1, vit_zoo.GRID, vit_zoo.GRID)
+        want = ((logits - low) / (high - low)).reshape(1, -1, vits.GRID, vits.GRID)
         got = reference_vit_saliency(net, "blocks.1", "blocks.1.norm1", image, "logits", mask, 1)
         np.testing.assert_allclose(got, want, atol=1e-5)
 
@@ -237,8 +237,8 @@ def test_last_block_matches_oracle(
     vit_models: Any, vit_oracle: Any, vit_patched: Any, name: str, source: str, mask: str, fast: bool
 ) -> None:
     """Automatic target = the last block; maps at batch 3 and 1 (one dynamic-batch file) equal the oracle;
-    the prediction is the plain model's; ``fast_path=True`` takes the token path."""
-    case, built = vit_zoo.CASES[name], vit_models(name, source)
+    the prediction is the plain model's; ``path="auto"`` takes the token path."""
+    case, built = vits.CASES[name], vit_models(name, source)
     patched = vit_patched(name, source, None, mask, fast)
     assert patched.result.target.layer == case.block(-1), f"automatic target {patched.result.target.layer}"
     assert patched.result.fast_path == fast, f"fast_path={fast} exported the {patched.result.path} path"
@@ -263,7 +263,7 @@ def test_fast_path_equals_general_path(vit_oracle: Any, vit_patched: Any, name: 
 @pytest.mark.parametrize("name", NAMES)
 def test_first_block_by_module_path(vit_models: Any, vit_oracle: Any, vit_patched: Any, name: str, fast: bool) -> None:
     """``layer=`` naming the first block (``blocks.0``, ``encoder.layers.encoder_layer_0``): two blocks copied."""
-    case, built = vit_zoo.CASES[name], vit_models(name, "onnx")
+    case, built = vits.CASES[name], vit_models(name, "onnx")
     patched = vit_patched(name, "onnx", case.block(0), "gaussian", fast)
     assert patched.result.target.layer == case.block(0)
     _check_maps(patched.outputs[BATCH]["saliency_map"], vit_oracle(name, 0, "gaussian"), "block 0")
@@ -276,9 +276,9 @@ def test_legacy_exporter_and_ir_from_onnx(vit_models: Any, vit_oracle: Any, tmp_
     """The legacy (TorchScript) exporter's ONNX of the DeiT, patched into an IR (ONNX in, IR out), in OpenVINO."""
     name = "deit_distilled"
     built = vit_models(name, "legacy")
-    options = HookOptions(score="logits", mask="gaussian", fast_path=fast)
+    options = HookOptions(score="logits", mask="gaussian", path="auto" if fast else "mosaic")
     result = export(built.files["legacy"], tmp_path / "deit.xml", options=options, fp16=False)
-    assert result.target.layer == vit_zoo.CASES[name].block(-1)
+    assert result.target.layer == vits.CASES[name].block(-1)
     got = run(result.files[0], built.images, "openvino")["saliency_map"]
     _check_maps(got, vit_oracle(name, -1, "gaussian"), "legacy export")
 
@@ -287,9 +287,9 @@ def test_legacy_exporter_and_ir_from_onnx(vit_models: Any, vit_oracle: Any, tmp_
 def test_swin_on_the_general_path(tmp_path: Path, source: str) -> None:
     """Swin's blocks read (B, h, w, D) token maps in (shifted) windows: the short sequence does not apply, the
     general path does, and equals the oracle at the last block's input (batch 3, Gaussian mask)."""
-    net = vit_zoo.swin()
-    images = np.random.default_rng(3).random((BATCH, 3, vit_zoo.SWIN_SIZE, vit_zoo.SWIN_SIZE), dtype=np.float32)
-    example = torch.rand(2, 3, vit_zoo.SWIN_SIZE, vit_zoo.SWIN_SIZE)
+    net = vits.swin()
+    images = np.random.default_rng(3).random((BATCH, 3, vits.SWIN_SIZE, vits.SWIN_SIZE), dtype=np.float32)
+    example = torch.rand(2, 3, vits.SWIN_SIZE, vits.SWIN_SIZE)
     plain = (
         to_ir(net, tmp_path / "swin.xml", example) if source == "ir" else to_onnx(net, tmp_path / "swin.onnx", example)
     )
@@ -319,7 +319,7 @@ def test_swin_on_the_general_path(tmp_path: Path, source: str) -> None:
 )
 def test_layer_that_is_not_a_block_is_refused(vit_models: Any, tmp_path: Path, name: str, layer: str) -> None:
     """One line, naming the module paths that work."""
-    case = vit_zoo.CASES[name]
+    case = vits.CASES[name]
     with pytest.raises(OvxaiError) as error:
         export(vit_models(name, "onnx").files["onnx"], tmp_path / "out.onnx", layer=layer)
     message = str(error.value)
@@ -344,7 +344,7 @@ def test_inspect_lists_the_blocks_with_their_cost(vit_models: Any, capsys: pytes
 
     assert main(["inspect", "--model", str(vit_models("deit_distilled", "onnx").files["onnx"])]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = [line for line in lines if "blocks." in line]
+    rows = [line for line in lines if line[2:].startswith("blocks.")]
     assert [row.split()[1] if row.startswith("*") else row.split()[0] for row in rows] == ["blocks.0", "blocks.1",
                                                                                          "blocks.2"]  # fmt: skip
     assert rows[-1].startswith("*") and "18x32" in rows[-1] and "4x4" in rows[-1], rows[-1]
@@ -360,7 +360,7 @@ def test_vit_without_module_paths_is_refused(
     import openvino as ov
 
     net = vit_models("timm_vit", "onnx").net
-    program = torch.export.export(net, (vit_zoo.example(1),))
+    program = torch.export.export(net, (vits.example(1),))
     path = tmp_path / "fx.xml"
     ov.save_model(ov.convert_model(program), str(path), compress_to_fp16=False)
     err = cli_fails(capsys, "export", "--model", str(path), "--output", str(tmp_path / "o.xml"))

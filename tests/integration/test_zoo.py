@@ -1,4 +1,4 @@
-"""The architecture zoo: torchvision's and timm's classifiers (random weights, tests/zoo.py) through
+"""The architecture zoo: torchvision's and timm's classifiers (random weights, models/zoo.py) through
 ``to_onnx`` and ``ovxai.export``, on ONNX Runtime and OpenVINO, against the torch oracle.
 
 Each model is exported with the automatic target (which must resolve to the model's last
@@ -24,14 +24,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-for _package in ("torchvision", "timm"):  # found, not imported: torchvision imports only through tests/zoo.py
+for _package in ("torchvision", "timm"):  # found, not imported: torchvision imports only through models/zoo.py
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"the architecture zoo needs {_package} (the dev extra)", allow_module_level=True)
 
-import zoo
 from oracle import Reference, reference
 from runners import run
 
+from models import zoo
 from ovxai import HookOptions, export
 from ovxai.errors import OvxaiError
 from ovxai.exporter.from_torch import to_onnx

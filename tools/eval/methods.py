@@ -7,6 +7,8 @@ min-max normalises every map the same way before any metric sees it.
 Where each method comes from, and on which runtime it runs:
 
 * Recipro-CAM: ovxai's exported model (OpenVINO IR, CPU, f32), one inference gives logits and maps.
+* Grad-CAM, Grad-CAM++, XGrad-CAM, LayerCAM, Integrated Grad-CAM "in graph": the same, exported with ovxai's
+  ``--method``: the gradient is the graph's own backward, no torch at run time (``InGraphCAM``).
 * CAM, Grad-CAM, XGrad-CAM, Score-CAM: ``torchcam`` (torch, CPU), unchanged.
 * Grad-CAM++ and Smooth Grad-CAM++: ``torchcam``'s hooks, back-propagation and noise sampling, with the
   weight formula corrected to the papers' (see ``GradCAMppPaper``).
@@ -37,13 +39,6 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin would pick bf16 here
 
 
 # ------------------------------------------------------------------------------------------------ models
-
-
-def to_onnx(net: nn.Module, path: Path, size: int, exporter: str = "dynamo") -> Path:
-    """The project's torch -> ONNX helper (input 'input', output 'logits', dynamic batch)."""
-    from ovxai.exporter.from_torch import to_onnx as export_onnx
-
-    return export_onnx(net, path, size, exporter)
 
 
 def split_head_activation(net: nn.Module) -> nn.Module:
@@ -130,6 +125,29 @@ class ReciproCAM(Explainer):
     def explain(self, x: NDArray[np.float32], cls: int) -> NDArray[np.float32]:
         self.request.infer({0: x})
         return self.request.get_tensor(self.output).data[0, cls].copy()
+
+
+class InGraphCAM(Explainer):
+    """A gradient CAM ovxai exported into the graph (``--method``, ``--explain top5``): one OpenVINO inference gives
+    the logits and the maps of the model's five best classes; the explained class is among them (the fidelity set
+    explains the top-1, the pointing game keeps trials whose class the model ranks in its top 5)."""
+
+    runtime = "OpenVINO"
+
+    def __init__(self, name: str, path: Path) -> None:
+        import openvino as ov
+
+        self.name = name
+        self.compiled = ov.Core().compile_model(str(path), "CPU", F32)
+        self.request = self.compiled.create_infer_request()
+        self.maps, self.classes = self.compiled.output("saliency_map"), self.compiled.output("saliency_classes")
+
+    def explain(self, x: NDArray[np.float32], cls: int) -> NDArray[np.float32]:
+        self.request.infer({0: x})
+        where = np.flatnonzero(self.request.get_tensor(self.classes).data[0] == cls)
+        if not where.size:
+            raise ValueError(f"class {cls} is not among the five the model maps for this image")
+        return self.request.get_tensor(self.maps).data[0, where[0]].copy()
 
 
 class TorchCAM(Explainer):

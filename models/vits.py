@@ -1,7 +1,8 @@
-"""Small vision transformers built from torchvision's and timm's own model code, with random weights: a
-test-only helper (imports go through tests/zoo.py, which keeps torchvision's compiled operators out).
+"""Vision transformers from torchvision's and timm's own model code, with random weights (imports go through
+``zoo.py``, which keeps torchvision's compiled operators out): the tests' tiny token classifiers and the
+benchmarks' ViT-B/16.
 
-Every model is tiny (32 px, 8 px patches: a 4 x 4 token grid, dim 32, 2 heads, 3 blocks) so that the torch
+The tests' models are tiny (32 px, 8 px patches: a 4 x 4 token grid, dim 32, 2 heads, 3 blocks) so that the torch
 oracle (N = 16 copies) and both exports take well under a second. The libraries initialise for training
 (weights of std 0.02, zero biases, CLS token ~1e-6): attention would be near uniform, every bias and token
 zero, and a hook that mixes up the masked tokens' keys or the norm's bias could still pass. :func:`randomize`
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import zoo
 from torch import nn
+
+from models import zoo
 
 SIZE, PATCH, DIM, HEADS, DEPTH, CLASSES = 32, 8, 32, 2, 3, 10
 SWIN_SIZE = 32  # patch 4: an 8 x 8 map, merged to 4 x 4 for the last stage
@@ -140,3 +142,40 @@ def build(name: str) -> nn.Module:
 
 def example(batch: int, seed: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+
+
+# ----------------------------------------------------------------------------------------- ViT-B/16, 224 px
+
+VIT_B16 = {"torchvision": "vit_b_16", "timm": "vit_base_patch16_224"}  # the same architecture in each library
+ATTENTION_PEAK = 8.0
+
+
+def vit_b16(library: str, seed: int = 0) -> nn.Module:
+    """ViT-B/16 at 224 px with 1000 classes from ``library`` ('torchvision' or 'timm'): :func:`randomize`d, and
+    the last block's attention peaked (:func:`peak_last_attention`) so that its maps are well conditioned."""
+    torch.manual_seed(seed)
+    if library == "torchvision":
+        net = zoo.torchvision().models.vit_b_16(weights=None)
+    else:
+        net = zoo.timm().create_model(VIT_B16[library], pretrained=False)
+    randomize(net, seed)
+    peak_last_attention(net)
+    return net
+
+
+@torch.no_grad()
+def peak_last_attention(net: nn.Module, peak: float = ATTENTION_PEAK) -> None:
+    """Scale the last block's query and key projections by ``peak`` (attention logits x peak squared).
+
+    With random weights ViT-B's attention is near uniform: masking one of 196 tokens moves the logits by
+    ~1e-3 against logits of ~6, so per-class min-max maps are float32 rounding (torch's own float32 maps
+    differ from float64 by up to 1.0). Peaked attention, as trained ViTs have, makes the maps well
+    conditioned (torch float32 vs float64: ~1e-4), so agreement to 1e-3 means something."""
+    if hasattr(net, "encoder"):  # torchvision: packed in_proj of nn.MultiheadAttention
+        attention = net.encoder.layers[-1].self_attention
+        weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    else:  # timm: one qkv Linear
+        weight, bias = net.blocks[-1].attn.qkv.weight, net.blocks[-1].attn.qkv.bias
+    depth = weight.shape[1]
+    weight[: 2 * depth] *= peak
+    bias[: 2 * depth] *= peak

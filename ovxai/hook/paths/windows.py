@@ -25,16 +25,16 @@ export time; the graph holds the indices (N x patch size int64 each) and no per-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
+from ovxai.conventions import HookPath, Mask
 from ovxai.graph.macs import macs, node_macs
 from ovxai.graph.view import QUANTIZERS, SHAPE_OPS, GraphView, Node, Sliding
+from ovxai.hook.options import HookOptions
+from ovxai.hook.paths.path import Copies, Declined, Site
 from ovxai.hook.tail import TailPlan, acts_per_position, global_pool_keepdims, is_constant
-
-if TYPE_CHECKING:
-    from ovxai.hook.recipro import ReciproCamHook
 
 T = TypeVar("T")
 CHEAPER = 0.75  # windows are taken when their MACs are at most this share of the mosaic's (gathers cost too)
@@ -144,46 +144,61 @@ class Windows:
         return total
 
 
-def plan_windows(graph: GraphView, plan: TailPlan, mask: str) -> Windows | None:
-    """The incremental path for ``plan``, when its tail is convolutions and per-position ops up to a global
-    average pool, shapes are static, and its MACs are at most ``CHEAPER`` of the mosaic's. None otherwise."""
-    if plan.shortcut is not None:
-        return None  # the closed-form shortcut is cheaper still
-    shape = graph.tensor(plan.target).shape
-    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
-        return None
-    region = {plan.target}
-    nodes: list[Node] = []
-    pool: Node | None = None
-    pool_keepdims = True
-    for node in plan.nodes:
-        if node.op in SHAPE_OPS or not any(i in region for i in node.inputs):
-            continue
-        if pool is not None:
-            return None  # the windows are read past the pool
-        keepdims = global_pool_keepdims(graph, node)
-        if keepdims is not None and node.inputs[0] in region:
-            pool, pool_keepdims = node, keepdims
-            continue
-        if node.op in QUANTIZERS:
-            return None  # the engines re-plan quantised convolutions around the gathers (OpenVINO's LPT fails)
-        out = graph.tensor(node.outputs[0]).shape
-        if out is None or len(out) != 4 or not all(isinstance(d, int) for d in out[1:]):
-            return None
-        if not (_slides(graph, node, region) or acts_per_position(graph, node, region)):
-            return None
-        nodes.append(node)
-        region.update(node.outputs)
-    if pool is None:
-        return None
-    feeding = graph.ancestors([pool.inputs[0]])
-    if any(n.name not in feeding for n in nodes):
-        return None  # a windowed tensor leaves the tail another way than through the pool
-    windows = Windows(plan.target, tuple(nodes), pool, pool_keepdims, _geometry(graph, plan.target, nodes, mask))
-    n = len(windows.geometry[plan.target].starts)
-    if windows.macs(graph, plan.nodes) > CHEAPER * n * macs(graph, plan.nodes):
-        return None
-    return windows
+class WindowsPath:
+    name: HookPath = "windows"
+
+    def plan(self, graph: GraphView, tail: TailPlan, options: HookOptions) -> Windows | Declined:
+        """Convolutions and per-position ops up to a global average pool, static shapes, and at most ``CHEAPER``
+        of the mosaic's MACs."""
+        shape = graph.tensor(tail.target).shape
+        if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+            return Declined("the map's size is not fixed (pin it with --input-shape)")
+        region = {tail.target}
+        nodes: list[Node] = []
+        pool: Node | None = None
+        pool_keepdims = True
+        for node in tail.nodes:
+            if node.op in SHAPE_OPS or not any(i in region for i in node.inputs):
+                continue
+            if pool is not None:
+                return Declined(f"'{node.name}' ({node.op}) reads the copies past the global pool")
+            keepdims = global_pool_keepdims(graph, node)
+            if keepdims is not None and node.inputs[0] in region:
+                pool, pool_keepdims = node, keepdims
+                continue
+            if node.op in QUANTIZERS:  # the engines re-plan quantised convolutions around the gathers
+                return Declined(f"'{node.name}' quantises the copies (OpenVINO's LPT cannot compile gathered INT8)")
+            out = graph.tensor(node.outputs[0]).shape
+            if out is None or len(out) != 4 or not all(isinstance(d, int) for d in out[1:]):
+                return Declined(f"'{node.name}' ({node.op}) gives a map of unknown size")
+            if not (_slides(graph, node, region) or acts_per_position(graph, node, region)):
+                return Declined(f"'{node.name}' ({node.op}) is neither a 2-D convolution nor a per-position op")
+            nodes.append(node)
+            region.update(node.outputs)
+        if pool is None:
+            return Declined("no global average pool ends the spatial part")
+        feeding = graph.ancestors([pool.inputs[0]])
+        if any(n.name not in feeding for n in nodes):
+            return Declined("a windowed tensor leaves the tail another way than through the pool")
+        geometry = _geometry(graph, tail.target, nodes, options.mask)
+        windows = Windows(tail.target, tuple(nodes), pool, pool_keepdims, geometry)
+        n = len(windows.geometry[tail.target].starts)
+        cost, mosaic = windows.macs(graph, tail.nodes), n * macs(graph, tail.nodes)
+        if cost > CHEAPER * mosaic:
+            return Declined(f"the windows cost {cost / max(mosaic, 1):.2f} of the mosaic's MACs (over {CHEAPER})")
+        return windows
+
+    def replaced(self, plan: Windows) -> frozenset[str]:
+        return frozenset(plan.replaced)
+
+    def macs(self, graph: GraphView, tail: TailPlan, plan: Windows, mask: Mask) -> int:
+        return plan.macs(graph, tail.nodes)
+
+    def emit(self, hook: Site[T], plan: Windows) -> Copies[T]:
+        return Copies({plan.output: WindowedCopies(hook, plan).pooled()}, frozenset(plan.replaced), pool=plan.pool)
+
+
+WINDOWS = WindowsPath()
 
 
 def _slides(graph: GraphView, node: Node, region: set[str]) -> bool:
@@ -221,7 +236,7 @@ class WindowedCopies(Generic[T]):
     """Emits the incremental path through the hook's :class:`~ovxai.graph.ops.Ops`: the pool's output for all B*N
     copies, (B*N, C, 1, 1) (or (B*N, C) without keepdims), from windows instead of the mosaic."""
 
-    def __init__(self, hook: ReciproCamHook[T], windows: Windows) -> None:
+    def __init__(self, hook: Site[T], windows: Windows) -> None:
         self.hook, self.ops, self.windows = hook, hook.ops, windows
         self.geometry = windows.geometry
         self.n = len(windows.geometry[windows.target].starts)
@@ -229,7 +244,7 @@ class WindowedCopies(Generic[T]):
     def pooled(self) -> T:
         ops, windows = self.ops, self.windows
         zeros = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(windows.target)), ops.i64([1, *self._chw(windows.target)]))
-        background = self.hook._copied(windows.nodes, {windows.target: zeros})  # one image, image-independent
+        background = self.hook.copied(windows.nodes, {windows.target: zeros})  # one image, image-independent
         values = {windows.target: self._target()}
         for node in windows.nodes:
             out = self.geometry[node.outputs[0]]
@@ -264,7 +279,7 @@ class WindowedCopies(Generic[T]):
             return ops.reshape(rows, ops.i64([-1, c, 1, 1]))
         index = map_positions(window)
         gathered = ops.gather(self._rows(hook.t, c, h * w), ops.i64(index.reshape(-1)), 1)  # (B, N h w, C)
-        weights = ops.gather_elements(hook._masks(), ops.i64(index), 1)  # (N, h w): mask n on its window
+        weights = ops.gather_elements(hook.masks, ops.i64(index), 1)  # (N, h w): mask n on its window
         per_copy = ops.reshape(gathered, ops.i64([-1, self.n, window.area, c]))
         placed = ops.binary("Mul", per_copy, ops.reshape(weights, ops.i64([1, self.n, window.area, 1])))
         return self._unbanked(placed, c, window.size)

@@ -1,0 +1,1 @@
+"""Benchmarks (the performance tier) and the evaluation harness: see tools/README.md."""
