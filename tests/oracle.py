@@ -346,7 +346,7 @@ def gradient_reference(
             return np.array(
                 [[ig.raw(x[b : b + 1], int(c)).detach().numpy() for c in ids] for b, ids in enumerate(classes)]
             )
-    import zoo
+    from models import zoo
 
     zoo.torchvision()  # pytorch-grad-cam imports torchvision, whose compiled operators do not load beside this torch
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM

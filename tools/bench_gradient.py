@@ -114,7 +114,7 @@ def torch_method(
             return ig.raw(xt, cls)
 
         return integrated
-    import zoo
+    from models import zoo
 
     zoo.torchvision()
     import pytorch_grad_cam

@@ -289,12 +289,27 @@ def _fold(model: onnx.ModelProto, batch: int | str) -> None:
 
 def _probe_shapes(model: onnx.ModelProto, batch: int) -> dict[str, tuple[Dim, ...] | None]:
     """Every tensor's shape on a copy of ``model`` whose batch is ``batch``, its shape arithmetic folded."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe = onnx.ModelProto()  # the graph, and the initializers without their data where it is never read
+    probe.ir_version = model.ir_version
+    probe.opset_import.extend(model.opset_import)
+    probe.functions.extend(model.functions)
+    for part in ("node", "input", "output"):
+        getattr(probe.graph, part).extend(getattr(model.graph, part))
+    for init in model.graph.initializer:
+        small = int(np.prod(init.dims)) <= _FOLDED_MAX
+        probe.graph.initializer.append(init if small else _dataless(init))
     _fold(probe, batch)
     inferred = _infer_shapes(probe, batch).graph
     shapes = {i.name: _tensor(i).shape for i in [*inferred.value_info, *inferred.output]}
     return shapes | {i.name: tuple(i.dims) for i in probe.graph.initializer}
+
+
+def _dataless(init: onnx.TensorProto) -> onnx.TensorProto:
+    """An initializer's name, type and dimensions without its data (what shape inference reads of a weight)."""
+    tensor = onnx.TensorProto()
+    tensor.name, tensor.data_type = init.name, init.data_type
+    tensor.dims.extend(init.dims)
+    return tensor
 
 
 def _static_shape_values(model: onnx.ModelProto, batch: int | str) -> dict[str, np.ndarray]:

@@ -59,7 +59,7 @@ def test_default_output_name(resnet: Path) -> None:
 def test_inspect_lists_candidates(resnet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "--model", str(resnet)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    default = [line for line in lines if line.startswith("*")]
+    default = [line for line in lines if line.startswith("* ") and line != "* = default"]
     assert len(default) == 1 and "layer4" in default[0] and "32x4x4" in default[0] and "mean" in default[0]
     # layer3 is followed by layer4's 3 x 3 convolutions: each copy is computed on windows (ovxai/incremental.py)
     assert any(line.split()[0] == "layer3" and "windows" in line for line in lines)
