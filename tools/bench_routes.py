@@ -70,7 +70,8 @@ def measure(
 ) -> dict[str, Any]:
     from ovxai import export
 
-    result = export(plain, plain.with_name(f"{plain.stem}_xai.xml"), layer=layer)
+    # the weights as the plain file stores them (export's default would compress FP32 ones to FP16: another model)
+    result = export(plain, plain.with_name(f"{plain.stem}_xai.xml"), layer=layer, fp16=False)
     print(f"{name}: {result.target.layer} on the {result.path} path, isolated {result.isolated}", flush=True)
     paths = {"plain": plain, "patched": Path(result.files[0])}
     rng = np.random.default_rng(0)
