@@ -14,7 +14,9 @@ products): the copy reads the original graph only as convolutions and products r
 fuse with nor write into their inputs. Engines merge identical subgraphs (common-subexpression
 elimination compares constants by value, after weight compression), which would hand the hook the
 original again, so each copied weighted node computes one more output channel, of zero weights, which
-the copy drops: the same numbers from a node no engine can merge with the original. For ResNet-50 at
+the copy drops: the same numbers from a node no engine can merge with the original. A weight dequantised
+in the graph gets that channel where it is stored (its integers, its per-channel scale and zero point), so
+that the copy still runs as a quantised convolution. For ResNet-50 at
 layer4 the copy is the last convolution of each block and the stage's downsampling (6 % of the
 network's MACs); the export checks that the original path compiles exactly as without the hook, and
 where it does not, falls back to a copy of the whole network (``whole``: the hook then shares nothing
@@ -114,6 +116,32 @@ class PrivateReads(Generic[T]):
             self._copies.update(zip(producer.outputs, self._builder.copy_node(producer, inputs), strict=True))
         return self._copies[name]
 
+    def _widened_weight(self, name: str, axis: int) -> T:
+        """The weight ``name`` with one more zero slice on ``axis``, added where the weight is stored: a weight
+        dequantised in the graph (Cast, Sub of a zero point, Mul by a scale: NNCF's INT8 weights) is widened at
+        its stored integers and at each per-channel parameter, so that the engine still runs a quantised kernel."""
+        graph, ops = self._graph, self._ops
+        shape = graph.tensor(name).shape or ()
+        producer = graph.producer.get(name)
+        if producer is not None and producer.op in ("Cast", "Sub", "Mul") and graph.kind.get(name) is Kind.CONSTANT:
+            inputs: list[T | None] = []
+            for i in producer.inputs:
+                own = graph.tensor(i).shape
+                at = None if own is None else axis - (len(shape) - len(own))  # numpy broadcasting aligns the ends
+                if own is None or (at is not None and at >= 0 and own[at] not in (1, shape[axis])):
+                    break  # not a per-channel parameter: widened after it
+                broadcast = at is None or at < 0 or own[at] == 1
+                inputs.append(self._constant(i) if broadcast else self._widened_weight(i, at))  # type: ignore[arg-type]
+            else:
+                return self._builder.copy_node(producer, inputs)[0]
+        zero_shape = [1 if k == axis else int(d) for k, d in enumerate(shape)]  # type: ignore[arg-type]
+        dtype = ops.dtype(name)
+        try:
+            zero = self._builder.constant(np.zeros(zero_shape, np.dtype(dtype)))
+        except TypeError:  # a type numpy lacks (bfloat16): a float32 zero converted in the graph
+            zero = ops.expand(ops.cast(ops.f32(0.0), dtype), ops.i64(zero_shape))
+        return ops.concat([ops.tensor(name), zero], axis)
+
     def _widened_copy(self, node: Node, widening: Widening) -> T:
         """The weighted node computed with one more output channel of zero weights, that channel dropped."""
         ops = self._ops
@@ -122,11 +150,7 @@ class PrivateReads(Generic[T]):
             if name in self._copies:
                 inputs.append(self._copies[name])
             elif port in widening.padded:
-                axis = widening.padded[port]
-                shape = list(self._graph.tensor(name).shape or ())
-                shape[axis] = 1
-                zero = ops.expand(ops.cast(ops.f32(0.0), ops.dtype(name)), ops.i64(shape))  # type: ignore[arg-type]
-                inputs.append(ops.concat([ops.tensor(name), zero], axis))
+                inputs.append(self._widened_weight(name, widening.padded[port]))
             else:
                 inputs.append(self._constant(name))
         wide = self._builder.copy_node(node, inputs)[0]
