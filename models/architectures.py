@@ -289,6 +289,53 @@ class EfficientNetLiteStyle(nn.Module):
         return self._fc(self._dropout(x))
 
 
+class _SiLUSqueezeExcitation(nn.Module):
+    """EfficientNet's squeeze-excite: a global pool inside the block, SiLU, and a sigmoid gate."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(nn.functional.silu(self.fc1(self.avgpool(x)))))
+
+
+class _SiLUMBConv(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.block = nn.Sequential(
+            _conv_bn_act(cin, mid, 1, 1, 1, nn.SiLU),
+            _conv_bn_act(mid, mid, 3, stride, mid, nn.SiLU),
+            _SiLUSqueezeExcitation(mid, max(4, cin // 4)),
+            nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)),
+        )
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return out + x if self.skip else out
+
+
+class TinyEfficientNet(nn.Module):
+    """torchvision's EfficientNet layout, small: features (MBConv blocks with SiLU and squeeze-excite, whose
+    global pools sit inside the network) -> avgpool -> classifier (dropout, linear)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn_act(3, 8, 3, 2, 1, nn.SiLU), _SiLUMBConv(8, 8, 1), _SiLUMBConv(8, 16, 2), _SiLUMBConv(16, 16, 1),
+            _conv_bn_act(16, 32, 1, 1, 1, nn.SiLU),
+        )  # fmt: skip
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
 def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights that behave like a trained net's: activations keep their scale through the
     layers (He init), BatchNorm has non-trivial statistics and the logits spread over several units,

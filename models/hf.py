@@ -128,6 +128,22 @@ def efficientnet(seed: int = 9) -> nn.Module:
                   width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320)  # fmt: skip
 
 
+def mobilenet_v1(seed: int = 10) -> nn.Module:
+    """TensorFlow's 'same' padding, computed in the graph from each map's size."""
+    return _build("MobileNetV1Config", "MobileNetV1ForImageClassification", seed, 64, image_size=64,
+                  depth_multiplier=0.25)  # fmt: skip
+
+
+def mobilenet_v2(seed: int = 11) -> nn.Module:
+    return _build("MobileNetV2Config", "MobileNetV2ForImageClassification", seed, 64, image_size=64,
+                  depth_multiplier=0.25)  # fmt: skip
+
+
+def regnet(seed: int = 12) -> nn.Module:
+    return _build("RegNetConfig", "RegNetForImageClassification", seed, 64, embedding_size=8,
+                  hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], groups_width=8)  # fmt: skip
+
+
 _B = "model.{}.layers.{}"
 CASES = {
     case.name: case

@@ -64,6 +64,7 @@ class _Parser(argparse.ArgumentParser):
 
 # API parameter -> command-line flag: library errors name the parameter, the CLI shows the flag.
 _FLAGS = {
+    "path": "--path",
     "layer": "--layer",
     "input_shape": "--input-shape",
     "static_batch": "--static-batch",
@@ -369,6 +370,11 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
     for name, reason in result.declined:
         print(f"         (not {name}: {reason})")
+    if result.isolated:
+        print(
+            "note     the engine compiled the original path otherwise when the hook read it (the prediction moved): "
+            "the hook runs on its own copy of the network, about twice the computation"
+        )
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
     if not options.selection.every:  # 'ALL' is all too: the parsed choice, never the spelling
         extra += f" + 'saliency_classes' (B, K') for explain {options.explain}"

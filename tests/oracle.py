@@ -3,6 +3,9 @@ replaced by each masked copy through a forward hook. Shares no code with ovxai."
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,73 @@ torch = pytest.importorskip("torch")  # every oracle test needs torch: skipped, 
 from torch import nn
 
 GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 16
+
+# Tolerances come from the case itself: an engine computing in float32 strays from the exact maps by as much as
+# torch's own float32 run does, times what its kernels add, whatever the CPU: NOISE_FACTOR. Winograd convolutions,
+# other blockings and the shortcut's placement products sum in other orders (up to 20x torch's direct error seen
+# on the Gaussian mask's shortcut). The floor, a few units in the last place of 1 (maps lie in [0, 1]), covers maps
+# that float32 barely moves.
+NOISE_FACTOR = 32.0
+FLOAT32_FLOOR = 8 * float(np.finfo(np.float32).eps)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The oracle's maps computed in float64, and how far float32 moves them on this very case."""
+
+    maps: np.ndarray
+    noise: float  # max |float32 oracle - float64 oracle|
+
+    @property
+    def tolerance(self) -> float:
+        """How far a float32 engine's maps may be from ``maps``."""
+        return max(NOISE_FACTOR * self.noise, FLOAT32_FLOOR)
+
+    @property
+    def between_engines(self) -> float:
+        """How far two float32 engines' (or paths') maps may be from each other: each strays by ``tolerance``."""
+        return 2 * self.tolerance
+
+    def check(self, got: np.ndarray, what: str = "maps") -> None:
+        """``got`` within :attr:`tolerance` of the float64 maps."""
+        assert got.shape == self.maps.shape, f"{what}: shape {got.shape}, oracle {self.maps.shape}"
+        diff = float(np.abs(got.astype(np.float64) - self.maps).max())
+        assert diff <= self.tolerance, f"{what}: max |got - oracle| = {diff:.3g} > {self.tolerance:.3g}"
+
+
+def reference(
+    model: nn.Module, module: str, images: np.ndarray, score: str = "softmax", mask: str = "onehot", call: int = 0
+) -> Reference:
+    """:func:`reference_saliency` in float64 (on a float64 copy of ``model``), with its float32 error."""
+    exact = reference_saliency(copy.deepcopy(model).double(), module, images.astype(np.float64), score, mask, call)
+    single = reference_saliency(model, module, images.astype(np.float32), score, mask, call)
+    return Reference(exact, float(np.abs(single.astype(np.float64) - exact).max()))
+
+
+def lower_precision_shift(
+    model: nn.Module, module: str, images: np.ndarray, exact: Reference, weights_only: bool, **options: object
+) -> float:
+    """How far computing in a lower precision moves this case's exact maps: with ``weights_only`` the weights
+    rounded to float16 (an IR whose weights are stored in FP16), else the whole network run in bfloat16 (the CPU
+    plugin's default precision on CPUs that have it). A tolerance for such a run is NOISE_FACTOR times this, plus
+    ``exact.tolerance``."""
+    rounded = copy.deepcopy(model)
+    if weights_only:
+        with torch.no_grad():
+            for tensor in [*rounded.parameters(), *rounded.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half().float())
+        maps = reference_saliency(rounded.double(), module, images.astype(np.float64), **options)  # type: ignore[arg-type]
+    else:
+        maps = reference_saliency(rounded.bfloat16(), module, images, bfloat16=True, **options)  # type: ignore[arg-type]
+    return float(np.abs(maps.astype(np.float64) - exact.maps).max())
+
+
+def close(a: np.ndarray, b: np.ndarray, atol: float, what: str = "maps") -> None:
+    """``a`` and ``b`` within ``atol`` (a tolerance from :class:`Reference`), with a readable message."""
+    assert a.shape == b.shape, f"{what}: shapes {a.shape} and {b.shape}"
+    diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+    assert diff <= atol, f"{what}: max difference {diff:.3g} > {atol:.3g}"
 
 
 def spatial_masks(h: int, w: int, kind: str) -> np.ndarray:
@@ -29,18 +99,34 @@ def spatial_masks(h: int, w: int, kind: str) -> np.ndarray:
 
 @torch.no_grad()
 def reference_saliency(
-    model: nn.Module, module: str, images: np.ndarray, score: str = "softmax", mask: str = "onehot", call: int = 0
+    model: nn.Module,
+    module: str,
+    images: np.ndarray,
+    score: str = "softmax",
+    mask: str = "onehot",
+    call: int = 0,
+    bfloat16: bool = False,
 ) -> np.ndarray:
-    """(B, K, H, W) saliency; ``call`` picks which call of a reused module (e.g. a shared ReLU) is the target."""
+    """(B, K, H, W) saliency; ``call`` picks which call of a reused module (e.g. a shared ReLU) is the target.
+
+    A module returning a structure (Hugging Face's encoders: a ``ModelOutput``) has its first tensor masked; a
+    container that is never called itself (a ``ModuleList``) stands for its last module. ``bfloat16``: ``model``
+    computes in bfloat16 (the images and masks are given to it so)."""
     target = model.get_submodule(module)
+    while isinstance(target, nn.ModuleList | nn.ModuleDict) and len(target):
+        target = list(target.children())[-1]
     shape: list[int] = []
+
+    def cast(x: torch.Tensor) -> torch.Tensor:
+        return x.bfloat16() if bfloat16 else x
+
     with _capture_shape(target, call, shape):
-        model(torch.from_numpy(images[:1]))
+        model(cast(torch.from_numpy(images[:1])))
     _, _, h, w = shape
-    masks = torch.from_numpy(spatial_masks(h, w, mask))[:, None]  # (N, 1, H, W)
+    masks = cast(torch.from_numpy(spatial_masks(h, w, mask))[:, None])  # (N, 1, H, W)
     maps = []
     for image in images:
-        copies = torch.from_numpy(image)[None].repeat(h * w, 1, 1, 1)  # every layer sees N rows, skips too
+        copies = cast(torch.from_numpy(image)[None].repeat(h * w, 1, 1, 1))  # every layer sees N rows, skips too
         with _replace_output(target, call, lambda out: out * masks):
             logits = model(copies).reshape(h * w, -1).double()
         scores = {"softmax": torch.softmax(logits, -1), "sigmoid": torch.sigmoid(logits), "logits": logits}[score]
@@ -48,7 +134,7 @@ def reference_saliency(
         low, high = s.min(1, keepdims=True), s.max(1, keepdims=True)
         span = np.where(high > low, high - low, 1.0)
         maps.append(((s - low) / span).reshape(-1, h, w))
-    return np.stack(maps).astype(np.float32)
+    return np.stack(maps).astype(images.dtype)  # float32, or float64 for the exact reference
 
 
 class _replace_output:
@@ -57,7 +143,15 @@ class _replace_output:
 
     def _hook(self, _m, _i, out):  # type: ignore[no-untyped-def]
         self.seen += 1
-        return self.fn(out) if self.seen - 1 == self.call else None
+        if self.seen - 1 != self.call:
+            return None
+        if isinstance(out, torch.Tensor):
+            return self.fn(out)
+        first = next(k for k, v in out.items() if isinstance(v, torch.Tensor))  # a ModelOutput: its first tensor
+        replaced = self.fn(out[first])
+        if replaced is not None:
+            out[first] = replaced
+        return out
 
     def __enter__(self) -> None:
         self.handle = self.module.register_forward_hook(self._hook)

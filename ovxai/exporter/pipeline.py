@@ -3,7 +3,9 @@
 The pipeline talks to graph formats only through :class:`ovxai.formats.Format`; what to do with
 a model (its input shape, freeing its batch, where the hook goes) is decided on the format-neutral
 view. Guarantees: the input files are never written to, and nothing appears at ``output`` unless
-the whole export succeeded, including one run of the written model in its format's engine.
+the whole export succeeded, including a run of the written model beside the original in its format's
+engine (OpenVINO: f32 and the plugin's default precision) whose prediction must be the original's bit
+for bit; where it is not, the hook is built again on its own copy of the network, and checked again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from ovxai.graph.view import GraphView
 from ovxai.hook.gradient.hook import GradientCamHook, plan_gradient
 from ovxai.hook.options import HookOptions
 from ovxai.hook.paths import CNN_PATHS, VIT_PATHS, Choice, choose
+from ovxai.hook.private_reads import PrivateReads
 from ovxai.hook.recipro import ReciproCamHook
 from ovxai.hook.tail import plan_tail
 from ovxai.hook.target import Candidate, pick_prediction, resolve
@@ -36,6 +39,7 @@ from ovxai.hook.vit import ViTReciproCamHook
 from ovxai.metadata import ModelInfo
 
 SMOKE_SIZE = 224  # height and width of the synthetic check input where the model leaves them dynamic
+_PRECISION_NAMES = {23: "f32", 10: "f16", 7: "bf16"}  # by mantissa bits
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class ExportResult:
         return black_image(self.info)
 
     info: ModelInfo | None = None  # what the model records about itself (its metadata)
+    isolated: bool = False  # the hook runs on its own copy of the network (see ovxai.hook.private_reads)
 
 
 @dataclass
@@ -104,60 +109,96 @@ def export(
     source, destination = Path(model), Path(output)
     output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        loaded = load_model(source, input_shape, static_batch, dynamic_size)
-        graph, source_format = loaded.graph, loaded.format
-        prediction = pick_prediction(graph, prediction)
-        tokens = plan_tokens(graph, prediction, layer)
-        choice: Choice[Any] | None = None
-        if tokens is None:
-            target = resolve(graph, prediction, layer)
-            tail = plan_tail(graph, target.tensor, prediction)
-            if options.gradient:
-                plan_gradient(graph, tail, options)  # the refusal of an op it cannot differentiate, before any work
-            else:
-                choice = choose(CNN_PATHS, graph, tail, options)
-        elif options.gradient:
-            raise OvxaiError(
-                f"method={options.method} weights a CNN's feature map by its gradient; '{tokens.block}' is a "
-                "transformer block",
-                "use method=recipro (ViT-ReciproCAM) for a vision transformer",
-            )
-        else:
-            target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
-            choice = choose(VIT_PATHS, graph, tokens, options)
-        info = (info or ModelInfo()).replace(
-            score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain,
-            method=options.method, steps=options.step_count if options.method == "integrated-gradcam" else None,
-        )  # fmt: skip
-        classes = _num_classes(graph, prediction)
-        info.check(classes)
-        _check_explained(options, classes)
-        baseline = _baseline(info, graph) if options.method == "integrated-gradcam" else (0.0,)
-        builder = source_format.builder(loaded.model, graph)
+        for isolated in (False, True):
+            try:
+                result = _export_once(
+                    source, destination, output_format, scratch, isolated, layer, options, input_shape, prediction,
+                    static_batch, dynamic_size, fp16, info,
+                )  # fmt: skip
+                break
+            except PredictionMoved:  # try again with the hook on its own copy of the network
+                if isolated:
+                    raise
+        files = _move_into_place(result.files, destination)
+    return replace(result, files=files)
+
+
+class PredictionMoved(OvxaiError):
+    """The patched model's prediction is not the original's (see :func:`_check_runs`)."""
+
+
+def _export_once(
+    source: Path,
+    destination: Path,
+    output_format: Format,
+    scratch: Path,
+    isolated: bool,
+    layer: str | None,
+    options: HookOptions,
+    input_shape: Sequence[int | str] | None,
+    prediction: str | None,
+    static_batch: int | None,
+    dynamic_size: bool,
+    fp16: bool,
+    info: ModelInfo | None,
+) -> ExportResult:
+    """One export into ``scratch``, checked; ``isolated``: the hook reads a private copy of the whole network
+    (:class:`~ovxai.hook.private_reads.PrivateReads`), the fallback where reading the original path changes how
+    the engine compiles it. The result's files are in ``scratch``."""
+    loaded = load_model(source, input_shape, static_batch, dynamic_size)
+    graph, source_format = loaded.graph, loaded.format
+    prediction = pick_prediction(graph, prediction)
+    tokens = plan_tokens(graph, prediction, layer)
+    choice: Choice[Any] | None = None
+    if tokens is None:
+        target = resolve(graph, prediction, layer)
+        tail = plan_tail(graph, target.tensor, prediction)
         if options.gradient:
-            GradientCamHook(Ops(builder), graph, tail, options, baseline).build()
-        elif tokens is None:
-            assert choice is not None
-            ReciproCamHook(Ops(builder), graph, tail, options, choice).build()
+            plan_gradient(graph, tail, options)  # the refusal of an op it cannot differentiate, before any work
         else:
-            assert choice is not None
-            ViTReciproCamHook(Ops(builder), graph, tokens, options, choice).build()
-        patched = builder.finish()
-        try:
-            if output_format is not source_format:
-                patched = output_format.convert(
-                    source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
-                )
-            output_format.set_metadata(patched, info.entries())
-            written = output_format.save(patched, scratch / destination.name, fp16)
-        except OSError as exc:
-            raise _write_error(destination, exc) from None
-        _check_runs(output_format, written[0], graph)
-        files = _move_into_place(written, destination)
+            choice = choose(CNN_PATHS, graph, tail, options)
+    elif options.gradient:
+        raise OvxaiError(
+            f"method={options.method} weights a CNN's feature map by its gradient; '{tokens.block}' is a "
+            "transformer block",
+            "use method=recipro (ViT-ReciproCAM) for a vision transformer",
+        )
+    else:
+        target = Candidate(tokens.block, tokens.target, graph.tensor(tokens.target).shape or ())
+        choice = choose(VIT_PATHS, graph, tokens, options)
+    info = (info or ModelInfo()).replace(
+        score=options.score, probabilities=_ends_in_probabilities(graph, prediction), explained=options.explain,
+        method=options.method, steps=options.step_count if options.method == "integrated-gradcam" else None,
+    )  # fmt: skip
+    classes = _num_classes(graph, prediction)
+    info.check(classes)
+    _check_explained(options, classes)
+    baseline = _baseline(info, graph) if options.method == "integrated-gradcam" else (0.0,)
+    original = _reference_copy(loaded, output_format, scratch, fp16)
+    builder = PrivateReads(source_format.builder(loaded.model, graph), graph, whole=isolated)
+    if options.gradient:
+        GradientCamHook(Ops(builder), graph, tail, options, baseline).build()
+    elif tokens is None:
+        assert choice is not None
+        ReciproCamHook(Ops(builder), graph, tail, options, choice).build()
+    else:
+        assert choice is not None
+        ViTReciproCamHook(Ops(builder), graph, tokens, options, choice).build()
+    patched = builder.finish()
+    try:
+        if output_format is not source_format:
+            patched = output_format.convert(
+                source_format.save(patched, scratch / f"hooked{source_format.suffix}", False)[0]
+            )
+        output_format.set_metadata(patched, info.entries())
+        written = output_format.save(patched, scratch / destination.name, fp16)
+    except OSError as exc:
+        raise _write_error(destination, exc) from None
+    path = "backward" if choice is None else choice.name
+    _check_runs(output_format, written[0], graph, original, prediction, path)
     grid = None if tokens is None else tokens.grid
-    if choice is None:
-        return ExportResult(files, target, prediction, options, "backward", grid, info=info)
-    return ExportResult(files, target, prediction, options, choice.name, grid, choice.declined, info)
+    declined = () if choice is None else choice.declined
+    return ExportResult(written, target, prediction, options, path, grid, declined, info, isolated)
 
 
 def _baseline(info: ModelInfo, graph: GraphView) -> tuple[float, ...]:
@@ -201,13 +242,25 @@ def load_model(
     graph = fmt.view(model)
     image = graph.image_input()
     current = [d if d is not None else f"dim{i}" for i, d in enumerate(graph.input_dims())]
+    if input_shape is None and (not current or (len(current) == 4 and not isinstance(current[1], int))):
+        shown = f"[{_dims(current)}]" if current else "of unknown rank"
+        raise OvxaiError(
+            f"the image input '{image}' is {shown}: its channels and size are unknown",
+            "give the shape it takes with input_shape=?,3,224,224 (the network's own channels and size)",
+        )
+    if not current:  # unknown rank: the given shape says it
+        current = [f"dim{i}" for i in range(len(input_shape or ()))]
     shape = _wanted_shape(current, input_shape, static_batch, dynamic_size)
+    if shape != current:
+        if isinstance(current[0], int) and not isinstance(shape[0], int):
+            fmt.rewrite_reshapes(model, plan_free_batch(graph))  # batch sizes baked into Reshape targets
+        fmt.set_input_shape(model, image, shape)
+    # With its final input shape, the model's static shape arithmetic becomes constants: every tool's
+    # spelling of the same network gives the same view (and the engine no early shapes to reuse).
+    fmt.fold_static_shapes(model)
+    graph = fmt.view(model)
     if shape == current:
         return LoadedModel(fmt, model, graph)
-    if isinstance(current[0], int) and not isinstance(shape[0], int):
-        fmt.rewrite_reshapes(model, plan_free_batch(graph))  # batch sizes baked into Reshape targets
-    fmt.set_input_shape(model, image, shape)
-    graph = fmt.view(model)
     if isinstance(current[0], int) and not isinstance(shape[0], int):
         for out in graph.outputs:
             dims = graph.tensor(out).shape
@@ -280,24 +333,82 @@ def _ends_in_probabilities(graph: GraphView, prediction: str) -> bool:
     return node is not None and node.op in ("Softmax", "Sigmoid")
 
 
-def _check_runs(fmt: Format, path: Path, graph: GraphView) -> None:
-    """Run the written model once on a synthetic batch: a model that cannot run is never delivered."""
+def _reference_copy(loaded: LoadedModel, output_format: Format, scratch: Path, fp16: bool) -> Path:
+    """The model as loaded (input shape set, static shapes folded), written as the output will be: the same
+    format (converted as the patched model is), the same weight compression. The patched model's prediction is
+    checked against it."""
+    fmt = loaded.format
+    try:
+        same = fmt is output_format
+        path = fmt.save(loaded.model, scratch / f"original{fmt.suffix}", fp16 and same)[0]
+        if not same:
+            converted = output_format.convert(path)
+            path = output_format.save(converted, scratch / f"original-converted{output_format.suffix}", fp16)[0]
+    except OSError as exc:
+        raise _write_error(scratch, exc) from None
+    return path
+
+
+def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, prediction: str, hook_path: str) -> None:
+    """Run the written model and the original on one synthetic batch, in the same engine, in each of its
+    precisions: a model that cannot run, or whose prediction is not the original's bit for bit, is never
+    delivered (the linear shortcut computes the first linear layer in another summation order: equal to
+    rounding, see :func:`prediction_shift`)."""
     dims = graph.input_dims()
     shape = [d if isinstance(d, int) else (2 if i == 0 else SMOKE_SIZE) for i, d in enumerate(dims)]
     x = np.random.default_rng(0).standard_normal(shape).astype(graph.tensor(graph.image_input()).dtype or "float32")
-    try:
-        outputs = fmt.smoke_run(path, x)
-    except Exception as exc:  # each engine raises its own types
-        raise OvxaiError(
-            f"the patched model does not run in {fmt.name} on a {_dims(shape)} input: {engine_reason(exc)}",
-            "pick another layer= (see `ovxai inspect`); if the original model runs, please report this",
-        ) from None
-    maps = outputs.get(SALIENCY_OUTPUT)
-    if maps is None or maps.ndim != 4 or maps.shape[0] != shape[0]:
-        got = "no saliency_map" if maps is None else f"saliency_map of shape {maps.shape}"
-        raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
-    if not np.isfinite(maps.astype(np.float64)).all():
-        raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
+    for precision in fmt.precisions:
+        where = fmt.name
+        if len(fmt.precisions) > 1:
+            named = _PRECISION_NAMES.get(fmt.mantissa_bits(precision), precision)
+            where += f" at its default precision ({named} here)" if precision == "default" else f" ({named})"
+        try:
+            outputs = fmt.smoke_run(path, x, precision)
+        except Exception as exc:  # each engine raises its own types
+            raise OvxaiError(
+                f"the patched model does not run in {where} on a {_dims(shape)} input: {engine_reason(exc)}",
+                "pick another layer= (see `ovxai inspect`); if the original model runs, please report this",
+            ) from None
+        maps = outputs.get(SALIENCY_OUTPUT)
+        if maps is None or maps.ndim != 4 or maps.shape[0] != shape[0]:
+            got = "no saliency_map" if maps is None else f"saliency_map of shape {maps.shape}"
+            raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
+        if not np.isfinite(maps.astype(np.float64)).all():
+            raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
+        try:
+            expected = fmt.smoke_run(original, x, precision)[prediction]
+        except Exception as exc:
+            raise OvxaiError(
+                f"the original model does not run in {where} on a {_dims(shape)} input: {engine_reason(exc)}",
+                "give the input shape it takes with input_shape=",
+            ) from None
+        reordered = fmt.mantissa_bits(precision) if hook_path == "linear" else None
+        moved = prediction_shift(outputs[prediction], expected, reordered)
+        if moved is not None:
+            raise PredictionMoved(
+                f"with the hook, {where} computes the prediction '{prediction}' differently: it moves by up to "
+                f"{moved:.3g} against the original model's: the engine compiles the original path otherwise when "
+                "the hook reads it; nothing was written",
+                "try another layer= (the fix is ours: please report this model)",
+            )
+
+
+def prediction_shift(got: np.ndarray, expected: np.ndarray, reordered: int | None) -> float | None:
+    """How far the patched prediction moved from the original's, or None where it did not move.
+
+    Bit for bit, except after the linear shortcut (``reordered``: the mantissa bits the engine computes with):
+    its original output is the sum of the N per-position products, the same multiply-adds in another order,
+    which moves a value by a few units in the last place of the partial sums. Allowed there:
+    2^-(mantissa bits - 4) of the output's largest magnitude (float32: 1.9e-6).
+    """
+    if got.shape != expected.shape:
+        return float("inf")
+    if np.array_equal(got, expected, equal_nan=True):
+        return None
+    difference = float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max())
+    if reordered is not None and difference <= 2.0 ** -(reordered - 4) * float(np.abs(expected).max()):
+        return None
+    return difference
 
 
 def _checked_paths(source: Path, destination: Path) -> Format:

@@ -37,6 +37,11 @@ class Format(Protocol):
         """The format-neutral view: nodes with ONNX op names and typed attributes, shapes, constants."""
         ...
 
+    def fold_static_shapes(self, model: Any) -> None:
+        """Replace the values computed from shapes that the model's fixed dimensions determine by constants
+        (the engine would fold them when compiling; the prediction does not change)."""
+        ...
+
     def set_input_shape(self, model: Any, name: str, dims: Sequence[int | str]) -> None:
         """Pin (ints) or free (names) the dimensions of input ``name``; later views see the new shapes."""
         ...
@@ -63,8 +68,15 @@ class Format(Protocol):
         """A model of this format from a file of another format (ONNX -> IR)."""
         ...
 
-    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Load the written file in the format's engine and run it once on ``x``: the outputs by name."""
+    precisions: tuple[str, ...]  # the engine configurations a delivered model is checked in
+
+    def smoke_run(self, path: Path, x: np.ndarray, precision: str) -> dict[str, np.ndarray]:
+        """Load the written file in the format's engine, configured for ``precision`` (one of ``precisions``), and
+        run it once on ``x``: the outputs by name."""
+        ...
+
+    def mantissa_bits(self, precision: str) -> int:
+        """The mantissa bits of the floating-point type the engine computes in for ``precision``."""
         ...
 
 

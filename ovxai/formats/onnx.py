@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import heapq
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,12 @@ MIN_OPSET = 13  # Unsqueeze/Softmax semantics the hook relies on
 _PROTOBUF_LIMIT = 2**31 - 1
 _EXTERNAL_DATA_THRESHOLD = 1_800_000_000  # bytes of weights; protobuf cannot hold 2 GB
 _SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes) and the skeleton
+_FOLDED_MAX = 4096  # elements: the largest value the static-shape folding computes (shape arithmetic is small)
+_ANY_BATCH = "ovxai_any_batch"  # the batch's name while folding: a value that depends on it is not folded
+_PROBE_BATCHES = (2, 3)  # batch sizes at which shape inference resolves dimensions computed from the batch
+_FOLDING_ROUNDS = 256  # static-shape folding rounds at most (one per layer whose padding is computed, at worst)
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                         "Bernoulli", "Dropout"})  # fmt: skip
 
 
 class OnnxFormat:
@@ -64,6 +71,7 @@ class OnnxFormat:
         tensors: dict[str, Tensor] = {}
         for info in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
             tensors[info.name] = _tensor(info)
+        _resolve_by_batch(model, tensors)
         values: dict[str, np.ndarray] = {}
         for init in model.graph.initializer:
             tensors[init.name] = Tensor(init.name, tuple(init.dims), _np_dtype(init.data_type))
@@ -80,6 +88,11 @@ class OnnxFormat:
             nodes.append(_node(proto, proto.name or f"{proto.op_type}_{i}", tensors, values))
         feeds = [i.name for i in model.graph.input if i.name not in constants]
         return GraphView(nodes, tensors, feeds, [o.name for o in model.graph.output], constants, values=values)
+
+    def fold_static_shapes(self, model: onnx.ModelProto) -> None:
+        """Replace every value computed from shapes that the model's fixed dimensions determine by an initializer
+        of the same name (the nodes that computed it leave the graph); ONNX Runtime folds the same at load."""
+        _fold(model, _ANY_BATCH)
 
     def set_input_shape(self, model: onnx.ModelProto, name: str, dims: Sequence[int | str]) -> None:
         image = next(i for i in model.graph.input if i.name == name)
@@ -123,6 +136,7 @@ class OnnxFormat:
         else:
             data = path.with_name(path.name + ".data")
             onnx.save_model(model, os.fspath(path), save_as_external_data=True, location=data.name, size_threshold=1024)
+            onnx.load_external_data_for_model(model, os.fspath(path.parent))  # saving moved the weights out of it
             files = [path, data]
         try:
             onnx.checker.check_model(os.fspath(path), full_check=True)
@@ -133,14 +147,19 @@ class OnnxFormat:
     def convert(self, path: Path) -> onnx.ModelProto:
         raise OvxaiError(f"'{path}' cannot be converted to ONNX", "write OpenVINO IR (.xml) instead")
 
-    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    precisions: tuple[str, ...] = ("default",)  # ONNX Runtime's CPU provider computes in the model's own types
+
+    def mantissa_bits(self, precision: str) -> int:
+        return 23
+
+    def smoke_run(self, path: Path, x: np.ndarray, precision: str = "default") -> dict[str, np.ndarray]:
         """Run in ONNX Runtime (OpenVINO's ONNX reader where onnxruntime is not installed)."""
         try:
             import onnxruntime as ort
         except ImportError:
             from ovxai.formats.openvino import run_once
 
-            return run_once(path, x)
+            return run_once(path, x, "f32")
         session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
@@ -181,7 +200,9 @@ def _set_dim(dim: onnx.TensorShapeProto.Dimension, value: int | str) -> None:
 # -- reading ----------------------------------------------------------------------------------------
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+def _infer_shapes(model: onnx.ModelProto, batch: int | str | None = None) -> onnx.ModelProto:
+    """Shapes by ONNX shape inference on a weightless skeleton; ``batch``: with every input's first dimension (the
+    batch) set to it, the declared inner shapes dropped (a name: no inferred value depends on the batch size)."""
     # Weights only matter to shape inference through their shapes, and dropping them keeps the
     # skeleton far below protobuf's 2 GB limit; small ones stay (Reshape targets, axes, ...).
     skeleton = onnx.ModelProto()
@@ -192,7 +213,16 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(model.graph.node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
-    graph.value_info.extend(model.graph.value_info)
+    if batch is not None:
+        weights = {init.name for init in model.graph.initializer}  # listed as inputs by older exporters
+        for info in graph.input:
+            dims = info.type.tensor_type.shape.dim
+            if dims and info.name not in weights:
+                _set_dim(dims[0], batch)
+        for info in graph.output:
+            info.type.tensor_type.ClearField("shape")  # declared with the fixed batch: let inference say
+    else:
+        graph.value_info.extend(model.graph.value_info)
     declared = {i.name for i in graph.input}
     for init in model.graph.initializer:
         if int(np.prod(init.dims)) <= _SMALL_CONSTANT:
@@ -203,6 +233,161 @@ def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise OvxaiError(f"ONNX shape inference failed: {engine_reason(exc)}", "check the model") from None
+
+
+def _resolve_by_batch(model: onnx.ModelProto, tensors: dict[str, Tensor]) -> None:
+    """Dimensions that shape inference leaves unknown only because they are computed from the symbolic batch (a
+    flatten whose target is ``[Shape(x)[0], C, -1]``, a token expanded to ``[B, 1, 1]``: the legacy torch exporter's
+    spelling), from inference at two batch sizes: a dimension equal in both is that size, one equal to each batch
+    is the batch. Only where every input's other dimensions are fixed (nothing else can vary)."""
+    feeds = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    shapes = [tensors[i.name].shape for i in feeds]
+    if not shapes or any(s is None or not s or not all(isinstance(d, int) for d in s[1:]) for s in shapes):
+        return
+    symbols = {s[0] for s in shapes if s is not None and not isinstance(s[0], int)}
+    unknown = [t for t in tensors.values() if t.shape is not None and not all(isinstance(d, int) or d in symbols
+                                                                              for d in t.shape)]  # fmt: skip
+    if len(symbols) != 1 or not unknown:
+        return
+    symbol = symbols.pop()
+    at = {b: _probe_shapes(model, b) for b in _PROBE_BATCHES}
+    first, second = _PROBE_BATCHES
+    for tensor in unknown:
+        one, two = at[first].get(tensor.name), at[second].get(tensor.name)
+        if one is None or two is None or not (len(one) == len(two) == len(tensor.shape or ())):
+            continue
+        dims: list[Dim] = []
+        for have, a, b in zip(tensor.shape or (), one, two, strict=True):
+            if isinstance(have, int) or have == symbol:
+                dims.append(have)
+            elif isinstance(a, int) and a == b:
+                dims.append(a)
+            else:
+                dims.append(symbol if (a, b) == _PROBE_BATCHES else have)
+        tensors[tensor.name] = Tensor(tensor.name, tuple(dims), tensor.dtype)
+
+
+def _fold(model: onnx.ModelProto, batch: int | str) -> None:
+    """:meth:`OnnxFormat.fold_static_shapes` with the batch ``batch`` (a name: any batch)."""
+    # Each round's constants can make more shapes known (a padding computed from the map's size gives the
+    # padded map's size, whose shape the next padding reads): fold until nothing more is fixed.
+    for _ in range(_FOLDING_ROUNDS):
+        folded = _static_shape_values(model, batch)
+        if not folded:
+            return
+        graph = model.graph
+        kept = [n for n in graph.node if not (n.output and all(o in folded or not o for o in n.output))]
+        read = {i for n in kept for i in _reads(n)} | {o.name for o in graph.output}
+        del graph.node[:]
+        graph.node.extend(kept)
+        unread = [i for i in graph.initializer if i.name not in read]  # what only the folded nodes read
+        for init in unread:
+            graph.initializer.remove(init)
+        graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items() if name in read)
+        del graph.value_info[:]  # re-inferred from the constants
+
+
+def _probe_shapes(model: onnx.ModelProto, batch: int) -> dict[str, tuple[Dim, ...] | None]:
+    """Every tensor's shape on a copy of ``model`` whose batch is ``batch``, its shape arithmetic folded."""
+    probe = onnx.ModelProto()  # the graph, and the initializers without their data where it is never read
+    probe.ir_version = model.ir_version
+    probe.opset_import.extend(model.opset_import)
+    probe.functions.extend(model.functions)
+    for part in ("node", "input", "output"):
+        getattr(probe.graph, part).extend(getattr(model.graph, part))
+    for init in model.graph.initializer:
+        small = int(np.prod(init.dims)) <= _FOLDED_MAX
+        probe.graph.initializer.append(init if small else _dataless(init))
+    _fold(probe, batch)
+    inferred = _infer_shapes(probe, batch).graph
+    shapes = {i.name: _tensor(i).shape for i in [*inferred.value_info, *inferred.output]}
+    return shapes | {i.name: tuple(i.dims) for i in probe.graph.initializer}
+
+
+def _dataless(init: onnx.TensorProto) -> onnx.TensorProto:
+    """An initializer's name, type and dimensions without its data (what shape inference reads of a weight)."""
+    tensor = onnx.TensorProto()
+    tensor.name, tensor.data_type = init.name, init.data_type
+    tensor.dims.extend(init.dims)
+    return tensor
+
+
+def _static_shape_values(model: onnx.ModelProto, batch: int | str) -> dict[str, np.ndarray]:
+    """Values computed from tensors' shapes that are fixed given the model's static dimensions (a Shape of a
+    tensor whose read dimensions are all known, and arithmetic on such values and small constants), and integer
+    arithmetic on constants, by name: each node is evaluated with ONNX's reference implementation of its
+    opset's operator."""
+    inferred = _infer_shapes(model, batch)
+    infos = [_tensor(i) for i in [*inferred.graph.input, *inferred.graph.value_info]]
+    shapes = {t.name: t.shape for t in infos}
+    types = {t.name: t.dtype for t in infos}
+    known: dict[str, np.ndarray] = {}
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims)) <= _FOLDED_MAX:
+            known[init.name] = numpy_helper.to_array(init)
+    folded: dict[str, np.ndarray] = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = _constant_node_value(node)
+            if value is not None and value.size <= _FOLDED_MAX:
+                known[node.output[0]] = value
+            continue
+        if node.domain not in ("", "ai.onnx") or node.op_type in _RANDOM_OPS:
+            continue
+        if node.op_type in ("Shape", "Size"):
+            values = _shape_value(node, shapes.get(node.input[0]))
+        elif all(not i or i in known for i in node.input) and (
+            any(i in folded for i in node.input) or _integer_arithmetic(node, types)
+        ):
+            values = _evaluated(node, [known[i] if i else None for i in node.input], model.opset_import)
+        else:
+            continue
+        if values is None or any(v.size > _FOLDED_MAX for v in values):
+            continue
+        for name, value in zip(node.output, values, strict=False):
+            if name:
+                known[name] = folded[name] = value
+    return folded
+
+
+def _integer_arithmetic(node: onnx.NodeProto, types: dict[str, str | None]) -> bool:
+    """Constant arithmetic with integer results (paddings, axes, shapes an exporter left unfolded), which shape
+    inference does not evaluate; a quantiser's or a weight's (float) computation is the engine's to fold."""
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"):
+        return False
+    dtypes = [types.get(o) for o in node.output if o]
+    return bool(dtypes) and all(d is not None and d.startswith(("int", "uint", "bool")) for d in dtypes)
+
+
+def _shape_value(node: onnx.NodeProto, shape: tuple[Dim, ...] | None) -> list[np.ndarray] | None:
+    """Shape (start/end attributes) or Size of a tensor, where the dimensions it reads are all known."""
+    if shape is None:
+        return None
+    if node.op_type == "Size":
+        return [np.array(math.prod(shape), np.int64)] if all(isinstance(d, int) for d in shape) else None  # type: ignore[arg-type]
+    attrs = {a.name: a.i for a in node.attribute}
+    dims = shape[attrs.get("start", 0) : attrs.get("end", len(shape))]
+    return [np.array(dims, np.int64)] if all(isinstance(d, int) for d in dims) else None
+
+
+def _evaluated(
+    node: onnx.NodeProto, inputs: list[np.ndarray | None], opsets: Sequence[onnx.OperatorSetIdProto]
+) -> list[np.ndarray] | None:
+    """One node's outputs on constant inputs, by ONNX's reference evaluator (None where it cannot run it)."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: value for name, value in zip(node.input, inputs, strict=True) if name and value is not None}
+    graph = helper.make_graph(
+        [node],
+        "fold",
+        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in feeds.items()],
+        [helper.make_empty_tensor_value_info(o) for o in node.output if o],
+    )
+    try:
+        results = ReferenceEvaluator(helper.make_model(graph, opset_imports=list(opsets))).run(None, feeds)
+    except Exception:  # an operator the reference evaluator lacks, or inputs it refuses: not folded
+        return None
+    return [np.asarray(r) for r in results]
 
 
 def _tensor(info: onnx.ValueInfoProto) -> Tensor:
@@ -246,13 +431,7 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
             axes = ()  # no axes and "noop": the node is an identity
         else:
             axes = tuple(sorted(int(a) % rank for a in (raw if raw is not None else range(rank))))
-    whole_window = False
-    if op == "AveragePool" and rank == 4:
-        shape = tensors[proto.input[0]].shape or ()
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        auto_pad = attrs.get("auto_pad", b"NOTSET")
-        whole_window = list(attrs.get("kernel_shape", [])) == list(shape[2:]) and not any(pads)
-        whole_window = whole_window and auto_pad in (b"NOTSET", b"VALID")
+    whole_window = op in ("AveragePool", "MaxPool") and rank == 4 and _covers_map(proto, attrs, tensors)
     facts = _gradient_facts(op, attrs, proto, tensors, values, rank)
     axes = facts.pop("axes", axes)  # LayerNormalization: the normalised axes
     return Node(
@@ -283,6 +462,23 @@ def _node(proto: onnx.NodeProto, name: str, tensors: dict[str, Tensor], values: 
         **facts,
         handle=proto,
     )
+
+
+def _covers_map(proto: onnx.NodeProto, attrs: dict[str, Any], tensors: dict[str, Tensor]) -> bool:
+    """A pool with one window over the whole map, no padding: the kernel is the map's size, or larger with
+    ``ceil_mode`` (Hugging Face's EfficientNet pools with a 1280 x 1280 kernel), whose window ONNX clips to the
+    map, dividing by H x W whatever ``count_include_pad`` says (there is no padding to count)."""
+    spatial = list((tensors[proto.input[0]].shape or ())[2:])
+    pooled = list((tensors.get(proto.output[0], Tensor("", None, None)).shape or ())[2:])
+    kernel = list(attrs.get("kernel_shape", []))
+    if any(attrs.get("pads", [])) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+        return False
+    if len(kernel) != 2 or len(spatial) != 2 or not all(isinstance(d, int) for d in spatial):
+        return False
+    if kernel == spatial:
+        return True
+    larger = all(k >= d for k, d in zip(kernel, spatial, strict=True))
+    return larger and bool(attrs.get("ceil_mode", 0)) and pooled == [1, 1]
 
 
 _AXIS_DEFAULTS = {"Softmax": -1, "LogSoftmax": -1, "Concat": 0, "Split": 0, "Flatten": 1, "QuantizeLinear": 1,

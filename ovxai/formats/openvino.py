@@ -25,7 +25,7 @@ from ovxai.metadata import Entries, ModelInfo, read_openvino
 try:
     import openvino as ov
     import openvino.opset13 as opset
-    from openvino import opset3, opset4, opset6, opset8, opset11, opset12
+    from openvino import opset3, opset4, opset6, opset8, opset11, opset12, passes
 
     # ONNX operators that map one to one onto an opset function of the same inputs.
     _ELEMENTWISE: dict[str, Any] = {
@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - openvino is a dependency; the message 
 _SKIPPED = ("Parameter", "Constant", "Result")
 _OV_TYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "uint8": "u8", "int64": "i64", "int32": "i32"}
 _SMALL_CONSTANT = 64  # elements: constants up to this size are kept in the view (shapes, axes)
+_WEIGHT = 4096  # elements: larger constants are weights, which the private folding never computes with
 
 # OpenVINO operation types under their ONNX names: the planner, the target resolver and the cost
 # estimate speak one vocabulary. Types not listed keep their own name (FakeQuantize, ...).
@@ -95,7 +96,7 @@ class OpenVinoFormat:
         if not weights.is_file():
             raise OvxaiError(f"the weights file '{weights}' of '{path}' is missing", "keep the .bin beside the .xml")
         try:
-            return ov.Core().read_model(os.fspath(path), os.fspath(weights))
+            model = ov.Core().read_model(os.fspath(path), os.fspath(weights))
         except RuntimeError as exc:
             reason = engine_reason(exc)
             fix = (
@@ -104,6 +105,8 @@ class OpenVinoFormat:
             raise OvxaiError(
                 f"'{path}' is not a readable OpenVINO IR: {reason}", fix or "re-export the model"
             ) from None
+        _name_tensors(model)
+        return model
 
     def view(self, model: Any) -> GraphView:
         """The format-neutral view of an OpenVINO model, op types under their ONNX names."""
@@ -114,6 +117,11 @@ class OpenVinoFormat:
         nodes: list[Node] = []
         inputs: list[str] = []
         constants: set[str] = set()
+        for output, value in static_values(model):  # computed from constants and static shapes only
+            if _from_shapes(output):  # fixed whatever the batch (weights computed in the graph stay what they are)
+                constants.add(tensor_id(output))
+            if value.size <= _SMALL_CONSTANT:
+                values[tensor_id(output)] = value
         for op in ops:
             kind = op.get_type_name()
             for out in op.outputs():
@@ -138,6 +146,25 @@ class OpenVinoFormat:
         outputs = [tensor_id(r.input_value(0)) for r in model.get_results()]
         aliases = {n: tensor_id(o) for op in ops for o in op.outputs() for n in o.get_names()}
         return GraphView(nodes, tensors, inputs, outputs, constants, aliases, values)
+
+    def fold_static_shapes(self, model: Any) -> None:
+        """Replace every value computed from shapes that the model's fixed dimensions determine by a constant.
+
+        Such arithmetic (a bias reshaped to the rank of a convolution's output, pool axes counted from
+        ``ShapeOf(ShapeOf(x))``: what OpenVINO's ONNX frontend writes under ``read_model``) is folded by
+        the engine when it compiles the plain model, so the compiled original does not change. Left in
+        the graph, it gives the CPU plugin's symbolic shape optimisation an early ``ShapeOf`` (of the first
+        convolution's output) to serve the hook's batch size from; that keeps the ShapeOf alive, the
+        convolution gets a second reader and loses its fused bias and output quantiser, and an INT8
+        model's prediction moves. Weights and batch-dependent values are left alone.
+        """
+        for output, value in static_values(model):
+            if _from_shapes(output):
+                constant = opset.constant(value)
+                constant.set_friendly_name(output.get_node().get_friendly_name())
+                for reader in list(output.get_target_inputs()):
+                    reader.replace_source_output(constant.output(0))
+        model.validate_nodes_and_infer_types()
 
     def set_input_shape(self, model: Any, name: str, dims: Sequence[int | str]) -> None:
         image = next(p.output(0) for p in model.get_parameters() if tensor_id(p.output(0)) == name)
@@ -177,32 +204,50 @@ class OpenVinoFormat:
         return [path, path.with_suffix(".bin")]
 
     def convert(self, path: Path) -> Any:
-        """A patched ONNX file as an ``ov.Model``, with OpenVINO's conversion telemetry off."""
+        """An ONNX file as an ``ov.Model`` (``ov.convert_model``), with OpenVINO's conversion telemetry off."""
         _require_openvino()
         without_telemetry()
         try:
-            return ov.convert_model(os.fspath(path))
+            model = ov.convert_model(os.fspath(path))
         except Exception as exc:
             raise OvxaiError(
-                f"OpenVINO could not convert the patched model: {engine_reason(exc)}", "write .onnx instead"
+                f"OpenVINO could not convert '{path}': {engine_reason(exc)}", "write .onnx instead"
             ) from None
+        _name_tensors(model)
+        return model
 
-    def smoke_run(self, path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_once(path, x)
+    # f32, and the CPU plugin's default (bf16 or f16 on CPUs that have them): deployments use both
+    precisions: tuple[str, ...] = ("f32", "default")
+
+    def smoke_run(self, path: Path, x: np.ndarray, precision: str = "f32") -> dict[str, np.ndarray]:
+        return run_once(path, x, precision)
+
+    def mantissa_bits(self, precision: str) -> int:
+        """The CPU plugin's inference precision ("default": what it picks on this CPU)."""
+        if precision != "default":
+            return _MANTISSA[precision]
+        return _MANTISSA.get(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name(), 23)
 
 
 OPENVINO = OpenVinoFormat()
+_MANTISSA = {"f32": 23, "bf16": 7, "f16": 10}
 
 
-def run_once(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Compile ``path`` (IR or ONNX) on CPU in f32 and run it on ``x``: the outputs by tensor name."""
+def run_once(path: Path, x: np.ndarray, precision: str = "f32") -> dict[str, np.ndarray]:
+    """Compile ``path`` (IR or ONNX) on CPU in ``precision`` ("f32", or "default": the plugin's choice) and run it
+    on ``x``: the outputs under each of their tensor names."""
     _require_openvino()
     weights = path.with_suffix(".bin") if path.suffix.lower() == ".xml" else None
     model = ov.Core().read_model(os.fspath(path), None if weights is None else os.fspath(weights))
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    config = {} if precision == "default" else {"INFERENCE_PRECISION_HINT": precision}
+    compiled = ov.Core().compile_model(model, "CPU", config)
     keep_signal_stack()
     result = compiled(x)
-    return {tensor_id(out): np.asarray(result[out]) for out in compiled.outputs}
+    named = {}
+    for out in compiled.outputs:
+        for name in {tensor_id(out), *out.get_names()}:
+            named[name] = np.asarray(result[out])
+    return named
 
 
 def _is_constant(output: Any) -> bool:
@@ -219,6 +264,77 @@ def without_telemetry() -> None:
 
 
 # -- reading ----------------------------------------------------------------------------------------
+
+
+def static_values(model: Any) -> list[tuple[Any, np.ndarray]]:
+    """The non-constant tensors whose value is fixed whatever the batch size, with that value: OpenVINO's own
+    constant folding and shape propagation, run on a private clone whose inputs take any batch (the hook
+    changes the batch: a value that depends on it is never a constant to it) and in which weights stand as
+    parameters (nothing large is computed). Only tensors that an unfolded node reads are listed."""
+    originals = model.get_ordered_ops()
+    clone = model.clone()
+    twins = clone.get_ordered_ops()  # in the originals' order (a reshape may sort them again)
+    assert [o.get_type_name() for o in originals] == [t.get_type_name() for t in twins]
+    any_batch = {}
+    for parameter in clone.get_parameters():
+        shape = parameter.get_output_partial_shape(0)
+        if shape.rank.is_static and len(shape) > 0:
+            any_batch[parameter.output(0)] = ov.PartialShape([ov.Dimension(), *list(shape)[1:]])
+    try:
+        clone.reshape(any_batch)
+    except RuntimeError:  # a batch baked into the graph: no fact is safe from it
+        return []
+    weights = []
+    for twin in twins:
+        if twin.get_type_name() == "Constant" and int(np.prod(twin.get_output_shape(0))) > _WEIGHT:
+            weight = opset.parameter(twin.get_output_partial_shape(0), twin.get_output_element_type(0))
+            twin.output(0).replace(weight.output(0))
+            weights.append(weight)
+    clone.add_parameters(weights)
+    manager = passes.Manager()
+    manager.register_pass(passes.ConstantFolding())
+    manager.run_passes(clone)
+    kept = {op.get_name() for op in clone.get_ordered_ops()}
+    found: dict[str, tuple[Any, np.ndarray]] = {}
+    for original, twin in zip(originals, twins, strict=True):
+        if twin.get_name() not in kept or twin.get_type_name() == "Constant":
+            continue
+        for port in range(twin.get_input_size()):
+            source, folded = original.input_value(port), twin.input_value(port)
+            if _is_constant(folded) and not _is_constant(source):
+                found.setdefault(tensor_id(source), (source, folded.get_node().get_data().copy()))
+    return list(found.values())
+
+
+def _name_tensors(model: Any) -> None:
+    """Give every unnamed tensor (NNCF's quantisers leave theirs unnamed) the name '<node>:<port>' from its
+    node's friendly name, which the IR keeps: the same name on every read, for ``--layer`` and ``inspect``."""
+    ops = model.get_ordered_ops()
+    taken = {n for op in ops for o in op.outputs() for n in o.get_names()}
+    for op in ops:
+        for out in op.outputs():
+            if out.get_names() or op.get_type_name() in _SKIPPED[1:]:
+                continue
+            name = f"{op.get_friendly_name()}:{out.get_index()}"
+            if name in taken:
+                name = f"{op.get_friendly_name()}#{op.get_name()}:{out.get_index()}"
+            taken.add(name)
+            out.get_tensor().set_names({name})
+
+
+def _from_shapes(output: Any) -> bool:
+    """Whether a tensor is computed from some tensor's shape (a ShapeOf above it), not from weights only."""
+    seen: set[str] = set()
+    todo = [output.get_node()]
+    while todo:
+        node = todo.pop()
+        if node.get_name() in seen:
+            continue
+        seen.add(node.get_name())
+        if node.get_type_name() == "ShapeOf":
+            return True
+        todo.extend(i.get_source_output().get_node() for i in node.inputs())
+    return False
 
 
 def tensor_id(output: Any) -> str:
@@ -247,13 +363,16 @@ def _node(op: Any, name: str, tensors: dict[str, Tensor], values: dict[str, np.n
         axes = tuple(sorted(int(a) % rank for a in np.atleast_1d(values[inputs[1]])))
     perm = values.get(inputs[1]) if kind == "Transpose" else None
     whole_window = False
-    if kind == "AvgPool" and rank == 4:
+    if kind in ("AvgPool", "MaxPool") and rank == 4:
         spatial = list((tensors[inputs[0]].shape or ())[2:])
         pads = [*attrs.get("pads_begin", []), *attrs.get("pads_end", [])]
         whole_window = list(attrs.get("kernel", [])) == spatial and not any(pads)
+    op_name = ONNX_NAMES.get(kind, kind)
+    if kind == "AdaptiveAvgPool" and inputs[1] in values and values[inputs[1]].tolist() == [1, 1]:
+        op_name = "GlobalAveragePool"  # adaptive_avg_pool2d(x, 1) as OpenVINO may keep it: the same mean
     return Node(
         name,
-        ONNX_NAMES.get(kind, kind),
+        op_name,
         inputs,
         tuple(tensor_id(o) for o in op.outputs()),
         scope=scope_from_name(op.get_friendly_name().removesuffix("/WithoutBiases")),  # a biased op, split

@@ -118,7 +118,7 @@ class Node:
     axes: tuple[int, ...] | None = None  # ReduceMean: the reduced axes, non-negative
     keepdims: bool = True  # ReduceMean
     perm: tuple[int, ...] | None = None  # Transpose
-    whole_window: bool = False  # AveragePool whose window is the whole H x W, no padding
+    whole_window: bool = False  # AveragePool / MaxPool with one window over the whole H x W, no padding
     start: int = 0  # Shape: the first dimension it reads (negative: from the end)
     weight_inner: tuple[Dim, ...] | None = None  # Conv / MatMul / Gemm: weight dims summed per output value
     levels: int = 0  # FakeQuantize: the number of quantisation levels
@@ -181,7 +181,7 @@ class GraphView:
     tensors: dict[str, Tensor]
     inputs: list[str]  # graph inputs that are fed at run time (not weights)
     outputs: list[str]
-    constants: set[str]  # tensors with a fixed value (initializers, Constant outputs)
+    constants: set[str]  # tensors with a fixed value whatever the batch (initializers, folded arithmetic)
     aliases: dict[str, str] = field(default_factory=dict)  # other names a tensor is known by
     values: dict[str, np.ndarray] = field(default_factory=dict)  # small constants' values (shapes, axes)
 
@@ -222,7 +222,7 @@ class GraphView:
             if node.op in SHAPE_OPS and worst is Kind.ACTIVATION:
                 worst = Kind.SHAPE
             for o in node.outputs:
-                kind[o] = worst
+                kind[o] = Kind.CONSTANT if o in self.constants else worst  # the adapter found its value fixed
         return kind
 
     def _spatial_axes(self) -> dict[str, tuple[int, int]]:
@@ -273,8 +273,8 @@ class GraphView:
             (rank_in is not None and rank_in - 1 in axes) or self.kind.get(node.inputs[1]) is not Kind.CONSTANT
         ):
             return None  # a product over a spatial axis, or of two activations (attention)
-        if node.op == "GlobalAveragePool" or node.op == "GlobalMaxPool":
-            return None
+        if node.op in ("GlobalAveragePool", "GlobalMaxPool") or node.whole_window:
+            return None  # one value per channel: no map any more
         return axes if rank_out == rank_in else None
 
     def ancestors(self, names: list[str]) -> set[str]:

@@ -136,7 +136,7 @@ def final_classifier(graph: GraphView, tail: list[Node], logits: str) -> Classif
     rows = graph.tensor(node.inputs[0]).rank
     if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight) or rows != 2:
         return None
-    if not _stored(graph, node.inputs[1]) or (bias_node and len(graph.consumers.get(node.outputs[0], [])) != 1):
+    if not is_stored(graph, node.inputs[1]) or (bias_node and len(graph.consumers.get(node.outputs[0], [])) != 1):
         return None  # a quantised weight, or a product that something besides its bias reads
     classes = weight[0] if node.transpose_b else weight[1]
     if (
@@ -147,7 +147,7 @@ def final_classifier(graph: GraphView, tail: list[Node], logits: str) -> Classif
     return Classifier(node, bias, classes, bias_node)  # type: ignore[arg-type]
 
 
-def _stored(graph: GraphView, name: str) -> bool:
+def is_stored(graph: GraphView, name: str) -> bool:
     """A weight stored as is (or in FP16 and converted): not quantised, which an engine runs in its own kernels."""
     producer = graph.producer.get(name)
     return name in graph.constants or (

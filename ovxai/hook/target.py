@@ -239,13 +239,15 @@ def _quantized_tap(graph: GraphView, layer: str, tensor: str) -> str:
 
 def _automatic(graph: GraphView, prediction: str) -> Candidate:
     feeding = graph.ancestors([prediction])
-    maps = [
-        out
-        for node in graph.nodes
-        if node.name in feeding
-        for out in node.outputs
-        if is_feature_map(graph, out) and _spatial(graph, out) and not _identity_pool(graph, node)
-    ]
+    every = [out for node in graph.nodes if node.name in feeding for out in node.outputs if is_feature_map(graph, out)]
+    maps = [out for out in every if _spatial(graph, out) and not _identity_pool(graph, graph.producer[out])]
+    if not maps and every:
+        last = graph.tensor(every[-1])
+        raise OvxaiError(
+            f"every feature map feeding the prediction output '{prediction}' is 1 x 1 at this input size (the last: "
+            f"'{last.name}', {last.describe()}): with one position, every map is flat",
+            "give the model a larger input with input_shape=, if it takes one",
+        )
     if not maps:
         raise OvxaiError(
             f"no 4-D feature map with H*W > 1 feeds the prediction output '{prediction}'",

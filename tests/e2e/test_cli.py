@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import NETS, build_net, export_onnx, images
-from oracle import reference_saliency
+from oracle import reference
 from runners import cli_fails as _fails
 from runners import run
 
@@ -59,10 +59,41 @@ def test_default_output_name(resnet: Path) -> None:
 def test_inspect_lists_candidates(resnet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "--model", str(resnet)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    default = [line for line in lines if line.startswith("*")]
+    default = [line for line in lines if line.startswith("* ") and line != "* = default"]
     assert len(default) == 1 and "layer4" in default[0] and "32x4x4" in default[0] and "mean" in default[0]
     # layer3 is followed by layer4's 3 x 3 convolutions: each copy is computed on windows (ovxai/incremental.py)
     assert any(line.split()[0] == "layer3" and "windows" in line for line in lines)
+
+
+def test_path_mosaic_and_inspect_name_the_path(resnet: Path, tmp_path: Path, capsys) -> None:
+    assert main(["inspect", "--model", str(resnet)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tried = lines[lines.index("paths at the default target layer4, in the order tried (--path NAME asks for one):") + 1]
+    assert tried.split()[0] == "mean" and tried.endswith("applies")
+    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "g.onnx"), "--path", "mosaic"]) == 0
+    assert "general path (full mosaic)" in capsys.readouterr().out
+    assert main(["export", "-m", str(resnet), "-o", str(tmp_path / "m.onnx")]) == 0
+    x = images(2, NETS["resnet"][1])
+    fast, general = run(tmp_path / "m.onnx", x, "onnxruntime"), run(tmp_path / "g.onnx", x, "onnxruntime")
+    np.testing.assert_array_equal(fast["logits"], general["logits"])
+    with pytest.raises(SystemExit) as exited:
+        main(["export", "-m", str(resnet), "--path", "fast"])
+    assert exited.value.code == 2 and "argument --path: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_unknown_input_channels_ask_for_the_input_shape(resnet: Path, tmp_path: Path, capsys) -> None:
+    """An IR whose input is [?,?,?,?]: inspect and export give the same one-line advice."""
+    import openvino as ov
+
+    model = ov.convert_model(str(resnet))
+    model.reshape({model.inputs[0]: ov.PartialShape.dynamic(4)})
+    ov.save_model(model, str(tmp_path / "any.xml"))
+    inspect = _fails(capsys, "inspect", "-m", str(tmp_path / "any.xml"))
+    export = _fails(capsys, "export", "-m", str(tmp_path / "any.xml"), "-o", str(tmp_path / "p.xml"))
+    assert "is [?,?,?,?]: its channels and size are unknown" in inspect and "--input-shape ?,3,224,224" in inspect
+    assert export.split(": error: ")[1] == inspect.split(": error: ")[1]
+    argv = ["export", "-m", str(tmp_path / "any.xml"), "-o", str(tmp_path / "p.xml"), "--input-shape", "?,3,128,128"]
+    assert main(argv) == 0
 
 
 def test_static_batch_model_becomes_dynamic(tmp_path: Path) -> None:
@@ -74,7 +105,7 @@ def test_static_batch_model_becomes_dynamic(tmp_path: Path) -> None:
     assert main(["export", "-m", str(path), "-o", str(tmp_path / "p.onnx")]) == 0
     x = images(3, 32)
     got = run(tmp_path / "p.onnx", x, "onnxruntime")
-    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "_relu", x), atol=1e-4)
+    reference(net, "_relu", x).check(got["saliency_map"])
 
 
 @pytest.mark.parametrize(
@@ -191,7 +222,7 @@ def test_large_model_uses_external_data(tmp_path: Path, monkeypatch) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["p.onnx", "p.onnx.data"]
     x = images(2, NETS["tiny"][1])
     got = run(out / "p.onnx", x, "onnxruntime")
-    np.testing.assert_allclose(got["saliency_map"], reference_saliency(net, "features", x), atol=1e-4)
+    reference(net, "features", x).check(got["saliency_map"])
 
 
 def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -220,7 +251,7 @@ def test_channels_last_map_without_transpose_is_refused(tmp_path: Path, capsys: 
 
 def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
-    from oracle import reference_saliency
+    from oracle import reference
 
     from ovxai import export_torch
 
@@ -228,7 +259,7 @@ def test_export_from_torch_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFix
     result = export_torch(net, torch.rand(2, 3, 128, 128), tmp_path / "api.onnx", layer="layer3")
     x = images(2, 128)
     got = run(result.files[0], x, "onnxruntime")["saliency_map"]
-    np.testing.assert_allclose(got, reference_saliency(net, "layer3", x), atol=1e-4)
+    reference(net, "layer3", x).check(got)
 
     argv = ["export", "--torch", "models.architectures:tiny_resnet", "--input-shape", "?,3,96,96"]
     assert main([*argv, "-o", str(tmp_path / "cli.xml")]) == 0

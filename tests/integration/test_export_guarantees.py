@@ -10,13 +10,12 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 
 torch = pytest.importorskip("torch")  # skipped, not failed, without torch
 from conftest import build_net, export_onnx, images
-from oracle import reference_saliency
+from oracle import reference
 from runners import cli_fails as _fails
 from runners import run
 from torch import nn
@@ -123,7 +122,7 @@ def test_token_model_target_is_never_inside_the_attention(tmp_path: Path, capsys
     assert "target   patch ->" in capsys.readouterr().out
     x = images(2, 32)
     got = run(out / "v.onnx", x, "onnxruntime")["saliency_map"]
-    np.testing.assert_allclose(got, reference_saliency(net, "patch", x, score="logits"), atol=1e-4)
+    reference(net, "patch", x, score="logits").check(got)
     attention = next(n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Softmax")
     err = _fails(capsys, "export", "-m", str(path), "-o", str(out / "w.onnx"), "--layer", attention)
     assert "last two axes are not the image's height and width" in err
@@ -228,9 +227,7 @@ def test_old_opset_declares_a_4d_saliency_map(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert "saliency_map" not in proc.stderr, proc.stderr  # ONNX Runtime's shape-mismatch warning
     x = images(2, 32)
-    np.testing.assert_allclose(
-        run(out, x, "onnxruntime")["saliency_map"], reference_saliency(net, "features", x), atol=1e-4
-    )
+    reference(net, "features", x).check(run(out, x, "onnxruntime")["saliency_map"])
 
 
 def test_if_node_in_the_head_is_named(tmp_path: Path, capsys) -> None:

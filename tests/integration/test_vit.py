@@ -294,7 +294,14 @@ def test_swin_on_the_general_path(tmp_path: Path, source: str) -> None:
         to_ir(net, tmp_path / "swin.xml", example) if source == "ir" else to_onnx(net, tmp_path / "swin.onnx", example)
     )
     out = tmp_path / f"swin_xai{plain.suffix}"
-    result = export(plain, out, options=HookOptions(score="logits", mask="gaussian"), fp16=False)
+    try:
+        result = export(plain, out, options=HookOptions(score="logits", mask="gaussian"), fp16=False)
+    except (
+        OvxaiError
+    ) as refused:  # where the CPU plugin's default is bf16: refused, not delivered with a moved prediction
+        message = str(refused)
+        assert source == "ir" and "at its default precision (bf16 here)" in message and not out.exists(), message
+        pytest.xfail("the CPU plugin compiles Swin's original path otherwise in bf16 with the hook beside it")
     block = "layers.1.blocks.1"
     assert result.target.layer == block and result.path == "mosaic" and result.grid == (4, 4)
     got = run(result.files[0], images, "openvino" if source == "ir" else "onnxruntime")["saliency_map"]

@@ -17,6 +17,7 @@ from graphs import (
     resnet_model,
     spatial_model,
 )
+from onnx import helper
 
 from ovxai.errors import OvxaiError
 from ovxai.formats.onnx import ONNX
@@ -146,6 +147,22 @@ def test_one_by_one_map_and_non_map_are_refused(resnet: GraphView) -> None:
     graph = ONNX.view(spatial_model())
     with pytest.raises(OvxaiError, match=r"'attention' of shape 1x8x4x4 \(float32\), a 4-D tensor whose last two axes"):
         resolve(graph, "attention", "attention")
+
+
+def test_only_one_by_one_maps_are_refused_in_one_line() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], strides=[8, 8]),  # 8x8 with an 8x8 kernel: 1 x 1
+        helper.make_node("Relu", ["c"], ["relu"]),
+        helper.make_node("Flatten", ["relu"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc"], ["logits"]),
+    ]
+    graph = ONNX.view(
+        onnx_model(
+            nodes, {"x": ["batch", 3, 8, 8]}, ["logits"], {"w": random_weights(4, 3, 8, 8), "fc": random_weights(4, 5)}
+        )
+    )
+    with pytest.raises(OvxaiError, match=r"every feature map .* is 1 x 1 .*'relu', batchx4x1x1"):
+        resolve(graph, "logits", None)
 
 
 def test_pick_prediction() -> None:

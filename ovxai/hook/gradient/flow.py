@@ -27,10 +27,11 @@ class Flow(Generic[T]):
         self.ops, self.graph, self.active, self.copies = ops, graph, active, copies
 
     def value(self, name: str) -> T:
-        """The forward value of ``name``: the original path's own tensor, or its copy where the path is a copy
-        (Integrated Grad-CAM's steps); never recomputed. (Reading a tensor gives it one more reader, and an engine
-        fuses a chain of ops only through tensors with one reader: the rules read outputs of activations, inputs
-        of products, and :mod:`.patterns` reads a written-out GELU as one op.)"""
+        """The forward value of ``name``: the original path's tensor, or its copy where the path is a copy
+        (Integrated Grad-CAM's steps). The export's builder hands the hook private copies of the original's
+        activations (:mod:`ovxai.hook.private_reads`), recomputed back to the nearest weighted nodes, so that few
+        reads make few copies: the rules read outputs of activations, inputs of products, and :mod:`.patterns`
+        reads a written-out GELU as one op."""
         if self.copies is not None and name in self.copies:
             return self.copies[name]
         return self.ops.tensor(name)

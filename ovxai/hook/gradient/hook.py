@@ -2,7 +2,8 @@
 
 The backward of the tail, target to class logits, is emitted as forward ops of the format (a rule per op,
 :mod:`~ovxai.hook.gradient.rules`), for the selected classes only: the gradient of every tail tensor is laid out
-(K', B, ...), one slice per selected class, and its rules read the original path's own forward tensors. The method
+(K', B, ...), one slice per selected class, and its rules read the original path's forward tensors (private
+copies of them under export: :mod:`~ovxai.hook.private_reads`). The method
 (:mod:`~ovxai.hook.gradient.methods`, :mod:`~ovxai.hook.gradient.integrated`) then weights the target map by the
 gradient, and the shared base normalises the (B, K', H, W) maps and exposes them.
 

@@ -19,7 +19,7 @@ from ovxai.graph.view import GraphView, Node
 from ovxai.hook.options import HookOptions
 from ovxai.hook.paths.path import Copies, Declined, Site
 from ovxai.hook.paths.positionwise import Positionwise, plan_positionwise, scaled, through, zeros
-from ovxai.hook.tail import TailPlan, is_constant
+from ovxai.hook.tail import TailPlan, is_constant, is_stored
 
 T = TypeVar("T")
 
@@ -146,6 +146,10 @@ def _product_after_flatten(graph: GraphView, node: Node, tail: list[Node]) -> No
         return None
     weight = graph.tensor(product.inputs[1]).shape
     if weight is None or len(weight) != 2 or not all(isinstance(d, int) for d in weight):
+        return None
+    if not is_stored(graph, product.inputs[1]):
+        # A compressed weight (INT8/INT4 weight-only, dequantised in the graph) runs in the engine's own kernel,
+        # which may quantise the activations too: the re-laid products would not be the same sums reordered.
         return None
     # Any size: the original product is computed from the per-position one too, so the file (and the engine)
     # holds only the re-laid weight (N, C', K), never a second copy.
