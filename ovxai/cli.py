@@ -370,10 +370,15 @@ def _report(result: ExportResult, options: HookOptions) -> None:
         print(f"hook     {path}, score {options.score}, mask {options.mask}, saliency {options.saliency_dtype}")
     for name, reason in result.declined:
         print(f"         (not {name}: {reason})")
-    if result.isolated:
+    if result.reads == "private":
         print(
             "note     the engine compiled the original path otherwise when the hook read it (the prediction moved): "
-            "the hook runs on its own copy of the network, about twice the computation"
+            "the hook reads its own copies of the activations it needs, recomputed from the last weighted layers"
+        )
+    elif result.reads == "whole":
+        print(
+            "note     the engine compiled the original path otherwise when the hook read it, even its own copies "
+            "of the activations: the hook runs on its own copy of the network, about twice the computation"
         )
     extra = " + 'feature_vector' (B, C)" if result.path in ("mean", "windows") else ""
     if not options.selection.every:  # 'ALL' is all too: the parsed choice, never the spelling

@@ -72,7 +72,7 @@ def measure(
 
     # the weights as the plain file stores them (export's default would compress FP32 ones to FP16: another model)
     result = export(plain, plain.with_name(f"{plain.stem}_xai.xml"), layer=layer, fp16=False)
-    print(f"{name}: {result.target.layer} on the {result.path} path, isolated {result.isolated}", flush=True)
+    print(f"{name}: {result.target.layer} on the {result.path} path, reads {result.reads}", flush=True)
     paths = {"plain": plain, "patched": Path(result.files[0])}
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
@@ -91,7 +91,7 @@ def measure(
                 "rounds": f"{timed['rounds_clean']}/{timed['rounds_run']}", "verdict": timed["verdict"],
             })  # fmt: skip
             print(f"  batch {batch} {precision}: ratio {hooked['ratio']:.3f}, identical {same}", flush=True)
-    return {"target": result.target.layer, "path": result.path, "isolated": result.isolated, "rows": rows}
+    return {"target": result.target.layer, "path": result.path, "reads": result.reads, "rows": rows}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     table = [
-        (name, report[name]["path"] + (" (isolated)" if report[name]["isolated"] else ""), r["batch"],
+        (name, f"{report[name]['path']}, {report[name]['reads']} reads", r["batch"],
          f"{r['precision']} ({r['engine_precision']})",
          "yes" if r["prediction_identical"] else f"NO ({r['max_shift']:.3g})",
          f"{r['plain_ms']:.2f}", f"{r['patched_ms']:.2f}", f"{r['ratio']:.3f}", r["rounds"])

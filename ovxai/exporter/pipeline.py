@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -67,7 +67,15 @@ class ExportResult:
         return black_image(self.info)
 
     info: ModelInfo | None = None  # what the model records about itself (its metadata)
-    isolated: bool = False  # the hook runs on its own copy of the network (see ovxai.hook.private_reads)
+    reads: Reads = "shared"  # what the hook reads of the original path (see READS)
+
+
+Reads = Literal["shared", "private", "whole"]
+# What the hook reads of the original path, tried in this order until the prediction is the original's bit for bit:
+# the original activations themselves (the cheapest); private copies of them, recomputed from the last weighted
+# nodes (where reading an activation changes how the engine compiles its producer); a copy of the whole network.
+# See ovxai.hook.private_reads.
+READS: tuple[Reads, ...] = ("shared", "private", "whole")
 
 
 @dataclass
@@ -109,15 +117,15 @@ def export(
     source, destination = Path(model), Path(output)
     output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
-        for isolated in (False, True):
+        for reads in READS:
             try:
                 result = _export_once(
-                    source, destination, output_format, scratch, isolated, layer, options, input_shape, prediction,
+                    source, destination, output_format, scratch, reads, layer, options, input_shape, prediction,
                     static_batch, dynamic_size, fp16, info,
                 )  # fmt: skip
                 break
-            except PredictionMoved:  # try again with the hook on its own copy of the network
-                if isolated:
+            except PredictionMoved:  # try again with the hook reading less of the original path
+                if reads == READS[-1]:
                     raise
         files = _move_into_place(result.files, destination)
     return replace(result, files=files)
@@ -132,7 +140,7 @@ def _export_once(
     destination: Path,
     output_format: Format,
     scratch: Path,
-    isolated: bool,
+    reads: Reads,
     layer: str | None,
     options: HookOptions,
     input_shape: Sequence[int | str] | None,
@@ -142,9 +150,8 @@ def _export_once(
     fp16: bool,
     info: ModelInfo | None,
 ) -> ExportResult:
-    """One export into ``scratch``, checked; ``isolated``: the hook reads a private copy of the whole network
-    (:class:`~ovxai.hook.private_reads.PrivateReads`), the fallback where reading the original path changes how
-    the engine compiles it. The result's files are in ``scratch``."""
+    """One export into ``scratch``, checked; ``reads``: what the hook reads of the original path (:data:`READS`).
+    The result's files are in ``scratch``."""
     loaded = load_model(source, input_shape, static_batch, dynamic_size)
     graph, source_format = loaded.graph, loaded.format
     prediction = pick_prediction(graph, prediction)
@@ -175,7 +182,9 @@ def _export_once(
     _check_explained(options, classes)
     baseline = _baseline(info, graph) if options.method == "integrated-gradcam" else (0.0,)
     original = _reference_copy(loaded, output_format, scratch, fp16)
-    builder = PrivateReads(source_format.builder(loaded.model, graph), graph, whole=isolated)
+    builder = source_format.builder(loaded.model, graph)
+    if reads != "shared":
+        builder = PrivateReads(builder, graph, whole=reads == "whole")
     if options.gradient:
         GradientCamHook(Ops(builder), graph, tail, options, baseline).build()
     elif tokens is None:
@@ -198,7 +207,7 @@ def _export_once(
     _check_runs(output_format, written[0], graph, original, prediction, path)
     grid = None if tokens is None else tokens.grid
     declined = () if choice is None else choice.declined
-    return ExportResult(written, target, prediction, options, path, grid, declined, info, isolated)
+    return ExportResult(written, target, prediction, options, path, grid, declined, info, reads)
 
 
 def _baseline(info: ModelInfo, graph: GraphView) -> tuple[float, ...]:
