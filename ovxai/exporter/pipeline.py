@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,11 +117,12 @@ def export(
     source, destination = Path(model), Path(output)
     output_format = _checked_paths(source, destination)
     with _scratch_folder(destination) as scratch:  # made first: an unwritable folder fails fast
+        original = Original()  # written and run once: every try is checked against the same predictions
         for reads in READS:
             try:
                 result = _export_once(
-                    source, destination, output_format, scratch, reads, layer, options, input_shape, prediction,
-                    static_batch, dynamic_size, fp16, info,
+                    source, destination, output_format, scratch, original, reads, layer, options, input_shape,
+                    prediction, static_batch, dynamic_size, fp16, info,
                 )  # fmt: skip
                 break
             except PredictionMoved:  # try again with the hook reading less of the original path
@@ -129,6 +130,15 @@ def export(
                     raise
         files = _move_into_place(result.files, destination)
     return replace(result, files=files)
+
+
+@dataclass
+class Original:
+    """The original model as written for the check (:func:`_reference_copy`) and its prediction on the check's
+    batch in each precision."""
+
+    path: Path | None = None
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class PredictionMoved(OvxaiError):
@@ -140,6 +150,7 @@ def _export_once(
     destination: Path,
     output_format: Format,
     scratch: Path,
+    original: Original,
     reads: Reads,
     layer: str | None,
     options: HookOptions,
@@ -181,7 +192,8 @@ def _export_once(
     info.check(classes)
     _check_explained(options, classes)
     baseline = _baseline(info, graph) if options.method == "integrated-gradcam" else (0.0,)
-    original = _reference_copy(loaded, output_format, scratch, fp16)
+    if original.path is None:
+        original.path = _reference_copy(loaded, output_format, scratch, fp16)
     builder = source_format.builder(loaded.model, graph)
     if reads != "shared":
         builder = PrivateReads(builder, graph, whole=reads == "whole")
@@ -358,7 +370,7 @@ def _reference_copy(loaded: LoadedModel, output_format: Format, scratch: Path, f
     return path
 
 
-def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, prediction: str, hook_path: str) -> None:
+def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Original, prediction: str, hook_path: str) -> None:
     """Run the written model and the original on one synthetic batch, in the same engine, in each of its
     precisions: a model that cannot run, or whose prediction is not the original's bit for bit, is never
     delivered (the linear shortcut computes the first linear layer in another summation order: equal to
@@ -384,13 +396,16 @@ def _check_runs(fmt: Format, path: Path, graph: GraphView, original: Path, predi
             raise OvxaiError(f"the patched model gave {got} on a {_dims(shape)} input", "please report this")
         if not np.isfinite(maps.astype(np.float64)).all():
             raise OvxaiError("the patched model's saliency_map holds NaN or infinity", "pick another layer=")
-        try:
-            expected = fmt.smoke_run(original, x, precision)[prediction]
-        except Exception as exc:
-            raise OvxaiError(
-                f"the original model does not run in {where} on a {_dims(shape)} input: {engine_reason(exc)}",
-                "give the input shape it takes with input_shape=",
-            ) from None
+        if precision not in original.predictions:
+            assert original.path is not None
+            try:
+                original.predictions[precision] = fmt.smoke_run(original.path, x, precision)[prediction]
+            except Exception as exc:
+                raise OvxaiError(
+                    f"the original model does not run in {where} on a {_dims(shape)} input: {engine_reason(exc)}",
+                    "give the input shape it takes with input_shape=",
+                ) from None
+        expected = original.predictions[precision]
         reordered = fmt.mantissa_bits(precision) if hook_path == "linear" else None
         moved = prediction_shift(outputs[prediction], expected, reordered)
         if moved is not None:
