@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
+    from models import build
     from models import efficientnet_lite0 as recipe
     from ovxai import export
     from ovxai.metadata import ModelInfo
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     plain = args.out / "efficientnet_lite0.onnx"
     if not plain.exists():
         print("building EfficientNet-Lite0 (real ImageNet weights) as ONNX ...")
-        recipe.main([str(plain)])
+        build.write("efficientnet_lite0", plain)
     info = ModelInfo.from_options(
         ROOT / "models/imagenet1k_labels.txt", str(recipe.MEAN), str(recipe.SCALE), channel_order="rgb"
     )

@@ -1,4 +1,4 @@
-"""The samples as a user runs them: the edge-device loop. (The HTTP service is ``ovxai serve``:
+"""The samples as a user runs them: the Quick start demo and the edge-device loop. (The HTTP service is ``ovxai serve``:
 tests/e2e/test_serve.py.)"""
 
 from __future__ import annotations
@@ -47,3 +47,13 @@ def test_edge_script_names_outputs_by_relative_path(model: Path, tmp_path: Path)
     proc = subprocess.run([*argv, "--out", str(out), "--device", "CPU"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.glob("*.jpg")) == ["a__cat_saliency.jpg", "b__cat_saliency.jpg"]
+
+
+def test_the_quick_start_demo_runs(tmp_path: Path) -> None:
+    """README's first command ends in samples/demo.py: the real EfficientNet-Lite0 built, exported and explained."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    demo = [sys.executable, str(ROOT / "samples/demo.py"), str(PHOTOS / "chelsea_cat.jpg"), "--out", str(tmp_path)]
+    done = subprocess.run(demo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Egyptian cat" in done.stdout and (tmp_path / "contact_sheet.png").is_file()
+    assert (tmp_path / "efficientnet_lite0_xai.xml").is_file() and (tmp_path / "efficientnet_lite0_xai.onnx").is_file()
