@@ -714,12 +714,7 @@ class OnnxBuilder:
         copies = self._copies.get(node.name, 0)
         self._copies[node.name] = copies + 1
         copy = f"#{copies}" if copies else ""  # a node copied again (the shortcut's background) gets new names
-        proto = onnx.NodeProto()
-        proto.CopyFrom(node.handle)
-        if unpadded:
-            kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
-            del proto.attribute[:]
-            proto.attribute.extend(kept)
+        proto = _copied_proto(node, unpadded)
         proto.name = f"{NODE_PREFIX}tail/{node.name}{copy}"
         del proto.input[:]
         proto.input.extend(i or "" for i in inputs)
@@ -829,6 +824,17 @@ def _sorted(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeP
 # -- eager evaluation (tests) -----------------------------------------------------------------------
 
 
+def _copied_proto(node: Node, unpadded: bool) -> onnx.NodeProto:
+    """A copy of ``node``'s NodeProto; ``unpadded``: without its padding (a window's copy reads padded patches)."""
+    proto = onnx.NodeProto()
+    proto.CopyFrom(node.handle)
+    if unpadded:
+        kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
+        del proto.attribute[:]
+        proto.attribute.extend(kept)
+    return proto
+
+
 def reference_runner(model: onnx.ModelProto) -> RunNode:
     """Runs single nodes of ``model`` with ONNX's reference implementation (numpy, no engine): the original
     nodes a :class:`~ovxai.graph.numpy_ops.NumpyBuilder` copies."""
@@ -837,12 +843,7 @@ def reference_runner(model: onnx.ModelProto) -> RunNode:
     version = opset(model)
 
     def run(node: Node, inputs: Sequence[np.ndarray | None], unpadded: bool) -> list[np.ndarray]:
-        proto = onnx.NodeProto()
-        proto.CopyFrom(node.handle)
-        if unpadded:
-            kept = [a for a in proto.attribute if a.name not in ("pads", "auto_pad")]
-            del proto.attribute[:]
-            proto.attribute.extend(kept)
+        proto = _copied_proto(node, unpadded)
         names = [f"in{k}" if x is not None else "" for k, x in enumerate(inputs)]
         del proto.input[:]
         proto.input.extend(names)
